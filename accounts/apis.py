@@ -1,0 +1,161 @@
+"""The auth endpoints: register, login, refresh, logout, logout-all, me."""
+
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User, normalize_email
+from accounts.services import LoginResult, auth_login, auth_logout, auth_logout_all, user_register
+from accounts.throttles import (
+    LoginAccountThrottle,
+    LoginAddressThrottle,
+    RefreshAddressThrottle,
+    RegisterAddressThrottle,
+)
+from accounts.tokens import TokenPair, token_refresh
+from symphainy.api import client_address
+
+
+class TokenOutputSerializer(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.CharField(default="Bearer")
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+
+
+class LoginOutputSerializer(TokenOutputSerializer):
+    session_id = serializers.UUIDField()
+    session_expires_at = serializers.DateTimeField()
+    user_id = serializers.UUIDField()
+    tenant_id = serializers.UUIDField()
+    roles = serializers.ListField(child=serializers.CharField())
+    permissions = serializers.ListField(child=serializers.CharField())
+
+
+def _tokens_body(tokens: TokenPair) -> dict:
+    return {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "token_type": "Bearer",
+        "expires_in": tokens.expires_in,
+    }
+
+
+def login_body(result: LoginResult) -> dict:
+    return LoginOutputSerializer(
+        {
+            **_tokens_body(result.tokens),
+            "session_id": result.session.pk,
+            "session_expires_at": result.session.expires_at,
+            "user_id": result.user.pk,
+            "tenant_id": result.membership.tenant_id,
+            "roles": [result.membership.role],
+            "permissions": list(result.membership.permissions),
+        }
+    ).data
+
+
+class RegisterApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [RegisterAddressThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.EmailField(max_length=254)
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
+        tenant_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+        def validate_email(self, value: str) -> str:
+            return normalize_email(value)
+
+        def validate(self, attrs: dict) -> dict:
+            candidate = User(email=attrs["email"], name=attrs.get("name", ""))
+            try:
+                validate_password(attrs["password"], user=candidate)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"password": list(exc.messages)}) from None
+            return attrs
+
+    @extend_schema(request=InputSerializer, responses={201: LoginOutputSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = user_register(
+            email=data.validated_data["email"],
+            password=data.validated_data["password"],
+            name=data.validated_data["name"],
+            tenant_name=data.validated_data["tenant_name"] or None,
+            client_address=client_address(request),
+        )
+        return Response(login_body(result), status=201)
+
+
+class LoginApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [LoginAddressThrottle, LoginAccountThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        email = serializers.CharField(max_length=254)
+        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        tenant_id = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer, responses={200: LoginOutputSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = auth_login(**data.validated_data, client_address=client_address(request))
+        return Response(login_body(result))
+
+
+class RefreshApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+    throttle_classes = [RefreshAddressThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        refresh_token = serializers.CharField(max_length=4096)
+
+    @extend_schema(request=InputSerializer, responses={200: TokenOutputSerializer}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tokens = token_refresh(raw=data.validated_data["refresh_token"], client_address=client_address(request))
+        return Response(TokenOutputSerializer(_tokens_body(tokens)).data)
+
+
+class LogoutApi(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        auth_logout(ctx=request.auth, client_address=client_address(request))
+        return Response(status=204)
+
+
+class LogoutAllApi(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def post(self, request: Request) -> Response:
+        auth_logout_all(ctx=request.auth, client_address=client_address(request))
+        return Response(status=204)
+
+
+class MeApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.UUIDField(source="user.pk")
+        email = serializers.EmailField(source="user.email")
+        name = serializers.CharField(source="user.name")
+        tenant_id = serializers.UUIDField(source="tenant.pk")
+        roles = serializers.ListField(child=serializers.CharField())
+        permissions = serializers.ListField(child=serializers.CharField())
+        session_id = serializers.UUIDField(source="session.pk")
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(request.auth).data)

@@ -1,0 +1,46 @@
+"""Create (or reset) the demo tenant and user that the README's run command uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from accounts.models import Role, Tenant, TenantStatus, User, normalize_email
+from accounts.services import membership_add
+from symphainy.conf import runtime_settings
+
+
+class Command(BaseCommand):
+    help = "Create the demo tenant and user (idempotent) and print how to log in."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--email", default=None, help="Demo user's email (default: DEMO_EMAIL).")
+        parser.add_argument("--password", default=None, help="Demo user's password (default: DEMO_PASSWORD).")
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="Where the service listens.")
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        email = normalize_email(options["email"] or runtime_settings.DEMO_EMAIL)
+        password = options["password"] or runtime_settings.DEMO_PASSWORD
+        tenant, _ = Tenant.objects.get_or_create(
+            slug="demo", defaults={"name": "Demo tenant", "status": TenantStatus.ACTIVE}
+        )
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = User.objects.create_user(email=email, password=password, name="Demo User")
+        else:
+            user.set_password(password)
+            user.is_active = True
+            user.save(update_fields=["password", "is_active"])
+        membership_add(user=user, tenant=tenant, role=Role.OWNER)
+        base = options["base_url"].rstrip("/")
+        self.stdout.write(
+            f"Demo tenant '{tenant.slug}' ({tenant.pk}) and user ready.\n"
+            f"  email:    {email}\n"
+            f"  password: {password}\n"
+            f"Log in:\n"
+            f"  curl -s -X POST {base}/api/auth/login -H 'Content-Type: application/json' \\\n"
+            f"       -d '{{\"email\": \"{email}\", \"password\": \"{password}\"}}'\n"
+        )

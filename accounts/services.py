@@ -1,0 +1,139 @@
+"""Writes of the accounts app: registering, logging in and out, tenants and memberships.
+
+Login creates the runtime session in the same transaction as the tokens, through the
+one session service: no tokens ever exist without a session.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from django.contrib.auth import authenticate
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
+from accounts.tokens import AuthContext, TokenPair, tokens_issue
+from sessions_runtime.intents import IntentAction, session_intent_build
+from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
+from sessions_runtime.services import Actor, audit_record, session_create, session_end, sessions_end
+from symphainy.exceptions import EmailTaken, InvalidCredentials, TenantAccessDenied
+
+
+@dataclass(frozen=True, slots=True)
+class LoginResult:
+    user: User
+    membership: Membership
+    session: RuntimeSession
+    tokens: TokenPair
+
+
+def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
+    """A tenant with a unique slug derived from its name unless one is given."""
+    base = slugify(slug or name)[:60] or "tenant"
+    candidate = base
+    while Tenant.objects.filter(slug=candidate).exists():
+        candidate = f"{base}-{secrets.token_hex(3)}"
+    return Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
+
+
+def membership_add(*, user: User, tenant: Tenant, role: str, primary: bool | None = None) -> Membership:
+    """Add (or update) a membership. The first membership of a user becomes primary."""
+    if primary is None:
+        primary = not user.memberships.filter(is_primary=True).exists()
+    if primary:
+        user.memberships.filter(is_primary=True).exclude(tenant=tenant).update(is_primary=False)
+    membership, _ = Membership.objects.update_or_create(
+        user=user, tenant=tenant, defaults={"role": role, "is_primary": primary}
+    )
+    return membership
+
+
+def _login_session(*, user: User, membership: Membership, action: str, actor: Actor) -> LoginResult:
+    intent = session_intent_build(user=user, tenant=membership.tenant, role=membership.role, action=action)
+    session = session_create(intent=intent, actor=actor)
+    tokens = tokens_issue(session=session)
+    return LoginResult(user=user, membership=membership, session=session, tokens=tokens)
+
+
+@transaction.atomic
+def user_register(
+    *, email: str, password: str, name: str = "", tenant_name: str | None = None, client_address: str | None = None
+) -> LoginResult:
+    """Create a user, a tenant they own, and their first session; return the login."""
+    email = normalize_email(email)
+    if User.objects.filter(email=email).exists():
+        raise EmailTaken()
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password, name=name)
+    except IntegrityError:
+        raise EmailTaken() from None
+    tenant = tenant_create(name=tenant_name or name or email.split("@")[0])
+    membership = membership_add(user=user, tenant=tenant, role=Role.OWNER, primary=True)
+    actor = Actor(type=ActorType.USER, user=user, client_address=client_address)
+    audit_record(kind=AuditEvent.Kind.USER_REGISTERED, actor=actor, user_id=user.pk, tenant_id=tenant.pk)
+    return _login_session(user=user, membership=membership, action=IntentAction.REGISTER, actor=actor)
+
+
+def _login_membership(user: User, tenant_id: uuid.UUID | None) -> Membership:
+    memberships = Membership.objects.select_related("tenant").filter(user=user)
+    if tenant_id is not None:
+        memberships = memberships.filter(tenant_id=tenant_id)
+    membership = memberships.order_by("-is_primary", "created_at").first()
+    if membership is None:
+        raise TenantAccessDenied()
+    return membership
+
+
+def auth_login(
+    *, email: str, password: str, tenant_id: uuid.UUID | None = None, client_address: str | None = None
+) -> LoginResult:
+    """Check the password, pick the tenant, create the session and issue its tokens.
+
+    Unknown user, wrong password and inactive user are one `InvalidCredentials`. A failure
+    is audited (without the password) and leaves nothing else behind.
+    """
+    email = normalize_email(email)
+    user = authenticate(request=None, email=email, password=password)
+    failure = Actor(type=ActorType.USER, client_address=client_address)
+    if user is None:
+        audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, actor=failure, data={"email": email[:254], "reason": "credentials"})
+        raise InvalidCredentials()
+    try:
+        with transaction.atomic():
+            membership = _login_membership(user, tenant_id)
+            actor = Actor(type=ActorType.USER, user=user, client_address=client_address)
+            result = _login_session(user=user, membership=membership, action=IntentAction.LOGIN, actor=actor)
+            audit_record(
+                kind=AuditEvent.Kind.LOGIN_SUCCEEDED,
+                actor=actor,
+                user_id=user.pk,
+                tenant_id=membership.tenant_id,
+                session_id=result.session.pk,
+            )
+            return result
+    except TenantAccessDenied as exc:
+        audit_record(
+            kind=AuditEvent.Kind.LOGIN_FAILED,
+            actor=failure,
+            user_id=user.pk,
+            data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
+        )
+        raise
+
+
+def auth_logout(*, ctx: AuthContext, client_address: str | None = None) -> None:
+    """End the caller's own session (its sockets close with 4409)."""
+    actor = Actor(type=ActorType.USER, user=ctx.user, client_address=client_address)
+    session_end(session_id=ctx.session.pk, reason=EndReason.LOGOUT, actor=actor)
+
+
+def auth_logout_all(*, ctx: AuthContext, client_address: str | None = None) -> int:
+    """End every active session of the caller, in every tenant."""
+    actor = Actor(type=ActorType.USER, user=ctx.user, client_address=client_address)
+    return sessions_end(
+        sessions=RuntimeSession.objects.filter(user_id=ctx.user.pk), reason=EndReason.LOGOUT_ALL, actor=actor
+    )

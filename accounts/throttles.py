@@ -1,0 +1,48 @@
+"""Login, registration and refresh throttles (DRF's, on the shared cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle
+
+from accounts.models import normalize_email
+
+
+class _ScopedThrottle(SimpleRateThrottle):
+    """Reads its rate when used, not at import, so settings overrides take effect."""
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+class _AddressThrottle(_ScopedThrottle):
+    def get_cache_key(self, request: Request, view: Any) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginAddressThrottle(_AddressThrottle):
+    scope = "login_address"
+
+
+class RegisterAddressThrottle(_AddressThrottle):
+    scope = "register_address"
+
+
+class RefreshAddressThrottle(_AddressThrottle):
+    scope = "refresh_address"
+
+
+class LoginAccountThrottle(_ScopedThrottle):
+    """Per account, whatever address the attempts come from."""
+
+    scope = "login_account"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        data = request.data
+        email = data.get("email") if isinstance(data, dict) else None
+        if not isinstance(email, str) or not email.strip():
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": normalize_email(email)[:254]}

@@ -1,0 +1,210 @@
+"""Tokens: issuing them for a session, rotating refresh tokens, and the one token check.
+
+`access_token_authenticate` is the only function that turns a bearer token into an
+authenticated context. The DRF authentication class and the WebSocket middleware both
+call it, so the rules below exist once:
+signature (one pinned algorithm), expiry, issuer, token type, user active, membership
+current, tenant active, and the token's own session active. Tenant and role come from
+the database, never from the token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
+from rest_framework_simplejwt.utils import datetime_to_epoch
+
+from accounts.models import Tenant, User, role_permissions
+from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
+from sessions_runtime.selectors import session_get_for_token
+from sessions_runtime.services import Actor, audit_record, session_end
+from symphainy.exceptions import InvalidToken, SessionNotActive, TokenExpired
+
+ACCESS = "access"
+REFRESH = "refresh"
+TENANT_CLAIM = "tid"
+SESSION_CLAIM = "sid"
+# Real tokens are ~400 bytes; anything far larger is refused before it is parsed.
+MAX_TOKEN_LENGTH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    token_type: str
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    jti: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    access_expires_at: datetime
+    refresh_expires_at: datetime
+
+    @property
+    def expires_in(self) -> int:
+        return max(0, int((self.access_expires_at - timezone.now()).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Who is calling, in which tenant and session, with what role (from the database)."""
+
+    user: User
+    tenant: Tenant
+    session: RuntimeSession
+    role: str
+    token: TokenClaims
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.role,)
+
+    @property
+    def permissions(self) -> tuple[str, ...]:
+        return role_permissions(self.role)
+
+
+def _uuid_claim(payload: dict, claim: str) -> uuid.UUID:
+    value = payload.get(claim)
+    if not isinstance(value, str):
+        raise InvalidToken(f"The token has no valid '{claim}' claim.")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidToken(f"The token has no valid '{claim}' claim.") from None
+
+
+def token_decode(raw: object, *, expected_type: str) -> TokenClaims:
+    """Verify a JWT's signature, expiry, issuer and type; return its claims. No database."""
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_TOKEN_LENGTH:
+        raise InvalidToken()
+    try:
+        token = UntypedToken(raw)
+    except ExpiredTokenError:
+        raise TokenExpired() from None
+    except TokenError:
+        raise InvalidToken() from None
+    payload = token.payload
+    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != expected_type:
+        raise InvalidToken(f"An {expected_type} token is required.")
+    jti = payload.get(jwt_settings.JTI_CLAIM)
+    if not isinstance(jti, str) or not jti:
+        raise InvalidToken()
+    return TokenClaims(
+        token_type=expected_type,
+        user_id=_uuid_claim(payload, jwt_settings.USER_ID_CLAIM),
+        tenant_id=_uuid_claim(payload, TENANT_CLAIM),
+        session_id=_uuid_claim(payload, SESSION_CLAIM),
+        jti=jti,
+        expires_at=datetime.fromtimestamp(payload["exp"], tz=dt_timezone.utc),
+    )
+
+
+def _context(session: RuntimeSession | None, claims: TokenClaims) -> AuthContext:
+    if session is None:
+        raise InvalidToken("The token's session does not exist.")
+    if not session.user.is_active:
+        raise InvalidToken("The user is not active.")
+    role = getattr(session, "member_role", None)
+    if not role:
+        raise InvalidToken("The user is no longer a member of the token's tenant.")
+    if not session.tenant.is_active:
+        raise InvalidToken("The tenant is suspended.")
+    if not session.is_usable():
+        raise SessionNotActive()
+    return AuthContext(user=session.user, tenant=session.tenant, session=session, role=role, token=claims)
+
+
+def access_token_authenticate(raw: object) -> AuthContext:
+    """The one token check: a bearer access token to an authenticated context (one query)."""
+    claims = token_decode(raw, expected_type=ACCESS)
+    session = session_get_for_token(session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id)
+    return _context(session, claims)
+
+
+def tokens_issue(*, session: RuntimeSession) -> TokenPair:
+    """A new access and refresh token bound to `session`; neither outlives the session."""
+    now = timezone.now()
+    refresh = RefreshToken()
+    refresh[jwt_settings.USER_ID_CLAIM] = str(session.user_id)
+    refresh[TENANT_CLAIM] = str(session.tenant_id)
+    refresh[SESSION_CLAIM] = str(session.pk)
+    refresh_expires_at = min(now + jwt_settings.REFRESH_TOKEN_LIFETIME, session.expires_at)
+    refresh["exp"] = datetime_to_epoch(refresh_expires_at)
+
+    access = refresh.access_token
+    access_expires_at = min(now + jwt_settings.ACCESS_TOKEN_LIFETIME, session.expires_at)
+    access["exp"] = datetime_to_epoch(access_expires_at)
+
+    # The blacklist app's ledger of issued refresh tokens, which rotation consumes. The
+    # encoded token itself is not kept: no usable credential rests in the database.
+    OutstandingToken.objects.create(
+        user_id=session.user_id,
+        jti=refresh[jwt_settings.JTI_CLAIM],
+        token="",
+        created_at=now,
+        expires_at=refresh_expires_at,
+    )
+    return TokenPair(
+        access_token=str(access),
+        refresh_token=str(refresh),
+        access_expires_at=datetime.fromtimestamp(access["exp"], tz=dt_timezone.utc),
+        refresh_expires_at=datetime.fromtimestamp(refresh["exp"], tz=dt_timezone.utc),
+    )
+
+
+def _refresh_token_consume(claims: TokenClaims) -> bool:
+    """Mark a refresh token used. True on its first use, False when it was used before.
+
+    The blacklist row's unique key decides between concurrent presentations of one
+    token: exactly one insert wins. simplejwt's own refresh serializer cannot tell a
+    reuse from any other invalid token, which the theft signal needs, hence this.
+    """
+    outstanding = OutstandingToken.objects.filter(jti=claims.jti).first()
+    if outstanding is None:
+        raise InvalidToken()
+    try:
+        with transaction.atomic():
+            BlacklistedToken.objects.create(token=outstanding)
+    except IntegrityError:
+        return False
+    return True
+
+
+def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPair:
+    """Rotate a refresh token. Presenting a used one again ends its session."""
+    claims = token_decode(raw, expected_type=REFRESH)
+    with transaction.atomic():
+        if _refresh_token_consume(claims):
+            session = session_get_for_token(
+                session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id
+            )
+            _context(session, claims)
+            return tokens_issue(session=session)
+
+    system = Actor(type=ActorType.SYSTEM, client_address=client_address)
+    with transaction.atomic():
+        session_end(session_id=claims.session_id, reason=EndReason.TOKEN_REUSE, actor=system)
+        owner = RuntimeSession.objects.filter(pk=claims.session_id).values("user_id", "tenant_id").first() or {}
+        audit_record(
+            kind=AuditEvent.Kind.REFRESH_TOKEN_REUSED,
+            actor=system,
+            user_id=owner.get("user_id"),
+            tenant_id=owner.get("tenant_id"),
+            session_id=claims.session_id,
+            data={"jti": claims.jti},
+        )
+    raise InvalidToken("This refresh token was already used; its session has been ended.")

@@ -1,0 +1,125 @@
+"""Runtime sessions and the audit trail. The database is the sessions' source of truth."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class SessionStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    ENDED = "ended", "Ended"
+    EXPIRED = "expired", "Expired"
+
+
+class EndReason(models.TextChoices):
+    LOGOUT = "logout", "Logged out"
+    LOGOUT_ALL = "logout_all", "Logged out everywhere"
+    DELETED = "deleted", "Ended through the API"
+    SUPERSEDED = "superseded", "Over the active-session cap"
+    EXPIRED_IDLE = "expired_idle", "Idle timeout"
+    EXPIRED_ABSOLUTE = "expired_absolute", "Absolute lifetime reached"
+    TOKEN_REUSE = "refresh_token_reuse", "A used refresh token was presented again"
+    ADMIN = "admin", "Ended by an administrator"
+    USER_DEACTIVATED = "user_deactivated", "User deactivated"
+    MEMBERSHIP_REMOVED = "membership_removed", "Membership removed"
+    TENANT_SUSPENDED = "tenant_suspended", "Tenant suspended"
+
+
+EXPIRY_REASONS = frozenset({EndReason.EXPIRED_IDLE, EndReason.EXPIRED_ABSOLUTE})
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    ADMIN = "admin", "Admin"
+    COMMAND = "command", "Management command"
+    SYSTEM = "system", "System"
+
+
+class RuntimeSession(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runtime_sessions")
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="runtime_sessions")
+    status = models.CharField(max_length=16, choices=SessionStatus.choices, default=SessionStatus.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    idle_expires_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    ended_by_type = models.CharField(max_length=16, choices=ActorType.choices, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    # The validated session intent's execution contract, kept for inspection.
+    intent = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "status", "created_at"], name="session_user_status"),
+            models.Index(fields=["tenant", "status", "created_at"], name="session_tenant_status"),
+            models.Index(fields=["status", "idle_expires_at"], name="session_status_idle"),
+            models.Index(fields=["status", "expires_at"], name="session_status_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    def expiry_reason(self, now: datetime | None = None) -> str | None:
+        """Which expiry has passed, if any: absolute first, then idle."""
+        now = now or timezone.now()
+        if now >= self.expires_at:
+            return EndReason.EXPIRED_ABSOLUTE
+        if now >= self.idle_expires_at:
+            return EndReason.EXPIRED_IDLE
+        return None
+
+    def effective_status(self, now: datetime | None = None) -> str:
+        """The status as clients see it: an active session past an expiry is `expired`
+        even before any sweep has written that down."""
+        if self.status == SessionStatus.ACTIVE and self.expiry_reason(now):
+            return SessionStatus.EXPIRED
+        return self.status
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        return self.effective_status(now) == SessionStatus.ACTIVE
+
+
+class AuditEvent(models.Model):
+    """An append-only record of who did what to identities and sessions."""
+
+    class Kind(models.TextChoices):
+        LOGIN_SUCCEEDED = "login.succeeded"
+        LOGIN_FAILED = "login.failed"
+        USER_REGISTERED = "user.registered"
+        SESSION_CREATED = "session.created"
+        SESSION_ENDED = "session.ended"
+        REFRESH_TOKEN_REUSED = "token.refresh_reused"
+
+    id = models.BigAutoField(primary_key=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=48, choices=Kind.choices, db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Not a foreign key: the trail outlives the session rows it speaks of.
+    session_id = models.UUIDField(null=True, blank=True, db_index=True)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}"

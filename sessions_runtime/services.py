@@ -1,0 +1,212 @@
+"""The one write path of the runtime-session lifecycle: create from an intent, touch, end,
+expire. The login view, the session API, the consumer, the admin and the management
+commands all call these; none of them writes a session row itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from accounts.models import Membership, Tenant, User
+from realtime.events import session_ended_broadcast
+from sessions_runtime.intents import SessionIntent, session_intent_validate
+from sessions_runtime.models import (
+    EXPIRY_REASONS,
+    ActorType,
+    AuditEvent,
+    EndReason,
+    RuntimeSession,
+    SessionStatus,
+)
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import CloseCode
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asked for a change, for the audit trail."""
+
+    type: str
+    user: User | None = None
+    client_address: str | None = None
+
+    @classmethod
+    def system(cls) -> "Actor":
+        return cls(type=ActorType.SYSTEM)
+
+
+def audit_record(
+    *,
+    kind: str,
+    actor: Actor,
+    user_id: Any = None,
+    tenant_id: Any = None,
+    session_id: uuid.UUID | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    return AuditEvent.objects.create(
+        kind=kind,
+        actor_type=actor.type,
+        actor=actor.user,
+        user_id=user_id,
+        tenant_id=tenant_id,
+        session_id=session_id,
+        client_address=actor.client_address,
+        data=data or {},
+    )
+
+
+@transaction.atomic
+def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
+    """Validate the intent against policy and create the session it asks for.
+
+    The user's row is locked, so concurrent logins of one user are serialized and the
+    active-session cap holds; over the cap the oldest active sessions are superseded.
+    """
+    now = timezone.now()
+    user = User.objects.select_for_update().get(pk=intent.user_id)
+    tenant = Tenant.objects.get(pk=intent.tenant_id)
+    membership = Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
+    session_intent_validate(intent, user=user, tenant=tenant, membership=membership, now=now)
+
+    system = Actor.system()
+    active = RuntimeSession.objects.filter(user_id=user.pk, status=SessionStatus.ACTIVE)
+    _sessions_expire(active, now=now)
+    cap = max(1, int(intent.policies.get("max_active_sessions", runtime_settings.MAX_ACTIVE_SESSIONS_PER_USER)))
+    live = list(active.order_by("created_at", "id").values_list("id", flat=True))
+    if len(live) >= cap:
+        oldest = live[: len(live) - cap + 1]
+        _sessions_end(
+            RuntimeSession.objects.filter(id__in=oldest), reason=EndReason.SUPERSEDED, actor=system, now=now
+        )
+
+    session = RuntimeSession.objects.create(
+        user=user,
+        tenant=tenant,
+        created_at=now,
+        last_seen_at=now,
+        idle_expires_at=now + runtime_settings.SESSION_IDLE_TTL,
+        expires_at=now + runtime_settings.SESSION_ABSOLUTE_TTL,
+        metadata=intent.metadata,
+        intent=intent.contract(),
+    )
+    audit_record(
+        kind=AuditEvent.Kind.SESSION_CREATED,
+        actor=actor,
+        user_id=user.pk,
+        tenant_id=tenant.pk,
+        session_id=session.pk,
+        data={"action": intent.action},
+    )
+    return session
+
+
+def session_touch(*, session: RuntimeSession, now: datetime | None = None) -> bool:
+    """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL.
+
+    Returns whether a write happened. A session already past its idle expiry is not
+    revived: the conditional update matches nothing.
+    """
+    now = now or timezone.now()
+    if now - session.last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
+        return False
+    idle_expires_at = now + runtime_settings.SESSION_IDLE_TTL
+    updated = RuntimeSession.objects.filter(
+        pk=session.pk, status=SessionStatus.ACTIVE, idle_expires_at__gt=now, expires_at__gt=now
+    ).update(last_seen_at=now, idle_expires_at=idle_expires_at)
+    if updated:
+        session.last_seen_at, session.idle_expires_at = now, idle_expires_at
+    return bool(updated)
+
+
+def session_end(
+    *, session_id: uuid.UUID, reason: str, actor: Actor, close_code: CloseCode = CloseCode.SESSION_ENDED
+) -> bool:
+    """End one session. Idempotent: returns False (and sends nothing) when it had already ended."""
+    return (
+        sessions_end(
+            sessions=RuntimeSession.objects.filter(pk=session_id), reason=reason, actor=actor, close_code=close_code
+        )
+        == 1
+    )
+
+
+@transaction.atomic
+def sessions_end(
+    *,
+    sessions: QuerySet[RuntimeSession],
+    reason: str,
+    actor: Actor,
+    close_code: CloseCode = CloseCode.SESSION_ENDED,
+) -> int:
+    """End every still-active session of `sessions`; returns how many this call ended."""
+    return _sessions_end(sessions, reason=reason, actor=actor, now=timezone.now(), close_code=close_code)
+
+
+@transaction.atomic
+def sessions_expire_due(*, now: datetime | None = None) -> int:
+    """Mark every active session past an expiry as expired and close its sockets."""
+    return _sessions_expire(RuntimeSession.objects.filter(status=SessionStatus.ACTIVE), now=now or timezone.now())
+
+
+def _sessions_expire(active: QuerySet[RuntimeSession], *, now: datetime) -> int:
+    system = Actor.system()
+    ended = _sessions_end(active.filter(expires_at__lte=now), reason=EndReason.EXPIRED_ABSOLUTE, actor=system, now=now)
+    ended += _sessions_end(
+        active.filter(Q(idle_expires_at__lte=now) & Q(expires_at__gt=now)),
+        reason=EndReason.EXPIRED_IDLE,
+        actor=system,
+        now=now,
+    )
+    return ended
+
+
+def _sessions_end(
+    sessions: QuerySet[RuntimeSession],
+    *,
+    reason: str,
+    actor: Actor,
+    now: datetime,
+    close_code: CloseCode = CloseCode.SESSION_ENDED,
+) -> int:
+    """Lock the still-active rows, end them, audit each and broadcast after commit.
+
+    Must run inside a transaction. Rows ended concurrently by another caller are skipped,
+    so each session is ended, audited and announced exactly once.
+    """
+    rows: Iterable[tuple[uuid.UUID, uuid.UUID, uuid.UUID]] = list(
+        sessions.filter(status=SessionStatus.ACTIVE)
+        .select_for_update()
+        .values_list("id", "user_id", "tenant_id")
+    )
+    if not rows:
+        return 0
+    status = SessionStatus.EXPIRED if reason in EXPIRY_REASONS else SessionStatus.ENDED
+    ids = [row[0] for row in rows]
+    RuntimeSession.objects.filter(id__in=ids, status=SessionStatus.ACTIVE).update(
+        status=status, ended_at=now, end_reason=reason, ended_by_type=actor.type, ended_by=actor.user
+    )
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            at=now,
+            kind=AuditEvent.Kind.SESSION_ENDED,
+            actor_type=actor.type,
+            actor=actor.user,
+            user_id=user_id,
+            tenant_id=tenant_id,
+            session_id=session_id,
+            client_address=actor.client_address,
+            data={"reason": reason},
+        )
+        for session_id, user_id, tenant_id in rows
+    )
+    for session_id in ids:
+        session_ended_broadcast(session_id, reason=reason, close_code=close_code)
+    return len(ids)

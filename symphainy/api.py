@@ -1,0 +1,116 @@
+"""The HTTP edge: the one exception handler and the JSON error pages.
+
+Every HTTP error leaves through here as `{"error", "message", "details"?}`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from symphainy.exceptions import DependencyUnavailable, ServiceError
+
+logger = logging.getLogger(__name__)
+
+# DRF's own exceptions, mapped to the contract's machine codes.
+_DRF_CODES: dict[type[drf.APIException], str] = {
+    drf.ParseError: "malformed_json",
+    drf.ValidationError: "invalid_request",
+    drf.NotAuthenticated: "not_authenticated",
+    drf.AuthenticationFailed: "invalid_token",
+    drf.PermissionDenied: "permission_denied",
+    drf.NotFound: "not_found",
+    drf.MethodNotAllowed: "method_not_allowed",
+    drf.NotAcceptable: "not_acceptable",
+    drf.UnsupportedMediaType: "unsupported_media_type",
+    drf.Throttled: "rate_limited",
+}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
+def _drf_response(exc: drf.APIException) -> Response:
+    headers: dict[str, str] = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if isinstance(exc, drf.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, drf.ValidationError):
+        message, details = "The request is invalid.", exc.detail
+    elif isinstance(exc, drf.Throttled):
+        message, details = "Too many requests. Retry later.", None
+    else:
+        message, details = str(exc.detail), None
+    return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: translate any exception into the contract's error body."""
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("database unavailable: %s", exc)
+        exc = DependencyUnavailable()
+    # Domain errors raised while authenticating travel inside a DRF exception (see
+    # accounts.authentication); answer with the domain error itself.
+    exc = getattr(exc, "error", None) if isinstance(getattr(exc, "error", None), ServiceError) else exc
+    set_rollback()
+    if isinstance(exc, ServiceError):
+        headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
+        return Response(exc.as_body(), status=exc.status_code, headers=headers)
+    if isinstance(exc, drf.APIException):
+        return _drf_response(exc)
+    if isinstance(exc, DatabaseError):
+        logger.exception("database error")
+    else:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
+    return Response(error_body("server_error", "Internal server error."), status=500)
+
+
+# Django-level handlers, for errors raised outside DRF views (unknown paths, bad Host).
+def _json_error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body(code, message), status=status)
+
+
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(400, "bad_request", "Bad request.")
+
+
+def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(403, "permission_denied", "You are not allowed to do this.")
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return _json_error(404, "not_found", "Not found.")
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    return _json_error(500, "server_error", "Internal server error.")
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The caller's address as the throttles see it (X-Forwarded-For only behind
+    TRUSTED_PROXY_COUNT proxies), or None when it is not an IP address."""
+    from rest_framework.throttling import BaseThrottle
+
+    ident = BaseThrottle().get_ident(request)
+    try:
+        return str(ipaddress.ip_address(ident.strip()))
+    except (ValueError, AttributeError):
+        return None

@@ -1,0 +1,62 @@
+"""The product's own settings, read through one lazy object.
+
+`runtime_settings.SESSION_IDLE_TTL` reads `settings.SYMPHAINY["SESSION_IDLE_TTL"]`, falling
+back to the default here. The object reloads in place when tests override settings, so
+no module keeps a stale copy (the pattern of DRF's `api_settings`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    "SESSION_ABSOLUTE_TTL": timedelta(hours=24),
+    "SESSION_IDLE_TTL": timedelta(hours=1),
+    "SESSION_TOUCH_INTERVAL": timedelta(seconds=60),
+    "SESSION_INTENT_TTL": timedelta(seconds=30),
+    "MAX_ACTIVE_SESSIONS_PER_USER": 10,
+    "MAX_REQUEST_BYTES": 1024 * 1024,
+    "SESSION_METADATA_MAX_BYTES": 16 * 1024,
+    "WS_ALLOWED_ORIGINS": [],
+    "WS_MAX_SOCKETS_PER_USER": 20,
+    "WS_MAX_MESSAGE_BYTES": 64 * 1024,
+    "WS_MESSAGE_RATE": "60/10s",
+    "WS_RECHECK_INTERVAL": timedelta(seconds=30),
+    "WS_HEARTBEAT_INTERVAL": timedelta(seconds=25),
+    "SERVER_INSTANCE": None,
+    "DEMO_EMAIL": "demo@symphainy.local",
+    "DEMO_PASSWORD": "symphainy-demo-pass",
+}
+
+
+class RuntimeSettings:
+    """Attribute access to `settings.SYMPHAINY` with defaults, cached until settings change."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown Symphainy setting: {name}")
+        if name not in self._cache:
+            user = getattr(settings, "SYMPHAINY", {})
+            self._cache[name] = user.get(name, DEFAULTS[name])
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+runtime_settings = RuntimeSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "SYMPHAINY":
+        runtime_settings.reload()
+
+
+setting_changed.connect(_reload)

@@ -1,0 +1,123 @@
+"""Every error the service can answer with, declared once.
+
+Each class carries its machine code, its HTTP status and its WebSocket close code. They
+are translated in exactly two places: `symphainy.api.exception_handler` (HTTP) and the
+consumer's one `except` (WebSocket).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes of the public protocol."""
+
+    NORMAL = 1000
+    MESSAGE_TOO_BIG = 1009
+    SERVER_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    UNAUTHENTICATED = 4401
+    SESSION_NOT_FOUND = 4404
+    SESSION_ENDED = 4409
+    RATE_LIMITED = 4429
+
+
+class ServiceError(Exception):
+    """Base of the domain errors. Subclasses only set the class attributes."""
+
+    status_code: int = 400
+    code: str = "invalid_request"
+    default_message: str = "The request is invalid."
+    close_code: CloseCode = CloseCode.SERVER_ERROR
+
+    def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.details = details
+        super().__init__(self.message)
+
+    def as_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(ServiceError):
+    status_code, code = 400, "invalid_request"
+    default_message = "The request is invalid."
+
+
+class NotAuthenticated(ServiceError):
+    status_code, code, close_code = 401, "not_authenticated", CloseCode.UNAUTHENTICATED
+    default_message = "Authentication credentials were not provided."
+
+
+class InvalidToken(ServiceError):
+    status_code, code, close_code = 401, "invalid_token", CloseCode.UNAUTHENTICATED
+    default_message = "The token is invalid or expired."
+
+
+class TokenExpired(InvalidToken):
+    code = "token_expired"
+    default_message = "The token has expired."
+
+
+class InvalidCredentials(ServiceError):
+    status_code, code, close_code = 401, "invalid_credentials", CloseCode.UNAUTHENTICATED
+    default_message = "Email or password is incorrect."
+
+
+class SessionNotActive(ServiceError):
+    """The caller's own session has ended or expired: the client must log in again."""
+
+    status_code, code, close_code = 401, "session_ended", CloseCode.SESSION_ENDED
+    default_message = "The session has ended. Log in again."
+
+
+class PermissionDenied(ServiceError):
+    status_code, code, close_code = 403, "permission_denied", CloseCode.UNAUTHENTICATED
+    default_message = "You are not allowed to do this."
+
+
+class TenantAccessDenied(PermissionDenied):
+    code = "tenant_access_denied"
+    default_message = "You are not an active member of that tenant."
+
+
+class SessionPolicyViolation(ServiceError):
+    """A session intent failed validation against policy."""
+
+    status_code, code, close_code = 403, "session_policy_violation", CloseCode.UNAUTHENTICATED
+    default_message = "The session cannot be created."
+
+
+class NotFound(ServiceError):
+    status_code, code, close_code = 404, "not_found", CloseCode.SESSION_NOT_FOUND
+    default_message = "Not found."
+
+
+class Conflict(ServiceError):
+    status_code, code = 409, "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    default_message = "An account with this email already exists."
+
+
+class RequestTooLarge(ServiceError):
+    status_code, code, close_code = 413, "request_too_large", CloseCode.MESSAGE_TOO_BIG
+    default_message = "The request body is too large."
+
+
+class RateLimited(ServiceError):
+    status_code, code, close_code = 429, "rate_limited", CloseCode.RATE_LIMITED
+    default_message = "Too many requests."
+
+
+class DependencyUnavailable(ServiceError):
+    status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER
+    default_message = "A dependency is unavailable. Try again later."

@@ -1,0 +1,40 @@
+"""DRF plumbing loaded through REST_FRAMEWORK settings: the JSON parser and pagination.
+
+Kept apart from `symphainy.api`, which imports DRF's views: DRF resolves these classes
+while its views module is still being imported.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rest_framework import exceptions as drf
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import RequestTooLarge
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON parser that refuses bodies over MAX_REQUEST_BYTES with 413.
+
+    DRF's JSONParser streams the body without looking at Django's upload limit, so the
+    limit is enforced here, before anything is decoded.
+    """
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        limit = runtime_settings.MAX_REQUEST_BYTES
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise RequestTooLarge(details={"limit_bytes": limit})
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise drf.ParseError(f"The body is not valid JSON: {exc}") from None
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200

@@ -1,0 +1,289 @@
+"""Settings for the Symphainy runtime gateway.
+
+This is the only module that reads the environment. Every variable has an embedded
+default that needs nothing installed (SQLite, in-memory channel layer, local-memory
+cache); `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis. The product's own
+knobs live in the `SYMPHAINY` dict and are read through `symphainy.conf.runtime_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in (_env(name, default) or "").split(",") if item.strip()]
+
+
+def _env_seconds(name: str, default: int) -> timedelta:
+    return timedelta(seconds=_env_int(name, default))
+
+
+# --- Core -------------------------------------------------------------------------------
+DEBUG = _env_bool("DEBUG", False)
+# The embedded key only serves local runs and tests; `check --deploy` flags it (W009)
+# until a real SECRET_KEY is set.
+SECRET_KEY = _env("SECRET_KEY", "django-insecure-symphainy-local-development-key-change-me")
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+# Origins allowed to open the WebSocket besides the allowed hosts themselves.
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "channels",
+    "accounts",
+    "sessions_runtime",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "symphainy.urls"
+ASGI_APPLICATION = "symphainy.asgi.application"
+AUTH_USER_MODEL = "accounts.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+SQLITE_PATH = Path(_env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")))
+DATABASE_URL = _env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            # IMMEDIATE transactions and WAL let the embedded database take concurrent
+            # logins (several threads or daphne workers) without "database is locked".
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not memory, so that a daphne process started by the tests sees
+            # the same test database.
+            "TEST": {"NAME": _env("SQLITE_TEST_PATH", str(BASE_DIR / "var" / "test.sqlite3"))},
+        }
+    }
+
+# --- Redis: channel layer and cache ----------------------------------------------------
+REDIS_URL = _env("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": _env("REDIS_PREFIX", "symphainy"),
+                "capacity": _env_int("CHANNEL_LAYER_CAPACITY", 200),
+                "expiry": 30,
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": _env("REDIS_PREFIX", "symphainy"),
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth -------------------------------------------------------------------------------
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": _env_seconds("ACCESS_TOKEN_LIFETIME_SECONDS", 15 * 60),
+    "REFRESH_TOKEN_LIFETIME": _env_seconds("REFRESH_TOKEN_LIFETIME_SECONDS", 24 * 3600),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    # One algorithm, pinned: PyJWT is called with algorithms=[ALGORITHM] only.
+    "ALGORITHM": "HS256",
+    "SIGNING_KEY": _env("JWT_SIGNING_KEY", SECRET_KEY),
+    "ISSUER": _env("JWT_ISSUER", "symphainy"),
+    "LEEWAY": 0,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "TOKEN_TYPE_CLAIM": "token_type",
+    "JTI_CLAIM": "jti",
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["symphainy.rest.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "symphainy.api.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "symphainy.rest.Pagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+    # DRF trusts X-Forwarded-For when NUM_PROXIES is None, which would let any client
+    # pick its own throttle bucket. Only count proxies the deployment says it has.
+    "NUM_PROXIES": _env_int("TRUSTED_PROXY_COUNT", 0),
+    "DEFAULT_THROTTLE_RATES": {
+        "login_address": _env("THROTTLE_LOGIN_ADDRESS", "30/min"),
+        "login_account": _env("THROTTLE_LOGIN_ACCOUNT", "10/min"),
+        "register_address": _env("THROTTLE_REGISTER_ADDRESS", "10/min"),
+        "refresh_address": _env("THROTTLE_REFRESH_ADDRESS", "60/min"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Symphainy runtime gateway",
+    "DESCRIPTION": "Identity, runtime sessions and the live sockets that may talk to them.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- The product's own settings (read through symphainy.conf.runtime_settings) ---------
+SYMPHAINY = {
+    "SESSION_ABSOLUTE_TTL": _env_seconds("SESSION_ABSOLUTE_TTL_SECONDS", 24 * 3600),
+    "SESSION_IDLE_TTL": _env_seconds("SESSION_IDLE_TTL_SECONDS", 3600),
+    "SESSION_TOUCH_INTERVAL": _env_seconds("SESSION_TOUCH_INTERVAL_SECONDS", 60),
+    "SESSION_INTENT_TTL": _env_seconds("SESSION_INTENT_TTL_SECONDS", 30),
+    "MAX_ACTIVE_SESSIONS_PER_USER": _env_int("MAX_ACTIVE_SESSIONS_PER_USER", 10),
+    "MAX_REQUEST_BYTES": _env_int("MAX_REQUEST_BYTES", 1024 * 1024),
+    "SESSION_METADATA_MAX_BYTES": _env_int("SESSION_METADATA_MAX_BYTES", 16 * 1024),
+    "WS_ALLOWED_ORIGINS": _env_list("WS_ALLOWED_ORIGINS", ""),
+    "WS_MAX_SOCKETS_PER_USER": _env_int("WS_MAX_SOCKETS_PER_USER", 20),
+    "WS_MAX_MESSAGE_BYTES": _env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024),
+    "WS_MESSAGE_RATE": _env("WS_MESSAGE_RATE", "60/10s"),
+    "WS_RECHECK_INTERVAL": _env_seconds("WS_RECHECK_INTERVAL_SECONDS", 30),
+    "WS_HEARTBEAT_INTERVAL": _env_seconds("WS_HEARTBEAT_INTERVAL_SECONDS", 25),
+    "SERVER_INSTANCE": _env("SERVER_INSTANCE"),
+    "DEMO_EMAIL": _env("DEMO_EMAIL", "demo@symphainy.local"),
+    "DEMO_PASSWORD": _env("DEMO_PASSWORD", "symphainy-demo-pass"),
+}
+
+# --- HTTP hardening ---------------------------------------------------------------------
+DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY["MAX_REQUEST_BYTES"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)
+SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = _env_bool("SECURE_COOKIES", False)
+if _env_bool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- I18N, static -----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the apps' static folders when collectstatic has not run (local use).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Logging ----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "symphainy.logs.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
+    "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- Tests ------------------------------------------------------------------------------
+# With SYMPHAINY_REQUIRE_SERVICES=1 the test suite fails, never skips, when PostgreSQL or
+# Redis is not configured or not reachable.
+REQUIRE_SERVICES = _env_bool("SYMPHAINY_REQUIRE_SERVICES", False)

@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from symphainy.health import HealthApi
+
+urlpatterns = [
+    path("api/auth/", include("accounts.urls")),
+    path("api/", include("sessions_runtime.urls")),
+    path("health", HealthApi.as_view(), name="health"),
+    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "symphainy.api.handler400"
+handler403 = "symphainy.api.handler403"
+handler404 = "symphainy.api.handler404"
+handler500 = "symphainy.api.handler500"

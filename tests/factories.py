@@ -1,0 +1,47 @@
+"""Test data, made in one place."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Role, Tenant, TenantStatus, User
+
+PASSWORD = "correct-horse-battery-staple"
+_seq = itertools.count(1)
+
+
+def make_tenant(*, name: str | None = None, status: str = TenantStatus.ACTIVE) -> Tenant:
+    n = next(_seq)
+    return Tenant.objects.create(name=name or f"Tenant {n}", slug=f"tenant-{n}", status=status)
+
+
+def make_user(
+    *,
+    email: str | None = None,
+    password: str = PASSWORD,
+    tenant: Tenant | None = None,
+    role: str = Role.MEMBER,
+    is_active: bool = True,
+    **extra: Any,
+) -> User:
+    user = User.objects.create_user(
+        email=email or f"user{next(_seq)}@example.com", password=password, is_active=is_active, **extra
+    )
+    tenant = tenant if tenant is not None else make_tenant()
+    Membership.objects.create(user=user, tenant=tenant, role=role, is_primary=True)
+    return user
+
+
+def login(client: APIClient, user: User, *, password: str = PASSWORD, **extra: Any) -> dict[str, Any]:
+    """Log in through the API and return the response body (asserts success)."""
+    response = client.post("/api/auth/login", {"email": user.email, "password": password, **extra}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def bearer(client: APIClient, access_token: str) -> APIClient:
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
+    return client
