@@ -130,7 +130,12 @@ def _context(session: RuntimeSession | None, claims: TokenClaims) -> AuthContext
 
 def access_token_authenticate(raw: object) -> AuthContext:
     """The one token check: a bearer access token to an authenticated context (one query)."""
-    claims = token_decode(raw, expected_type=ACCESS)
+    return claims_authenticate(token_decode(raw, expected_type=ACCESS))
+
+
+def claims_authenticate(claims: TokenClaims) -> AuthContext:
+    """The database half of the token check, for claims already verified by `token_decode`;
+    sockets call it again on a timer to notice a session that ended meanwhile."""
     session = session_get_for_token(session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id)
     return _context(session, claims)
 

@@ -25,3 +25,15 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel_name} on {self.server_instance}"
+
+
+class ServerInstance(models.Model):
+    """A serving process, with a heartbeat: connections of an instance whose heartbeat
+    stopped belong to a dead process and are swept."""
+
+    id = models.CharField(primary_key=True, max_length=120)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.id

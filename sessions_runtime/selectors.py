@@ -94,3 +94,8 @@ def session_list_for_actor(
     if status:
         sessions = sessions.filter(session_status_filter(status))
     return _with_connection_count(sessions).order_by("-created_at", "-id")
+
+
+def session_get_owned(*, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID) -> RuntimeSession | None:
+    """A session only if it belongs to exactly this user in exactly this tenant."""
+    return RuntimeSession.objects.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()

@@ -117,13 +117,21 @@ def session_touch(*, session: RuntimeSession, now: datetime | None = None) -> bo
     now = now or timezone.now()
     if now - session.last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
         return False
+    idle_expires_at = session_touch_id(session_id=session.pk, now=now)
+    if idle_expires_at is not None:
+        session.last_seen_at, session.idle_expires_at = now, idle_expires_at
+    return idle_expires_at is not None
+
+
+def session_touch_id(*, session_id: uuid.UUID, now: datetime | None = None) -> datetime | None:
+    """The write behind `session_touch`, for callers that pace themselves (sockets).
+    Returns the new idle expiry, or None when the session is no longer active."""
+    now = now or timezone.now()
     idle_expires_at = now + runtime_settings.SESSION_IDLE_TTL
     updated = RuntimeSession.objects.filter(
-        pk=session.pk, status=SessionStatus.ACTIVE, idle_expires_at__gt=now, expires_at__gt=now
+        pk=session_id, status=SessionStatus.ACTIVE, idle_expires_at__gt=now, expires_at__gt=now
     ).update(last_seen_at=now, idle_expires_at=idle_expires_at)
-    if updated:
-        session.last_seen_at, session.idle_expires_at = now, idle_expires_at
-    return bool(updated)
+    return idle_expires_at if updated else None
 
 
 def session_end(

@@ -1,4 +1,5 @@
-"""ASGI entry point, served by daphne: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point, served by daphne: HTTP through Django; WebSockets through origin
+validation, then the token middleware, then the consumer."""
 
 import os
 
@@ -7,6 +8,14 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from realtime.middleware import RuntimeOriginValidator  # noqa: E402
+from realtime.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": RuntimeOriginValidator(URLRouter(websocket_urlpatterns)),
+    }
+)

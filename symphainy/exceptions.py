@@ -31,6 +31,9 @@ class ServiceError(Exception):
     code: str = "invalid_request"
     default_message: str = "The request is invalid."
     close_code: CloseCode = CloseCode.SERVER_ERROR
+    # On an open socket, whether this error closes it (True) or is answered with an
+    # `error` frame while the socket stays open (False). A refused handshake always closes.
+    closes_socket: bool = False
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None) -> None:
         self.message = message or self.default_message
@@ -111,13 +114,38 @@ class EmailTaken(Conflict):
 class RequestTooLarge(ServiceError):
     status_code, code, close_code = 413, "request_too_large", CloseCode.MESSAGE_TOO_BIG
     default_message = "The request body is too large."
+    closes_socket = True
 
 
 class RateLimited(ServiceError):
     status_code, code, close_code = 429, "rate_limited", CloseCode.RATE_LIMITED
     default_message = "Too many requests."
+    closes_socket = True
 
 
 class DependencyUnavailable(ServiceError):
     status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER
     default_message = "A dependency is unavailable. Try again later."
+    closes_socket = True
+
+
+class ProtocolError(ServiceError):
+    """A WebSocket frame the server cannot use; answered with an `error` frame."""
+
+    status_code, code = 400, "invalid_message"
+    default_message = "The message is invalid."
+
+
+class InvalidJson(ProtocolError):
+    code = "invalid_json"
+    default_message = "The frame is not valid JSON."
+
+
+class UnknownMessageType(ProtocolError):
+    code = "unknown_message_type"
+    default_message = "Unknown message type."
+
+
+class BinaryNotSupported(ProtocolError):
+    code = "binary_not_supported"
+    default_message = "Send JSON text frames; binary frames are not supported."

@@ -1,0 +1,245 @@
+"""The socket at /api/runtime/agent.
+
+The handshake check ran in `TokenAuthMiddleware`; this consumer accepts (so that a
+refusal reaches the client as a close code, not as an HTTP 403 with none), closes at once
+when the check refused, and otherwise serves the session. It parses frames, calls a
+service, sends the result; errors are translated in `_guarded`, its one `except`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
+
+from accounts.tokens import ACCESS, token_decode
+from realtime import heartbeat
+from realtime.events import session_group, user_group
+from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
+from realtime.ratelimit import TokenBucket, parse_rate
+from realtime.services import SocketGrant, connection_close, connection_open, socket_recheck
+from sessions_runtime.services import session_touch_id
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import (
+    BinaryNotSupported,
+    CloseCode,
+    DependencyUnavailable,
+    InvalidJson,
+    ProtocolError,
+    RateLimited,
+    RequestTooLarge,
+    ServiceError,
+    TokenExpired,
+    UnknownMessageType,
+)
+
+logger = logging.getLogger(__name__)
+
+try:  # channels-redis raises redis' errors when Redis is down
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover
+    RedisError = OSError  # type: ignore[misc,assignment]
+
+# What a dependency outage looks like from here: answered with 1013, never a 500.
+_DEPENDENCY_ERRORS = (DatabaseError, RedisError, ChannelFull, OSError, asyncio.TimeoutError)
+
+
+class RuntimeAgentConsumer(AsyncWebsocketConsumer):
+    groups: list[str] = []
+
+    # Per-socket state, kept small: idle sockets are the memory budget.
+    grant: SocketGrant | None = None
+    _bucket: TokenBucket | None = None
+    _last_touch: float = 0.0
+    _watchdog: asyncio.Task | None = None
+    _joined: bool = False
+
+    async def connect(self) -> None:
+        credentials = self.scope[SCOPE_CREDENTIALS]
+        outcome = self.scope[SCOPE_GRANT]
+        await self.accept(subprotocol=credentials.subprotocol)
+        if isinstance(outcome, ServiceError):
+            await self._close(outcome)
+            return
+        await self._guarded(self._open(outcome), closing=True)
+
+    async def _open(self, grant: SocketGrant) -> None:
+        await heartbeat.ensure_running()
+        self._joined = True
+        await self.channel_layer.group_add(session_group(grant.session_id), self.channel_name)
+        await self.channel_layer.group_add(user_group(grant.user_id), self.channel_name)
+        await database_sync_to_async(connection_open)(
+            grant=grant,
+            channel_name=self.channel_name,
+            client_address=self._client_address(),
+            user_agent=self._header(b"user-agent"),
+        )
+        self.grant = grant
+        self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
+        self._last_touch = time.monotonic()
+        await self._send(
+            {
+                "type": "session.ready",
+                "session_id": str(grant.session_id),
+                "user_id": str(grant.user_id),
+                "tenant_id": str(grant.tenant_id),
+                "expires_at": grant.session_expires_at.isoformat(),
+                "token_expires_at": grant.claims.expires_at.isoformat(),
+                "heartbeat_s": int(runtime_settings.WS_HEARTBEAT_INTERVAL.total_seconds()),
+            }
+        )
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def disconnect(self, code: int) -> None:
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        if self._joined and self.grant is not None:
+            try:
+                await self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name)
+                await self.channel_layer.group_discard(user_group(self.grant.user_id), self.channel_name)
+            except _DEPENDENCY_ERRORS:
+                logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
+        if self.grant is not None:
+            try:
+                await database_sync_to_async(connection_close)(channel_name=self.channel_name)
+            except DatabaseError:
+                logger.warning("could not remove connection %s; the sweep will", self.channel_name, exc_info=True)
+
+    # --- Frames from the client ------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        # AsyncJsonWebsocketConsumer would raise on binary frames and invalid JSON and
+        # drop the socket; here both are answered with an error frame instead.
+        if self.grant is None:
+            return
+        await self._guarded(self._handle_frame(text_data, bytes_data), closing=False)
+
+    async def _handle_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
+        limit = runtime_settings.WS_MAX_MESSAGE_BYTES
+        size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode("utf-8"))
+        if size > limit:
+            raise RequestTooLarge(f"Frames are limited to {limit} bytes.")
+        if self._bucket is not None and not self._bucket.take():
+            raise RateLimited("Too many messages.")
+        if bytes_data is not None:
+            raise BinaryNotSupported()
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            raise InvalidJson() from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ProtocolError("A message is a JSON object with a string 'type'.")
+        # Client types are looked up in this allowlist only; they never name a
+        # channel-layer handler.
+        handler = self._handlers().get(message["type"])
+        if handler is None:
+            raise UnknownMessageType(details={"type": message["type"][:64]})
+        await self._touch()
+        await handler(message)
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
+        return {"ping": self._on_ping, "auth.refresh": self._on_auth_refresh}
+
+    async def _on_ping(self, message: dict[str, Any]) -> None:
+        await self._send({"type": "pong"})
+
+    async def _on_auth_refresh(self, message: dict[str, Any]) -> None:
+        claims = token_decode(message.get("access_token"), expected_type=ACCESS)
+        self.grant = await database_sync_to_async(socket_recheck)(grant=self.grant, claims=claims)
+        self._restart_watchdog()
+        await self._send({"type": "auth.refreshed", "token_expires_at": claims.expires_at.isoformat()})
+
+    async def _touch(self) -> None:
+        now = time.monotonic()
+        if now - self._last_touch >= runtime_settings.SESSION_TOUCH_INTERVAL.total_seconds():
+            self._last_touch = now
+            await database_sync_to_async(session_touch_id)(session_id=self.grant.session_id)
+
+    # --- Events from the channel layer (server-internal types only) -----------------
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        code = event.get("close_code", CloseCode.SESSION_ENDED)
+        await self._close_code(int(code), reason=str(event.get("reason", "session_ended")))
+
+    async def runtime_event(self, event: dict[str, Any]) -> None:
+        await self._send(
+            {"type": "runtime_event", "event_type": event["event_type"], "data": event.get("data"), "timestamp": event.get("timestamp")}
+        )
+
+    # --- The timer: token expiry and the periodic session re-check -------------------
+    def _restart_watchdog(self) -> None:
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Close the socket when its token expires unrefreshed, and re-check the session
+        every WS_RECHECK_INTERVAL so that a lost end event cannot keep it open."""
+        interval = runtime_settings.WS_RECHECK_INTERVAL.total_seconds()
+        while self.grant is not None:
+            token_left = self.grant.claims.expires_at.timestamp() - time.time()
+            await asyncio.sleep(max(0.0, min(interval, token_left)))
+            if self.grant.claims.expires_at.timestamp() <= time.time():
+                await self._close(TokenExpired("The access token expired; send auth.refresh before it does."))
+                return
+            closed = await self._guarded(
+                database_sync_to_async(socket_recheck)(grant=self.grant, claims=self.grant.claims), closing=True
+            )
+            if closed:
+                return
+
+    # --- The one translation of errors to close codes and error frames ---------------
+    async def _guarded(self, work: Awaitable[Any], *, closing: bool) -> bool:
+        """Run `work`; translate what it raises. Returns True when the socket was closed.
+
+        With `closing`, every error closes the socket with its close code (the handshake,
+        the re-check). Otherwise only errors marked `closes_socket` close it; the rest are
+        answered with an `error` frame and the socket stays open.
+        """
+        try:
+            await work
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place errors become close codes
+            if isinstance(exc, _DEPENDENCY_ERRORS):
+                logger.warning("dependency unavailable on %s: %s", self.channel_name, exc)
+                error: ServiceError = DependencyUnavailable()
+            elif isinstance(exc, ServiceError):
+                error = exc
+            else:
+                logger.exception("socket error on %s", self.channel_name)
+                await self._close_code(CloseCode.SERVER_ERROR, reason="server_error")
+                return True
+            if closing or error.closes_socket:
+                await self._close(error)
+                return True
+            await self._send({"type": "error", **error.as_body()})
+            return False
+
+    async def _close(self, error: ServiceError) -> None:
+        await self._close_code(int(error.close_code), reason=error.code)
+
+    async def _close_code(self, code: int, *, reason: str) -> None:
+        try:
+            await self.close(code=code, reason=reason[:120])
+        except Exception:  # noqa: BLE001 - the peer may be gone already
+            logger.debug("close after peer left", exc_info=True)
+
+    async def _send(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+
+    def _header(self, name: bytes) -> str:
+        for key, value in self.scope.get("headers") or []:
+            if key == name:
+                return value.decode("latin1")
+        return ""
+
+    def _client_address(self) -> str:
+        client = self.scope.get("client") or ("", 0)
+        return str(client[0] or "")

@@ -1,0 +1,45 @@
+"""This process's heartbeat, and the sweep of connection records left by dead processes.
+
+Daphne has no startup hook (no ASGI lifespan), so the loop starts with the first socket a
+process accepts: that first start also sweeps, which is the "on startup" cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels.db import database_sync_to_async
+from django.db import DatabaseError
+
+from realtime.services import connections_sweep, server_heartbeat
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_EVERY_S = 30.0
+_task: asyncio.Task | None = None
+
+
+def _beat_and_sweep() -> int:
+    server_heartbeat()
+    return connections_sweep()
+
+
+async def _loop() -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        try:
+            swept = await database_sync_to_async(_beat_and_sweep)()
+            if swept:
+                logger.info("swept %d connection records of dead server processes", swept)
+        except DatabaseError:
+            logger.warning("heartbeat failed; will retry", exc_info=True)
+
+
+async def ensure_running() -> None:
+    """Start the heartbeat loop on this event loop unless it runs already."""
+    global _task
+    loop = asyncio.get_running_loop()
+    if _task is not None and not _task.done() and _task.get_loop() is loop:
+        return
+    _task = loop.create_task(_loop())
+    await database_sync_to_async(_beat_and_sweep)()

@@ -1,0 +1,100 @@
+"""ASGI middleware in front of the socket consumer: where the credentials are, and whether
+the origin may open a socket at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.db import DatabaseError
+
+from accounts.tokens import ACCESS, token_decode
+from realtime.services import socket_authorize
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import DependencyUnavailable, NotAuthenticated, ServiceError
+
+SUBPROTOCOL = "symphainy.v1"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+TOKEN_QUERY_PARAMS = ("access_token", "session_token")
+SCOPE_CREDENTIALS = "runtime_credentials"
+SCOPE_GRANT = "runtime_grant"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketCredentials:
+    token: str | None
+    session_id: str | None
+    subprotocol: str | None
+
+
+def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, bytes]:
+    """Find the token (subprotocol, then Authorization header, then legacy query) and the
+    requested session. Also returns the query string with any token removed."""
+    offered = [p for p in scope.get("subprotocols") or [] if isinstance(p, str)]
+    token = next((p[len(BEARER_SUBPROTOCOL_PREFIX):] for p in offered if p.startswith(BEARER_SUBPROTOCOL_PREFIX)), None)
+    if token is None:
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                parts = value.decode("latin1").split()
+                if len(parts) == 2 and parts[0].lower() == "bearer":
+                    token = parts[1]
+                break
+    query = parse_qsl((scope.get("query_string") or b"").decode("latin1"), keep_blank_values=True)
+    if token is None:
+        token = next((v for k, v in query if k in TOKEN_QUERY_PARAMS and v), None)
+    session_id = next((v for k, v in query if k == "session_id"), None)
+    cleaned = urlencode([(k, v) for k, v in query if k not in TOKEN_QUERY_PARAMS]).encode("latin1")
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    return SocketCredentials(token=token or None, session_id=session_id, subprotocol=subprotocol), cleaned
+
+
+async def authorize(credentials: SocketCredentials) -> Any:
+    """The grant for these credentials, or the ServiceError the socket is refused with."""
+    try:
+        if credentials.token is None:
+            raise NotAuthenticated()
+        claims = token_decode(credentials.token, expected_type=ACCESS)
+        return await database_sync_to_async(socket_authorize)(
+            claims=claims, requested_session_id=credentials.session_id
+        )
+    except ServiceError as error:
+        return error
+    except DatabaseError:
+        return DependencyUnavailable()
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Runs the handshake check and hands its outcome to the consumer in the scope.
+
+    The token is taken out of the scope's query string, so nothing downstream can log it.
+    Keeps no state on the instance.
+    """
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        credentials, query_string = credentials_from_scope(scope)
+        scope = dict(scope, query_string=query_string)
+        scope[SCOPE_CREDENTIALS] = credentials
+        scope[SCOPE_GRANT] = await authorize(credentials)
+        return await super().__call__(scope, receive, send)
+
+
+class RuntimeOriginValidator(OriginValidator):
+    """Channels' origin check against ALLOWED_HOSTS plus WS_ALLOWED_ORIGINS, read at each
+    handshake so settings changes apply. A missing Origin is refused (HTTP 403)."""
+
+    def __init__(self, application: Any) -> None:
+        super().__init__(application, [])
+
+    @property  # type: ignore[override]
+    def allowed_origins(self) -> list[str]:
+        hosts = [h for h in settings.ALLOWED_HOSTS if h != "*"]
+        return [*hosts, *runtime_settings.WS_ALLOWED_ORIGINS]
+
+    @allowed_origins.setter
+    def allowed_origins(self, value: list[str]) -> None:
+        pass

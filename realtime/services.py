@@ -1,0 +1,136 @@
+"""What the socket gateway does with the database: authorize a socket, record it while it
+is open, and sweep the records of server processes that died."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.tokens import AuthContext, TokenClaims, claims_authenticate
+from realtime.models import Connection, ServerInstance
+from sessions_runtime.models import RuntimeSession
+from sessions_runtime.selectors import session_get_owned, session_id_parse
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import NotFound, RateLimited, SessionNotActive
+
+# A process whose heartbeat is older than this is taken for dead.
+INSTANCE_STALE_AFTER = timedelta(seconds=90)
+_instance_id: str | None = None
+
+
+def server_instance_id() -> str:
+    """This process's name in connection records: the SERVER_INSTANCE setting, or
+    host:pid plus a random suffix so a restarted process never reuses a dead one's name."""
+    global _instance_id
+    if _instance_id is None:
+        configured = runtime_settings.SERVER_INSTANCE
+        _instance_id = configured or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    return _instance_id
+
+
+@dataclass(frozen=True, slots=True)
+class SocketGrant:
+    """What an accepted socket may talk to. Kept small: it lives as long as the socket."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    session_expires_at: datetime
+    claims: TokenClaims
+
+
+def _target_session(ctx: AuthContext, requested: object | None) -> RuntimeSession:
+    if requested is None:
+        return ctx.session
+    session_id = session_id_parse(requested)
+    if session_id is None:
+        raise NotFound("Session not found.")
+    if session_id == ctx.session.pk:
+        return ctx.session
+    session = session_get_owned(session_id=session_id, user_id=ctx.user.pk, tenant_id=ctx.tenant.pk)
+    if session is None:
+        raise NotFound("Session not found.")
+    if not session.is_usable():
+        raise SessionNotActive()
+    return session
+
+
+def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None) -> SocketGrant:
+    """The handshake check: the token's context (user, membership, tenant, own session),
+    then the requested session (exists, active, same user and tenant), then the per-user
+    socket cap. Raises the ServiceError whose close code the socket is refused with."""
+    ctx = claims_authenticate(claims)
+    session = _target_session(ctx, requested_session_id)
+    open_sockets = Connection.objects.filter(user_id=ctx.user.pk).count()
+    if open_sockets >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+        raise RateLimited("Too many open sockets for this user.")
+    return SocketGrant(
+        user_id=ctx.user.pk,
+        tenant_id=ctx.tenant.pk,
+        session_id=session.pk,
+        session_expires_at=session.expires_at,
+        claims=claims,
+    )
+
+
+def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
+    """Re-run the check for an open socket (on its timer, or with a refreshed token).
+
+    The new claims must name the same user, tenant and session as the socket's own token.
+    """
+    if (claims.user_id, claims.tenant_id, claims.session_id) != (
+        grant.claims.user_id,
+        grant.claims.tenant_id,
+        grant.claims.session_id,
+    ):
+        raise NotFound("The token belongs to another user or session.")
+    ctx = claims_authenticate(claims)
+    session = _target_session(ctx, grant.session_id)
+    return SocketGrant(
+        user_id=grant.user_id,
+        tenant_id=grant.tenant_id,
+        session_id=session.pk,
+        session_expires_at=session.expires_at,
+        claims=claims,
+    )
+
+
+def connection_open(
+    *, grant: SocketGrant, channel_name: str, client_address: str = "", user_agent: str = ""
+) -> None:
+    Connection.objects.create(
+        session_id=grant.session_id,
+        user_id=grant.user_id,
+        channel_name=channel_name,
+        server_instance=server_instance_id(),
+        client_address=client_address[:64],
+        user_agent=user_agent[:256],
+    )
+
+
+def connection_close(*, channel_name: str) -> None:
+    Connection.objects.filter(channel_name=channel_name).delete()
+
+
+def server_heartbeat(*, now: datetime | None = None) -> None:
+    """Record that this process is alive."""
+    now = now or timezone.now()
+    ServerInstance.objects.update_or_create(pk=server_instance_id(), defaults={"last_heartbeat_at": now})
+
+
+@transaction.atomic
+def connections_sweep(*, now: datetime | None = None) -> int:
+    """Delete the connection records of processes whose heartbeat stopped (and of
+    processes never heard of). Returns how many records went."""
+    now = now or timezone.now()
+    stale = ServerInstance.objects.filter(last_heartbeat_at__lt=now - INSTANCE_STALE_AFTER)
+    alive = ServerInstance.objects.exclude(pk__in=stale.values("pk")).values("pk")
+    deleted, _ = Connection.objects.exclude(server_instance__in=alive).delete()
+    stale.delete()
+    return deleted
