@@ -19,7 +19,7 @@ run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
-	$(BIN)/daphne -b $(HOST) -p $(PORT) symphainy.asgi:application
+	$(BIN)/python -m symphainy.serve -b $(HOST) -p $(PORT) --websocket-max-message-size 131072
 
 test: venv
 	$(BIN)/python -m pytest $(ARGS)

@@ -19,7 +19,7 @@ from accounts.tokens import AuthContext, TokenPair, tokens_issue
 from sessions_runtime.intents import IntentAction, session_intent_build
 from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
 from sessions_runtime.services import Actor, audit_record, session_create, session_end, sessions_end
-from symphainy.exceptions import EmailTaken, InvalidCredentials, TenantAccessDenied
+from symphainy.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,4 +136,39 @@ def auth_logout_all(*, ctx: AuthContext, client_address: str | None = None) -> i
     actor = Actor(type=ActorType.USER, user=ctx.user, client_address=client_address)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=ctx.user.pk), reason=EndReason.LOGOUT_ALL, actor=actor
+    )
+
+
+@transaction.atomic
+def user_deactivate(*, user: User, actor: Actor) -> int:
+    """Deactivate a user and end all their sessions; their sockets close with 4401."""
+    if user.is_active:
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        user.is_active = False
+    return sessions_end(
+        sessions=RuntimeSession.objects.filter(user_id=user.pk),
+        reason=EndReason.USER_DEACTIVATED,
+        actor=actor,
+        close_code=CloseCode.UNAUTHENTICATED,
+    )
+
+
+@transaction.atomic
+def membership_remove(*, user: User, tenant: Tenant, actor: Actor) -> int:
+    """Remove a user from a tenant and end their sessions in it."""
+    Membership.objects.filter(user=user, tenant=tenant).delete()
+    return sessions_end(
+        sessions=RuntimeSession.objects.filter(user_id=user.pk, tenant_id=tenant.pk),
+        reason=EndReason.MEMBERSHIP_REMOVED,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def tenant_suspend(*, tenant: Tenant, actor: Actor) -> int:
+    """Suspend a tenant and end every session in it."""
+    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.SUSPENDED)
+    tenant.status = TenantStatus.SUSPENDED
+    return sessions_end(
+        sessions=RuntimeSession.objects.filter(tenant_id=tenant.pk), reason=EndReason.TENANT_SUSPENDED, actor=actor
     )
