@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone as dt_timezone
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt import settings as simplejwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_to_epoch
@@ -34,6 +35,12 @@ TENANT_CLAIM = "tid"
 SESSION_CLAIM = "sid"
 # Real tokens are ~400 bytes; anything far larger is refused before it is parsed.
 MAX_TOKEN_LENGTH = 4096
+
+
+def jwt_settings() -> Any:
+    """simplejwt's settings, looked up on each use: simplejwt rebinds its module-level
+    `api_settings` when SIMPLE_JWT changes, so an imported reference would go stale."""
+    return simplejwt_settings.api_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,14 +105,14 @@ def token_decode(raw: object, *, expected_type: str) -> TokenClaims:
     except TokenError:
         raise InvalidToken() from None
     payload = token.payload
-    if payload.get(jwt_settings.TOKEN_TYPE_CLAIM) != expected_type:
+    if payload.get(jwt_settings().TOKEN_TYPE_CLAIM) != expected_type:
         raise InvalidToken(f"An {expected_type} token is required.")
-    jti = payload.get(jwt_settings.JTI_CLAIM)
+    jti = payload.get(jwt_settings().JTI_CLAIM)
     if not isinstance(jti, str) or not jti:
         raise InvalidToken()
     return TokenClaims(
         token_type=expected_type,
-        user_id=_uuid_claim(payload, jwt_settings.USER_ID_CLAIM),
+        user_id=_uuid_claim(payload, jwt_settings().USER_ID_CLAIM),
         tenant_id=_uuid_claim(payload, TENANT_CLAIM),
         session_id=_uuid_claim(payload, SESSION_CLAIM),
         jti=jti,
@@ -144,21 +151,21 @@ def tokens_issue(*, session: RuntimeSession) -> TokenPair:
     """A new access and refresh token bound to `session`; neither outlives the session."""
     now = timezone.now()
     refresh = RefreshToken()
-    refresh[jwt_settings.USER_ID_CLAIM] = str(session.user_id)
+    refresh[jwt_settings().USER_ID_CLAIM] = str(session.user_id)
     refresh[TENANT_CLAIM] = str(session.tenant_id)
     refresh[SESSION_CLAIM] = str(session.pk)
-    refresh_expires_at = min(now + jwt_settings.REFRESH_TOKEN_LIFETIME, session.expires_at)
+    refresh_expires_at = min(now + jwt_settings().REFRESH_TOKEN_LIFETIME, session.expires_at)
     refresh["exp"] = datetime_to_epoch(refresh_expires_at)
 
     access = refresh.access_token
-    access_expires_at = min(now + jwt_settings.ACCESS_TOKEN_LIFETIME, session.expires_at)
+    access_expires_at = min(now + jwt_settings().ACCESS_TOKEN_LIFETIME, session.expires_at)
     access["exp"] = datetime_to_epoch(access_expires_at)
 
     # The blacklist app's ledger of issued refresh tokens, which rotation consumes. The
     # encoded token itself is not kept: no usable credential rests in the database.
     OutstandingToken.objects.create(
         user_id=session.user_id,
-        jti=refresh[jwt_settings.JTI_CLAIM],
+        jti=refresh[jwt_settings().JTI_CLAIM],
         token="",
         created_at=now,
         expires_at=refresh_expires_at,

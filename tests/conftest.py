@@ -37,6 +37,11 @@ def _services_problem() -> str | None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # Connections opened in database_sync_to_async's worker thread must not outlive the
+    # call, or PostgreSQL refuses to drop the test database at the end of the run.
+    from django.db import connections
+
+    connections.settings["default"]["CONN_MAX_AGE"] = 0
     test_name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
     if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") and test_name:
         Path(test_name).parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ class Socket:
         """The close code of the next output; fails if a data frame comes first."""
         output = await self.communicator.receive_output(timeout)
         assert output["type"] == "websocket.close", f"expected a close, got {output}"
+        # What the server does next: deliver the disconnect, so the consumer finishes.
+        await self.communicator.disconnect()
         return output.get("code", 1000)
 
     async def send(self, payload: Any) -> None:
@@ -89,3 +91,14 @@ def socket_factory():
         return sock
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_channel_layer():
+    """Each test starts with an empty channel layer (the in-memory one outlives loops)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if hasattr(layer, "flush"):
+        await layer.flush()
+    yield

@@ -1,0 +1,431 @@
+"""The socket protocol through the full ASGI application (origin check, token middleware,
+consumer), with WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+
+import jwt
+import pytest
+from channels.db import database_sync_to_async
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Role
+from accounts.services import membership_remove, tenant_suspend, user_deactivate
+from accounts.tokens import tokens_issue
+from realtime.models import Connection
+from sessions_runtime.models import ActorType, EndReason, RuntimeSession, SessionStatus
+from sessions_runtime.services import Actor, session_end, sessions_expire_due
+from tests import factories
+from tests.realtime.conftest import make_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def login_new_user(**kwargs):
+    user = factories.make_user(**kwargs)
+    return user, factories.login(APIClient(), user)
+
+
+@database_sync_to_async
+def api_call(method: str, path: str, token: str, data=None):
+    client = factories.bearer(APIClient(), token)
+    response = getattr(client, method)(path, data, format="json") if data is not None else getattr(client, method)(path)
+    return response.status_code, (response.json() if response.content else None)
+
+
+async def open_ready(token: str, **kwargs):
+    sock = await make_socket(token, **kwargs).open()
+    ready = await sock.receive()
+    assert ready["type"] == "session.ready", ready
+    return sock, ready
+
+
+# --- Handshake -----------------------------------------------------------------------
+@pytest.mark.parametrize("transport", ["subprotocol", "header", "access_token", "session_token"])
+async def test_each_transport_is_accepted(transport):
+    user, body = await login_new_user()
+    sock, ready = await open_ready(body["access_token"], transport=transport)
+    assert ready["session_id"] == body["session_id"]
+    assert ready["user_id"] == str(user.pk)
+    assert ready["tenant_id"] == body["tenant_id"]
+    assert set(ready) == {"type", "session_id", "user_id", "tenant_id", "expires_at", "token_expires_at", "heartbeat_s"}
+    assert sock.subprotocol == ("symphainy.v1" if transport == "subprotocol" else None)
+    await sock.close()
+
+
+async def test_session_ready_is_the_first_frame_and_records_the_connection():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    rows = await database_sync_to_async(lambda: list(Connection.objects.values_list("session_id", "user_id")))()
+    assert rows == [(uuid.UUID(body["session_id"]), user.pk)]
+    await sock.close()
+    await asyncio.sleep(0.05)
+    assert await database_sync_to_async(Connection.objects.count)() == 0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, "", "garbage", "a.b.c", "x" * 5000],
+    ids=["missing", "empty", "garbage", "three-parts", "oversized"],
+)
+async def test_bad_tokens_close_4401(token):
+    await login_new_user()
+    sock = await make_socket(token, transport="access_token" if token is not None else "subprotocol").open()
+    assert await sock.receive_close() == 4401
+
+
+async def test_forged_token_closes_4401():
+    _, body = await login_new_user()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    forged = jwt.encode(claims, "not-the-key-but-long-enough-for-hs256-0123456789", algorithm="HS256")
+    sock = await make_socket(forged).open()
+    assert await sock.receive_close() == 4401
+
+
+async def test_alg_none_token_closes_4401():
+    _, body = await login_new_user()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    sock = await make_socket(unsigned).open()
+    assert await sock.receive_close() == 4401
+
+
+async def test_refresh_token_closes_4401():
+    _, body = await login_new_user()
+    sock = await make_socket(body["refresh_token"]).open()
+    assert await sock.receive_close() == 4401
+
+
+async def test_expired_token_closes_4401(settings):
+    _, body = await login_new_user()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    claims["exp"] = int(timezone.now().timestamp()) - 5
+    expired = jwt.encode(claims, settings.SIMPLE_JWT["SIGNING_KEY"], algorithm="HS256")
+    sock = await make_socket(expired).open()
+    assert await sock.receive_close() == 4401
+
+
+async def test_inactive_user_closes_4401():
+    user, body = await login_new_user()
+    await database_sync_to_async(type(user).objects.filter(pk=user.pk).update)(is_active=False)
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 4401
+
+
+@pytest.mark.parametrize("session_id", [str(uuid.uuid4()), "not-a-uuid", "%00", "1' OR '1'='1", "😀"])
+async def test_unknown_or_malformed_session_closes_4404(session_id):
+    _, body = await login_new_user()
+    sock = await make_socket(body["access_token"], query=f"session_id={session_id}").open()
+    assert await sock.receive_close() == 4404
+
+
+async def test_other_users_and_other_tenants_sessions_close_4404():
+    tenant = await database_sync_to_async(factories.make_tenant)()
+    _, mine = await login_new_user(tenant=tenant)
+    _, same_tenant = await login_new_user(tenant=tenant, role=Role.OWNER)
+    _, other_tenant = await login_new_user()
+    for foreign in (same_tenant["session_id"], other_tenant["session_id"]):
+        sock = await make_socket(mine["access_token"], session_id=foreign).open()
+        assert await sock.receive_close() == 4404
+
+
+async def test_another_own_session_in_the_same_tenant_is_allowed():
+    user, body = await login_new_user()
+    status, created = await api_call("post", "/api/session/create", body["access_token"], {})
+    assert status == 201
+    sock, ready = await open_ready(body["access_token"], session_id=created["session_id"])
+    assert ready["session_id"] == created["session_id"]
+    await sock.close()
+
+
+async def test_own_session_ended_closes_4409():
+    _, body = await login_new_user()
+    status, _ = await api_call("delete", f"/api/session/{body['session_id']}", body["access_token"])
+    assert status == 204
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 4409
+
+
+async def test_own_session_past_idle_expiry_closes_4409():
+    _, body = await login_new_user()
+    await database_sync_to_async(RuntimeSession.objects.filter(pk=body["session_id"]).update)(
+        idle_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 4409
+
+
+async def test_requested_session_ended_closes_4409():
+    _, body = await login_new_user()
+    _, created = await api_call("post", "/api/session/create", body["access_token"], {})
+    await api_call("delete", f"/api/session/{created['session_id']}", body["access_token"])
+    sock = await make_socket(body["access_token"], session_id=created["session_id"]).open()
+    assert await sock.receive_close() == 4409
+
+
+async def test_socket_cap_per_user_closes_4429(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_SOCKETS_PER_USER": 2}
+    _, body = await login_new_user()
+    first, _ = await open_ready(body["access_token"])
+    second, _ = await open_ready(body["access_token"])
+    third = await make_socket(body["access_token"]).open()
+    assert await third.receive_close() == 4429
+    await first.close()
+    await asyncio.sleep(0.05)
+    fourth, _ = await open_ready(body["access_token"])
+    await second.close()
+    await fourth.close()
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", None], ids=["foreign", "missing"])
+async def test_cross_origin_is_refused_at_the_handshake(origin):
+    _, body = await login_new_user()
+    communicator = make_socket(body["access_token"], origin=origin).communicator
+    connected, code = await communicator.connect(timeout=5)
+    # Closed before accept: daphne turns that into HTTP 403 (checked over a real server
+    # in test_live_daphne); in-process it shows as a refused connect.
+    assert connected is False
+    await communicator.disconnect()
+
+
+async def test_configured_extra_origin_is_accepted(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_ALLOWED_ORIGINS": ["https://app.example.com"]}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"], origin=b"https://app.example.com")
+    await sock.close()
+
+
+async def test_refused_handshake_sends_no_other_frame():
+    sock = await make_socket("garbage").open()
+    output = await sock.communicator.receive_output(5)
+    assert output["type"] == "websocket.close"
+    await sock.communicator.disconnect()
+
+
+# --- Messages ------------------------------------------------------------------------
+async def test_ping_pong_and_errors_keep_the_socket_open():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send("{not json")
+    error = await sock.receive()
+    assert error["type"] == "error" and error["error"] == "invalid_json"
+    await sock.send({"type": "no.such.thing"})
+    assert (await sock.receive())["error"] == "unknown_message_type"
+    await sock.send([1, 2, 3])
+    assert (await sock.receive())["error"] == "invalid_message"
+    await sock.send({"type": 5})
+    assert (await sock.receive())["error"] == "invalid_message"
+    await sock.send_bytes(b"\x00\x01")
+    assert (await sock.receive())["error"] == "binary_not_supported"
+    await sock.send({"type": "ping"})
+    assert await sock.receive() == {"type": "pong"}
+    await sock.close()
+
+
+@pytest.mark.parametrize("internal", ["session.ended", "session_ended", "runtime.event", "runtime_event", "websocket.close"])
+async def test_client_cannot_name_internal_handlers(internal):
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send({"type": internal, "close_code": 1000, "event_type": "x"})
+    reply = await sock.receive()
+    assert reply["error"] == "unknown_message_type"
+    await sock.send({"type": "ping"})
+    assert await sock.receive() == {"type": "pong"}
+    await sock.close()
+
+
+async def test_oversized_frame_closes_1009(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_MESSAGE_BYTES": 1024}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send({"type": "ping", "pad": "x" * 2000})
+    assert await sock.receive_close() == 1009
+
+
+async def test_message_flood_closes_4429(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MESSAGE_RATE": "5/10s"}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    for _ in range(5):
+        await sock.send({"type": "ping"})
+        assert await sock.receive() == {"type": "pong"}
+    await sock.send({"type": "ping"})
+    assert await sock.receive_close() == 4429
+
+
+async def test_auth_refresh_extends_the_token():
+    user, body = await login_new_user()
+    sock, ready = await open_ready(body["access_token"])
+    session = await database_sync_to_async(RuntimeSession.objects.get)(pk=body["session_id"])
+    pair = await database_sync_to_async(tokens_issue)(session=session)
+    await sock.send({"type": "auth.refresh", "access_token": pair.access_token})
+    reply = await sock.receive()
+    assert reply["type"] == "auth.refreshed"
+    assert reply["token_expires_at"] >= ready["token_expires_at"]
+    await sock.close()
+
+
+async def test_auth_refresh_for_another_user_or_session_is_refused():
+    _, body = await login_new_user()
+    _, other = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send({"type": "auth.refresh", "access_token": other["access_token"]})
+    reply = await sock.receive()
+    assert reply["type"] == "error" and reply["error"] == "not_found"
+    # A second login of the same user is another session: refused as well.
+    user_id = body["user_id"]
+    again = await database_sync_to_async(
+        lambda: factories.login(APIClient(), RuntimeSession.objects.select_related("user").get(pk=body["session_id"]).user)
+    )()
+    await sock.send({"type": "auth.refresh", "access_token": again["access_token"]})
+    assert (await sock.receive())["error"] == "not_found"
+    await sock.send({"type": "auth.refresh", "access_token": "garbage"})
+    assert (await sock.receive())["error"] == "invalid_token"
+    await sock.send({"type": "auth.refresh", "access_token": body["refresh_token"]})
+    assert (await sock.receive())["error"] == "invalid_token"
+    await sock.send({"type": "ping"})
+    assert await sock.receive() == {"type": "pong"}
+    assert user_id
+    await sock.close()
+
+
+async def test_unrefreshed_token_expiry_closes_4401(settings):
+    settings.SIMPLE_JWT = {**settings.SIMPLE_JWT, "ACCESS_TOKEN_LIFETIME": timedelta(seconds=1)}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    assert await sock.receive_close(timeout=4) == 4401
+
+
+# --- Revocation ----------------------------------------------------------------------
+async def _assert_closes(sock, code: int) -> None:
+    assert await sock.receive_close(timeout=2) == code
+
+
+async def test_logout_closes_the_socket_4409():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    status, _ = await api_call("post", "/api/auth/logout", body["access_token"])
+    assert status == 204
+    await _assert_closes(sock, 4409)
+
+
+async def test_logout_all_closes_every_socket_of_every_session():
+    user, body = await login_new_user()
+    second = await database_sync_to_async(factories.login)(APIClient(), user)
+    a, _ = await open_ready(body["access_token"])
+    b, _ = await open_ready(second["access_token"])
+    status, _ = await api_call("post", "/api/auth/logout-all", body["access_token"])
+    assert status == 204
+    await _assert_closes(a, 4409)
+    await _assert_closes(b, 4409)
+
+
+async def test_delete_closes_all_sockets_of_that_session_only():
+    user, body = await login_new_user()
+    other = await database_sync_to_async(factories.login)(APIClient(), user)
+    a1, _ = await open_ready(body["access_token"])
+    a2, _ = await open_ready(body["access_token"])
+    b, _ = await open_ready(other["access_token"])
+    status, _ = await api_call("delete", f"/api/session/{body['session_id']}", other["access_token"])
+    assert status == 204
+    await _assert_closes(a1, 4409)
+    await _assert_closes(a2, 4409)
+    await b.send({"type": "ping"})
+    assert await b.receive() == {"type": "pong"}
+    await b.close()
+
+
+async def test_refresh_token_reuse_closes_the_socket():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    client = APIClient()
+    first = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
+    assert first.status_code == 200
+    reuse = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
+    assert reuse.status_code == 401
+    await _assert_closes(sock, 4409)
+
+
+async def test_expiry_sweep_closes_the_socket():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await database_sync_to_async(RuntimeSession.objects.filter(pk=body["session_id"]).update)(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert await database_sync_to_async(sessions_expire_due)() == 1
+    await _assert_closes(sock, 4409)
+
+
+async def test_admin_end_closes_the_socket():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await database_sync_to_async(session_end)(
+        session_id=uuid.UUID(body["session_id"]), reason=EndReason.ADMIN, actor=Actor(type=ActorType.ADMIN)
+    )
+    await _assert_closes(sock, 4409)
+
+
+async def test_user_deactivated_closes_4401():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await database_sync_to_async(user_deactivate)(user=user, actor=Actor(type=ActorType.COMMAND))
+    await _assert_closes(sock, 4401)
+
+
+async def test_membership_removed_closes_4409():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    membership = await database_sync_to_async(Membership.objects.select_related("tenant").get)(user=user)
+    await database_sync_to_async(membership_remove)(user=user, tenant=membership.tenant, actor=Actor(type=ActorType.COMMAND))
+    await _assert_closes(sock, 4409)
+
+
+async def test_tenant_suspended_closes_4409():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    membership = await database_sync_to_async(Membership.objects.select_related("tenant").get)(user=user)
+    await database_sync_to_async(tenant_suspend)(tenant=membership.tenant, actor=Actor(type=ActorType.COMMAND))
+    await _assert_closes(sock, 4409)
+
+
+async def test_recheck_timer_closes_a_socket_whose_end_event_was_lost(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_RECHECK_INTERVAL": timedelta(seconds=0.3)}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    # Ended behind the service's back: no event is ever published.
+    await database_sync_to_async(RuntimeSession.objects.filter(pk=body["session_id"]).update)(
+        status=SessionStatus.ENDED, ended_at=timezone.now()
+    )
+    await _assert_closes(sock, 4409)
+
+
+async def test_ending_twice_sends_one_event():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    sid = uuid.UUID(body["session_id"])
+    assert await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, actor=Actor.system())
+    assert not await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, actor=Actor.system())
+    await _assert_closes(sock, 4409)
+
+
+async def test_activity_touches_the_session_at_most_once_per_interval(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SESSION_TOUCH_INTERVAL": timedelta(seconds=0)}
+    _, body = await login_new_user()
+    before = await database_sync_to_async(RuntimeSession.objects.get)(pk=body["session_id"])
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send({"type": "ping"})
+    await sock.receive()
+    after = await database_sync_to_async(RuntimeSession.objects.get)(pk=body["session_id"])
+    assert after.last_seen_at > before.last_seen_at
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SESSION_TOUCH_INTERVAL": timedelta(minutes=5)}
+    await sock.send({"type": "ping"})
+    await sock.receive()
+    later = await database_sync_to_async(RuntimeSession.objects.get)(pk=body["session_id"])
+    assert later.last_seen_at == after.last_seen_at
+    await sock.close()
