@@ -68,6 +68,9 @@ class RegisterApi(APIView):
     throttle_classes = [RegisterAddressThrottle]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "RegisterInput"
+
         email = serializers.EmailField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
         name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
@@ -104,6 +107,9 @@ class LoginApi(APIView):
     throttle_classes = [LoginAddressThrottle, LoginAccountThrottle]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "LoginInput"
+
         email = serializers.CharField(max_length=254)
         password = serializers.CharField(max_length=128, trim_whitespace=False)
         tenant_id = serializers.UUIDField(required=False, allow_null=True, default=None)
@@ -122,6 +128,9 @@ class RefreshApi(APIView):
     throttle_classes = [RefreshAddressThrottle]
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "RefreshInput"
+
         refresh_token = serializers.CharField(max_length=4096)
 
     @extend_schema(request=InputSerializer, responses={200: TokenOutputSerializer}, auth=[])
@@ -148,6 +157,9 @@ class LogoutAllApi(APIView):
 
 class MeApi(APIView):
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "Me"
+
         user_id = serializers.UUIDField(source="user.pk")
         email = serializers.EmailField(source="user.email")
         name = serializers.CharField(source="user.name")

@@ -48,6 +48,9 @@ def _actor(request: Request) -> Actor:
 
 class SessionCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SessionCreateInput"
+
         metadata = serializers.DictField(required=False, default=dict)
 
         def validate_metadata(self, value: dict) -> dict:
@@ -92,6 +95,9 @@ class SessionDetailApi(APIView):
 
 class SessionListApi(APIView):
     class FilterSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SessionListFilter"
+
         status = serializers.ChoiceField(choices=SessionStatus.choices, required=False)
         scope = serializers.ChoiceField(choices=["mine", "tenant"], required=False, default="mine")
 
