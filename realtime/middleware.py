@@ -3,6 +3,7 @@ the origin may open a socket at all."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -16,13 +17,14 @@ from django.db import DatabaseError
 from accounts.tokens import ACCESS, token_decode
 from realtime.services import socket_authorize
 from symphainy.conf import runtime_settings
-from symphainy.exceptions import DependencyUnavailable, NotAuthenticated, ServiceError
+from symphainy.exceptions import DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 
 SUBPROTOCOL = "symphainy.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 TOKEN_QUERY_PARAMS = ("access_token", "session_token")
 SCOPE_CREDENTIALS = "runtime_credentials"
 SCOPE_GRANT = "runtime_grant"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,11 @@ async def authorize(credentials: SocketCredentials) -> Any:
     except ServiceError as error:
         return error
     except DatabaseError:
+        logger.warning("database unavailable during a socket handshake", exc_info=True)
         return DependencyUnavailable()
+    except Exception:  # noqa: BLE001 - a refusal with 1011, never an unhandled handshake
+        logger.exception("socket handshake check failed")
+        return ServerError()
 
 
 class TokenAuthMiddleware(BaseMiddleware):

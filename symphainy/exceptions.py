@@ -129,6 +129,12 @@ class DependencyUnavailable(ServiceError):
     closes_socket = True
 
 
+class ServerError(ServiceError):
+    status_code, code, close_code = 500, "server_error", CloseCode.SERVER_ERROR
+    default_message = "Internal server error."
+    closes_socket = True
+
+
 class ProtocolError(ServiceError):
     """A WebSocket frame the server cannot use; answered with an `error` frame."""
 

@@ -429,3 +429,40 @@ async def test_activity_touches_the_session_at_most_once_per_interval(settings):
     later = await database_sync_to_async(RuntimeSession.objects.get)(pk=body["session_id"])
     assert later.last_seen_at == after.last_seen_at
     await sock.close()
+
+
+# --- Dependencies down -----------------------------------------------------------------
+async def test_database_down_during_the_handshake_closes_1013(monkeypatch):
+    from django.db import OperationalError
+
+    _, body = await login_new_user()
+
+    def down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("realtime.middleware.socket_authorize", down)
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 1013
+
+
+async def test_channel_layer_down_after_the_check_closes_1013(monkeypatch):
+    _, body = await login_new_user()
+    from channels.layers import get_channel_layer
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(type(get_channel_layer()), "group_add", down)
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 1013
+
+
+async def test_an_unexpected_error_in_the_check_closes_1011(monkeypatch, caplog):
+    _, body = await login_new_user()
+
+    def broken(**kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("realtime.middleware.socket_authorize", broken)
+    sock = await make_socket(body["access_token"]).open()
+    assert await sock.receive_close() == 1011
