@@ -19,12 +19,15 @@ from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
+from accounts.models import role_permissions
 from accounts.tokens import ACCESS, token_decode
 from realtime import heartbeat
 from realtime.events import session_group, user_group
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
 from realtime.ratelimit import TokenBucket, parse_rate
 from realtime.services import SocketGrant, connection_close, connection_open, socket_recheck
+from sessions_runtime.agents import agent_message_parse, agent_message_run
+from sessions_runtime.executions import Submitter, intent_submit
 from sessions_runtime.services import session_touch_id
 from symphainy.conf import runtime_settings
 from symphainy.exceptions import (
@@ -32,6 +35,7 @@ from symphainy.exceptions import (
     CloseCode,
     DependencyUnavailable,
     InvalidJson,
+    InvalidRequest,
     ProtocolError,
     RateLimited,
     RequestTooLarge,
@@ -46,6 +50,8 @@ try:  # channels-redis raises redis' errors when Redis is down
     from redis.exceptions import RedisError
 except ImportError:  # pragma: no cover
     RedisError = OSError  # type: ignore[misc,assignment]
+
+_agent_runs: set[asyncio.Task] = set()
 
 # What a dependency outage looks like from here: answered with 1013, never a 500.
 _DEPENDENCY_ERRORS = (DatabaseError, RedisError, ChannelFull, OSError, asyncio.TimeoutError)
@@ -144,7 +150,12 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
-        return {"ping": self._on_ping, "auth.refresh": self._on_auth_refresh}
+        return {
+            "ping": self._on_ping,
+            "auth.refresh": self._on_auth_refresh,
+            "intent.submit": self._on_intent_submit,
+            "agent.message": self._on_agent_message,
+        }
 
     async def _on_ping(self, message: dict[str, Any]) -> None:
         await self._send({"type": "pong"})
@@ -154,6 +165,37 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         self.grant = await database_sync_to_async(socket_recheck)(grant=self.grant, claims=claims)
         self._restart_watchdog()
         await self._send({"type": "auth.refreshed", "token_expires_at": claims.expires_at.isoformat()})
+
+    async def _on_intent_submit(self, message: dict[str, Any]) -> None:
+        intent_type, parameters = message.get("intent_type"), message.get("parameters", {})
+        key = message.get("idempotency_key")
+        if not isinstance(intent_type, str) or not isinstance(parameters, dict) or not isinstance(key, (str, type(None))):
+            raise InvalidRequest("intent.submit takes 'intent_type' (string), 'parameters' (object), 'idempotency_key'?")
+        grant = self.grant
+        submission = await database_sync_to_async(intent_submit)(
+            submitter=Submitter(
+                user_id=grant.user_id, tenant_id=grant.tenant_id,
+                permissions=role_permissions(grant.role), client_address=self._client_address() or None,
+            ),
+            session_id=grant.session_id,
+            intent_type=intent_type,
+            parameters=parameters,
+            idempotency_key=key,
+        )
+        await self._send({"type": "intent.accepted", **submission.response, "replayed": submission.replayed})
+
+    async def _on_agent_message(self, message: dict[str, Any]) -> None:
+        text, context, conversation_id = agent_message_parse(message)
+        grant = self.grant
+        task = asyncio.create_task(
+            agent_message_run(
+                session_id=grant.session_id, user_id=grant.user_id, tenant_id=grant.tenant_id,
+                text=text, context=context, conversation_id=conversation_id,
+            )
+        )
+        # The stream outlives this frame's handling; keep the task referenced until done.
+        _agent_runs.add(task)
+        task.add_done_callback(_agent_runs.discard)
 
     async def _touch(self) -> None:
         now = time.monotonic()

@@ -13,6 +13,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.utils import timezone
 
 from symphainy.exceptions import CloseCode
 
@@ -48,3 +49,21 @@ def session_ended_broadcast(session_id: uuid.UUID | str, *, reason: str, close_c
         session_group(session_id),
         {"type": "session.ended", "session_id": str(session_id), "reason": reason, "close_code": int(close_code)},
     )
+
+
+def runtime_event_publish(session_id: uuid.UUID | str, event_type: str, data: dict[str, Any]) -> None:
+    """A `runtime_event` frame for every socket of the session, after commit."""
+    publish_after_commit(
+        session_group(session_id),
+        {"type": "runtime.event", "event_type": event_type, "data": data, "timestamp": timezone.now().isoformat()},
+    )
+
+
+async def runtime_event_send(session_id: uuid.UUID | str, event_type: str, data: dict[str, Any]) -> None:
+    """The same frame from async code outside any transaction (agent streams), sent now."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            session_group(session_id),
+            {"type": "runtime.event", "event_type": event_type, "data": data, "timestamp": timezone.now().isoformat()},
+        )

@@ -42,6 +42,7 @@ class SocketGrant:
     tenant_id: uuid.UUID
     session_id: uuid.UUID
     session_expires_at: datetime
+    role: str
     claims: TokenClaims
 
 
@@ -75,6 +76,7 @@ def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None
         tenant_id=ctx.tenant.pk,
         session_id=session.pk,
         session_expires_at=session.expires_at,
+        role=ctx.role,
         claims=claims,
     )
 
@@ -97,6 +99,7 @@ def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
         tenant_id=grant.tenant_id,
         session_id=session.pk,
         session_expires_at=session.expires_at,
+        role=ctx.role,
         claims=claims,
     )
 

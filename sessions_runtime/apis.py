@@ -11,12 +11,34 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import Permission
+from sessions_runtime.executions import (
+    Submitter,
+    execution_cancel,
+    execution_get_for_actor,
+    execution_payload,
+    intent_submit,
+)
 from sessions_runtime.intents import IntentAction, session_intent_build
-from sessions_runtime.models import ActorType, EndReason, SessionStatus
-from sessions_runtime.selectors import session_get_for_actor, session_list_for_actor
-from sessions_runtime.services import Actor, session_create, session_end
+from sessions_runtime.models import ActorType, EndReason, ExecutionStatus, SessionStatus
+from sessions_runtime.selectors import (
+    file_reference_get,
+    file_references_for_session,
+    session_get_for_actor,
+    session_list_for_actor,
+)
+from sessions_runtime.services import (
+    Actor,
+    file_reference_add,
+    session_create,
+    session_end,
+    session_state_read,
+    session_state_write,
+)
+from sessions_runtime.state import StateDocument
 from symphainy.api import client_address
 from symphainy.conf import runtime_settings
+from symphainy.exceptions import InvalidRequest, PermissionDenied, PreconditionRequired
 
 
 class SessionOutputSerializer(serializers.Serializer):
@@ -121,3 +143,198 @@ class SessionListApi(APIView):
         paginator = self.pagination_class() if self.pagination_class else None
         page = paginator.paginate_queryset(sessions, request, view=self)
         return paginator.get_paginated_response(SessionOutputSerializer(page, many=True).data)
+
+
+# --- Session state ----------------------------------------------------------------------
+def _if_match(request: Request) -> int:
+    """The version named by If-Match: `3`, `"3"` or `W/"3"`."""
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        raise PreconditionRequired()
+    value = raw.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    value = value.strip('"')
+    if not value.isdigit() or len(value) > 12:
+        raise InvalidRequest("If-Match must be the state's version number.", details={"If-Match": raw[:64]})
+    return int(value)
+
+
+def _state_response(document: StateDocument, *, status: int = 200) -> Response:
+    return Response(
+        {"version": document.version, "data": document.data}, status=status, headers={"ETag": f'"{document.version}"'}
+    )
+
+
+class SessionStateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SessionStateInput"
+
+        data = serializers.DictField()
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SessionState"
+
+        version = serializers.IntegerField()
+        data = serializers.DictField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request: Request, session_id: str) -> Response:
+        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        return _state_response(session_state_read(session=session))
+
+    def _write(self, request: Request, session_id: str, *, merge: bool) -> Response:
+        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        if Permission.WRITE not in request.auth.permissions:
+            raise PermissionDenied("Writing session state needs the write permission.")
+        expected = _if_match(request)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        document = session_state_write(
+            session=session, data=data.validated_data["data"], expected_version=expected, merge=merge
+        )
+        return _state_response(document)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
+    )
+    def put(self, request: Request, session_id: str) -> Response:
+        return self._write(request, session_id, merge=False)
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
+        description="JSON merge patch (RFC 7386) of `data`: objects merge, null removes a member.",
+    )
+    def patch(self, request: Request, session_id: str) -> Response:
+        return self._write(request, session_id, merge=True)
+
+
+# --- Intents and executions ------------------------------------------------------------
+def _submitter(request: Request) -> Submitter:
+    ctx = request.auth
+    return Submitter(
+        user_id=ctx.user.pk, tenant_id=ctx.tenant.pk, permissions=ctx.permissions, client_address=client_address(request)
+    )
+
+
+class IntentSubmitApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "IntentSubmitInput"
+
+        session_id = serializers.CharField(max_length=64)
+        intent_type = serializers.CharField(max_length=64)
+        parameters = serializers.DictField(required=False, default=dict)
+        idempotency_key = serializers.CharField(max_length=255, required=False)
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "IntentAccepted"
+
+        execution_id = serializers.UUIDField()
+        intent_id = serializers.UUIDField()
+        status = serializers.CharField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={202: OutputSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        header_key = request.headers.get("Idempotency-Key")
+        body_key = data.validated_data.get("idempotency_key")
+        if header_key is not None and body_key is not None and header_key != body_key:
+            raise InvalidRequest("Idempotency-Key and idempotency_key differ.")
+        submission = intent_submit(
+            submitter=_submitter(request),
+            session_id=data.validated_data["session_id"],
+            intent_type=data.validated_data["intent_type"],
+            parameters=data.validated_data["parameters"],
+            idempotency_key=header_key if header_key is not None else body_key,
+        )
+        headers = {"Idempotent-Replayed": "true"} if submission.replayed else {}
+        return Response(submission.response, status=202, headers=headers)
+
+
+class ExecutionOutputSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "Execution"
+
+    execution_id = serializers.UUIDField()
+    intent_id = serializers.UUIDField()
+    intent_type = serializers.CharField()
+    session_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=ExecutionStatus.choices)
+    progress = serializers.DictField()
+    result = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+def _execution(request: Request, execution_id: str):
+    ctx = request.auth
+    return execution_get_for_actor(
+        user_id=ctx.user.pk, tenant_id=ctx.tenant.pk, permissions=ctx.permissions, execution_id=execution_id
+    )
+
+
+class ExecutionStatusApi(APIView):
+    @extend_schema(responses={200: ExecutionOutputSerializer})
+    def get(self, request: Request, execution_id: str) -> Response:
+        return Response(execution_payload(_execution(request, execution_id)))
+
+
+class ExecutionCancelApi(APIView):
+    @extend_schema(request=None, responses={202: ExecutionOutputSerializer})
+    def post(self, request: Request, execution_id: str) -> Response:
+        execution = execution_cancel(execution=_execution(request, execution_id))
+        return Response(execution_payload(execution), status=202)
+
+
+# --- File references -------------------------------------------------------------------
+class FileReferenceSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "FileReference"
+
+    file_id = serializers.UUIDField(source="pk", read_only=True)
+    session_id = serializers.UUIDField(read_only=True)
+    name = serializers.CharField(max_length=255)
+    size = serializers.IntegerField(min_value=0, max_value=2**62)
+    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", max_length=64)
+    content_type = serializers.RegexField(r"^[\w.+-]+/[\w.+-]+$", max_length=127)
+    location = serializers.CharField(max_length=1024)
+    created_at = serializers.DateTimeField(read_only=True)
+
+
+class SessionFilesApi(APIView):
+    @extend_schema(responses={200: FileReferenceSerializer(many=True)})
+    def get(self, request: Request, session_id: str) -> Response:
+        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        return Response(FileReferenceSerializer(file_references_for_session(session=session), many=True).data)
+
+    @extend_schema(request=FileReferenceSerializer, responses={201: FileReferenceSerializer})
+    def post(self, request: Request, session_id: str) -> Response:
+        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        if Permission.WRITE not in request.auth.permissions:
+            raise PermissionDenied("Adding files needs the write permission.")
+        data = FileReferenceSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reference = file_reference_add(session=session, user_id=request.user.pk, **data.validated_data)
+        return Response(FileReferenceSerializer(reference).data, status=201)
+
+
+class SessionFileDetailApi(APIView):
+    @extend_schema(responses={200: FileReferenceSerializer})
+    def get(self, request: Request, session_id: str, file_id: str) -> Response:
+        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        return Response(FileReferenceSerializer(file_reference_get(session=session, file_id=file_id)).data)

@@ -101,6 +101,9 @@ class AuditEvent(models.Model):
         SESSION_CREATED = "session.created"
         SESSION_ENDED = "session.ended"
         REFRESH_TOKEN_REUSED = "token.refresh_reused"
+        SOCKET_REFUSED = "socket.refused"
+        INTENT_RECEIVED = "intent.received"
+        EXECUTION_FINISHED = "execution.finished"
 
     id = models.BigAutoField(primary_key=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -123,3 +126,129 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}"
+
+
+class SessionState(models.Model):
+    """A versioned JSON document of the database state backend, one per key."""
+
+    key = models.CharField(max_length=200, unique=True)
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    session = models.ForeignKey(RuntimeSession, on_delete=models.CASCADE, related_name="states")
+    version = models.PositiveIntegerField(default=0)
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.key} v{self.version}"
+
+
+class Intent(models.Model):
+    """What a client asked the runtime to do, as received."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(RuntimeSession, on_delete=models.CASCADE, related_name="intents")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    intent_type = models.CharField(max_length=64)
+    parameters = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.intent_type} {self.id}"
+
+
+class ExecutionStatus(models.TextChoices):
+    CREATED = "created", "Created"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
+
+
+def empty_progress() -> dict:
+    return {"total": 0, "processed": 0, "succeeded": 0, "failed": 0}
+
+
+class Execution(models.Model):
+    """One run of an intent's handler, with its progress and outcome."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    intent = models.OneToOneField(Intent, on_delete=models.CASCADE, related_name="execution")
+    session = models.ForeignKey(RuntimeSession, on_delete=models.CASCADE, related_name="executions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    intent_type = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.CREATED)
+    progress = models.JSONField(default=empty_progress)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=120, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="execution_status_heartbeat"),
+            models.Index(fields=["session", "created_at"], name="execution_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.intent_type} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to an intent submission with a given key, per tenant and user."""
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="+")
+    response = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user", "key"], name="idempotency_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class FileReference(models.Model):
+    """Metadata of a file used in a session; the bytes live elsewhere (`location`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(RuntimeSession, on_delete=models.CASCADE, related_name="files")
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=255)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content_type = models.CharField(max_length=127)
+    location = models.CharField(max_length=1024)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name

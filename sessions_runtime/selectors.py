@@ -15,7 +15,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import Membership, Permission
-from sessions_runtime.models import RuntimeSession, SessionStatus
+from sessions_runtime.models import FileReference, RuntimeSession, SessionStatus
 from symphainy.exceptions import NotFound, PermissionDenied
 
 if TYPE_CHECKING:
@@ -99,3 +99,15 @@ def session_list_for_actor(
 def session_get_owned(*, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID) -> RuntimeSession | None:
     """A session only if it belongs to exactly this user in exactly this tenant."""
     return RuntimeSession.objects.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()
+
+
+def file_references_for_session(*, session: RuntimeSession) -> QuerySet[FileReference]:
+    return FileReference.objects.filter(session_id=session.pk, tenant_id=session.tenant_id)
+
+
+def file_reference_get(*, session: RuntimeSession, file_id: object) -> FileReference:
+    parsed = session_id_parse(file_id)
+    reference = file_references_for_session(session=session).filter(pk=parsed).first() if parsed else None
+    if reference is None:
+        raise NotFound("File not found.")
+    return reference

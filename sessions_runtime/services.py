@@ -5,6 +5,7 @@ commands all call these; none of them writes a session row itself.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,18 +16,20 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User
-from realtime.events import session_ended_broadcast
+from realtime.events import runtime_event_publish, session_ended_broadcast
 from sessions_runtime.intents import SessionIntent, session_intent_validate
+from sessions_runtime.state import StateDocument, VersionConflict, state_backend, state_key
 from sessions_runtime.models import (
     EXPIRY_REASONS,
     ActorType,
     AuditEvent,
     EndReason,
+    FileReference,
     RuntimeSession,
     SessionStatus,
 )
 from symphainy.conf import runtime_settings
-from symphainy.exceptions import CloseCode
+from symphainy.exceptions import CloseCode, RequestTooLarge, SessionNotWritable
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +221,57 @@ def _sessions_end(
     for session_id in ids:
         session_ended_broadcast(session_id, reason=reason, close_code=close_code)
     return len(ids)
+
+
+# --- Session state ----------------------------------------------------------------------
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = _merge_patch(result.get(name), value)
+    return result
+
+
+def session_state_read(*, session: RuntimeSession) -> StateDocument:
+    return state_backend().read(state_key(tenant_id=session.tenant_id, session_id=session.pk))
+
+
+@transaction.atomic
+def session_state_write(
+    *, session: RuntimeSession, data: dict[str, Any], expected_version: int, merge: bool = False
+) -> StateDocument:
+    """Replace (or merge-patch) the session's state if `expected_version` is current;
+    announce the new version to the session's sockets after commit."""
+    if not session.is_usable():
+        raise SessionNotWritable()
+    key = state_key(tenant_id=session.tenant_id, session_id=session.pk)
+    backend = state_backend()
+    if merge:
+        current = backend.read(key)
+        if current.version != expected_version:
+            raise VersionConflict()
+        data = _merge_patch(current.data, data)
+    limit = runtime_settings.STATE_MAX_BYTES
+    if len(json.dumps(data, separators=(",", ":")).encode("utf-8")) > limit:
+        raise RequestTooLarge(f"Session state is limited to {limit} bytes of JSON.", details={"limit_bytes": limit})
+    document = backend.write(key, data, expected_version=expected_version)
+    runtime_event_publish(session.pk, "session.state_changed", {"session_id": str(session.pk), "version": document.version})
+    return document
+
+
+# --- File references -------------------------------------------------------------------
+def file_reference_add(
+    *, session: RuntimeSession, user_id: uuid.UUID, name: str, size: int, sha256: str, content_type: str, location: str
+) -> FileReference:
+    """Record a file's metadata in a session; the bytes stay where `location` says."""
+    if not session.is_usable():
+        raise SessionNotWritable()
+    return FileReference.objects.create(
+        session=session, tenant_id=session.tenant_id, user_id=user_id,
+        name=name, size=size, sha256=sha256, content_type=content_type, location=location,
+    )

@@ -106,6 +106,31 @@ class Conflict(ServiceError):
     default_message = "The request conflicts with the current state."
 
 
+class SessionNotWritable(Conflict):
+    code = "session_not_active"
+    default_message = "The session is not active."
+
+
+class IdempotencyInFlight(Conflict):
+    code = "idempotency_in_flight"
+    default_message = "A request with this idempotency key is still being processed."
+
+
+class ExecutionFinished(Conflict):
+    code = "execution_finished"
+    default_message = "The execution has already finished."
+
+
+class IdempotencyKeyReused(ServiceError):
+    status_code, code = 422, "idempotency_key_reused"
+    default_message = "This idempotency key was used with a different request."
+
+
+class PreconditionRequired(ServiceError):
+    status_code, code = 428, "precondition_required"
+    default_message = "Send If-Match with the version you read."
+
+
 class EmailTaken(Conflict):
     code = "email_taken"
     default_message = "An account with this email already exists."

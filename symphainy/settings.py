@@ -140,13 +140,14 @@ else:
 
 # --- Redis: channel layer and cache ----------------------------------------------------
 REDIS_URL = _env("REDIS_URL")
+REDIS_PREFIX = _env("REDIS_PREFIX", "symphainy")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "prefix": _env("REDIS_PREFIX", "symphainy"),
+                "prefix": REDIS_PREFIX,
                 "capacity": _env_int("CHANNEL_LAYER_CAPACITY", 200),
                 "expiry": 30,
             },
@@ -156,7 +157,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": _env("REDIS_PREFIX", "symphainy"),
+            "KEY_PREFIX": REDIS_PREFIX,
         }
     }
 else:
@@ -238,6 +239,15 @@ SYMPHAINY = {
     "WS_RECHECK_INTERVAL": _env_seconds("WS_RECHECK_INTERVAL_SECONDS", 30),
     "WS_HEARTBEAT_INTERVAL": _env_seconds("WS_HEARTBEAT_INTERVAL_SECONDS", 25),
     "SERVER_INSTANCE": _env("SERVER_INSTANCE"),
+    "STATE_BACKEND": _env("STATE_BACKEND", "database"),
+    "STATE_MAX_BYTES": _env_int("STATE_MAX_BYTES", 256 * 1024),
+    "EXECUTION_RUNNER": _env("EXECUTION_RUNNER", "asyncio"),
+    "EXECUTION_STALE_AFTER": _env_seconds("EXECUTION_STALE_AFTER_SECONDS", 60),
+    "EXECUTION_MAX_ATTEMPTS": _env_int("EXECUTION_MAX_ATTEMPTS", 3),
+    "BATCH_ITEM_DELAY": float(_env("BATCH_ITEM_DELAY_SECONDS", "0.05") or 0.05),
+    "AGENT_HANDLER": _env("AGENT_HANDLER", "sessions_runtime.agents.echo_agent"),
+    "AGENT_TOKEN_DELAY": float(_env("AGENT_TOKEN_DELAY_SECONDS", "0.02") or 0.02),
+    "IDEMPOTENCY_TTL": _env_seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
     "DEMO_EMAIL": _env("DEMO_EMAIL", "demo@symphainy.local"),
     "DEMO_PASSWORD": _env("DEMO_PASSWORD", "symphainy-demo-pass"),
 }

@@ -1,0 +1,123 @@
+"""Agent messages: the interface a real agent plugs into, the built-in echo agent, and the
+run that streams an agent's tokens to the session's sockets.
+
+An agent is an async generator `agent(message: AgentMessage) -> AsyncIterator[str]`
+named in `SYMPHAINY["AGENT_HANDLER"]`. Each string it yields is sent at once as an
+`agent.token` event; the run brackets them with `agent.started` and `agent.completed`
+(or `agent.failed`), all carrying the conversation id. The conversation is kept in the
+session's state surface, namespace `conversation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from channels.db import database_sync_to_async
+from django.utils.module_loading import import_string
+
+from realtime.events import runtime_event_send
+from sessions_runtime.state import CONVERSATION_NAMESPACE, VersionConflict, state_backend, state_key
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import InvalidRequest
+
+logger = logging.getLogger(__name__)
+MAX_TEXT_LENGTH = 16_000
+MAX_TURNS_KEPT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class AgentMessage:
+    text: str
+    conversation_id: str
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    context: dict[str, Any] = field(default_factory=dict)
+    history: tuple[dict[str, Any], ...] = ()
+
+
+Agent = Callable[[AgentMessage], AsyncIterator[str]]
+
+
+async def echo_agent(message: AgentMessage) -> AsyncIterator[str]:
+    """The built-in agent: streams the message back word by word, upper-cased."""
+    words = message.text.split()
+    for index, word in enumerate(words):
+        await asyncio.sleep(runtime_settings.AGENT_TOKEN_DELAY)
+        yield word.upper() + (" " if index < len(words) - 1 else "")
+
+
+def agent_message_parse(message: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """(text, context, conversation_id) from an `agent.message` frame, or InvalidRequest."""
+    payload = message.get("payload")
+    if not isinstance(payload, dict):
+        raise InvalidRequest("'payload' must be an object with 'text'.")
+    text, context = payload.get("text"), payload.get("context", {})
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_LENGTH:
+        raise InvalidRequest(f"'payload.text' must be 1 to {MAX_TEXT_LENGTH} characters.")
+    if not isinstance(context, dict):
+        raise InvalidRequest("'payload.context' must be an object.")
+    conversation_id = message.get("conversation_id") or payload.get("conversation_id") or str(uuid.uuid4())
+    if not isinstance(conversation_id, str) or len(conversation_id) > 64:
+        raise InvalidRequest("'conversation_id' must be a string of at most 64 characters.")
+    return text, context, conversation_id
+
+
+def conversation_history(*, tenant_id: uuid.UUID, session_id: uuid.UUID, conversation_id: str) -> tuple[dict, ...]:
+    key = state_key(tenant_id=tenant_id, session_id=session_id, namespace=CONVERSATION_NAMESPACE)
+    return tuple(state_backend().read(key).data.get(conversation_id, []))
+
+
+def conversation_append(
+    *, tenant_id: uuid.UUID, session_id: uuid.UUID, conversation_id: str, turns: list[dict[str, Any]]
+) -> None:
+    """Append turns with compare-and-set, retrying when another writer got there first."""
+    key = state_key(tenant_id=tenant_id, session_id=session_id, namespace=CONVERSATION_NAMESPACE)
+    backend = state_backend()
+    for _ in range(5):
+        document = backend.read(key)
+        data = dict(document.data)
+        data[conversation_id] = (list(data.get(conversation_id, [])) + turns)[-MAX_TURNS_KEPT:]
+        try:
+            backend.write(key, data, expected_version=document.version)
+            return
+        except VersionConflict:
+            continue
+    logger.warning("conversation %s not saved after repeated conflicts", conversation_id)
+
+
+async def agent_message_run(
+    *, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID,
+    text: str, context: dict[str, Any], conversation_id: str,
+) -> None:
+    """Run the configured agent and stream its tokens to the session's sockets."""
+    message_id = str(uuid.uuid4())
+    base = {"conversation_id": conversation_id, "message_id": message_id}
+    await runtime_event_send(session_id, "agent.started", base)
+    tokens: list[str] = []
+    try:
+        history = await database_sync_to_async(conversation_history)(
+            tenant_id=tenant_id, session_id=session_id, conversation_id=conversation_id
+        )
+        agent: Agent = import_string(runtime_settings.AGENT_HANDLER)
+        message = AgentMessage(
+            text=text, conversation_id=conversation_id, session_id=session_id,
+            user_id=user_id, tenant_id=tenant_id, context=context, history=history,
+        )
+        async for token in agent(message):
+            tokens.append(token)
+            await runtime_event_send(session_id, "agent.token", {**base, "index": len(tokens) - 1, "token": token})
+        reply = "".join(tokens)
+        await database_sync_to_async(conversation_append)(
+            tenant_id=tenant_id, session_id=session_id, conversation_id=conversation_id,
+            turns=[{"role": "user", "text": text}, {"role": "agent", "text": reply}],
+        )
+    except Exception as exc:  # noqa: BLE001 - an agent's failure is reported, not raised
+        logger.warning("agent failed in session %s", session_id, exc_info=True)
+        await runtime_event_send(session_id, "agent.failed", {**base, "error": {"type": type(exc).__name__, "message": str(exc)[:500]}})
+        return
+    await runtime_event_send(session_id, "agent.completed", {**base, "text": reply, "tokens": len(tokens)})
