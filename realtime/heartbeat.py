@@ -1,4 +1,5 @@
-"""This process's heartbeat, and the sweep of connection records left by dead processes.
+"""This process's heartbeat, and the sweeps of what dead processes left behind: their
+connection records, and executions whose runner stopped.
 
 Daphne has no startup hook (no ASGI lifespan), so the loop starts with the first socket a
 process accepts: that first start also sweeps, which is the "on startup" cleanup.
@@ -20,8 +21,12 @@ _task: asyncio.Task | None = None
 
 
 def _beat_and_sweep() -> int:
+    from sessions_runtime.executions import executions_sweep
+
     server_heartbeat()
-    return connections_sweep()
+    swept = connections_sweep()
+    executions_sweep()
+    return swept
 
 
 async def _loop() -> None:

@@ -1,5 +1,6 @@
 """ASGI entry point, served by daphne: HTTP through Django; WebSockets through origin
-validation, then the token middleware, then the consumer."""
+validation, then the token middleware, then the consumer; channel-layer messages for the
+execution worker."""
 
 import os
 
@@ -8,14 +9,18 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime.middleware import RuntimeOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from sessions_runtime.executions import WORKER_CHANNEL  # noqa: E402
+from sessions_runtime.worker import ExecutionWorkerConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": RuntimeOriginValidator(URLRouter(websocket_urlpatterns)),
+        # `manage.py runworker symphainy.executions` (EXECUTION_RUNNER=worker)
+        "channel": ChannelNameRouter({WORKER_CHANNEL: ExecutionWorkerConsumer.as_asgi()}),
     }
 )
