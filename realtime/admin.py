@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from realtime.models import Connection, ServerInstance
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the runtime itself: visible, never edited by hand."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    list_display = ["channel_name", "session", "user", "server_instance", "opened_at", "client_address"]
+    list_select_related = ["user", "session"]
+    list_filter = ["server_instance"]
+    search_fields = ["=session__id", "user__email", "channel_name"]
+
+
+@admin.register(ServerInstance)
+class ServerInstanceAdmin(ReadOnlyAdmin):
+    list_display = ["id", "started_at", "last_heartbeat_at"]
