@@ -20,6 +20,7 @@ from sessions_runtime.intents import IntentAction, session_intent_build
 from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
 from sessions_runtime.services import Actor, audit_record, session_create, session_end, sessions_end
 from symphainy.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
+from symphainy.metrics import LOGINS
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ def auth_login(
     failure = Actor(type=ActorType.USER, client_address=client_address)
     if user is None:
         audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, actor=failure, data={"email": email[:254], "reason": "credentials"})
+        LOGINS.labels(outcome="failed").inc()
         raise InvalidCredentials()
     try:
         with transaction.atomic():
@@ -114,7 +116,8 @@ def auth_login(
                 tenant_id=membership.tenant_id,
                 session_id=result.session.pk,
             )
-            return result
+        LOGINS.labels(outcome="succeeded").inc()
+        return result
     except TenantAccessDenied as exc:
         audit_record(
             kind=AuditEvent.Kind.LOGIN_FAILED,
@@ -122,6 +125,7 @@ def auth_login(
             user_id=user.pk,
             data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
         )
+        LOGINS.labels(outcome="failed").inc()
         raise
 
 

@@ -25,11 +25,18 @@ from realtime import heartbeat
 from realtime.events import session_group, user_group
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
 from realtime.ratelimit import TokenBucket, parse_rate
-from realtime.services import SocketGrant, connection_close, connection_open, socket_recheck
+from realtime.services import (
+    SocketGrant,
+    connection_close,
+    connection_open,
+    socket_recheck,
+    socket_refusal_count,
+)
 from sessions_runtime.agents import agent_message_parse, agent_message_run
 from sessions_runtime.executions import Submitter, intent_submit
 from sessions_runtime.services import session_touch_id
 from symphainy.conf import runtime_settings
+from symphainy.metrics import HANDSHAKES, OPEN_SOCKETS
 from symphainy.exceptions import (
     BinaryNotSupported,
     CloseCode,
@@ -72,9 +79,19 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         outcome = self.scope[SCOPE_GRANT]
         await self.accept(subprotocol=credentials.subprotocol)
         if isinstance(outcome, ServiceError):
-            await self._close(outcome)
+            await self._refuse(outcome)
             return
-        await self._guarded(self._open(outcome), closing=True)
+        if await self._guarded(self._open(outcome), closing=True):
+            HANDSHAKES.labels(outcome="refused_after_check").inc()
+
+    async def _refuse(self, error: ServiceError) -> None:
+        HANDSHAKES.labels(outcome=str(int(error.close_code))).inc()
+        socket_refusal_count(close_code=int(error.close_code))
+        await self._close(error)
+        try:
+            await heartbeat.ensure_running()
+        except _DEPENDENCY_ERRORS:
+            pass
 
     async def _open(self, grant: SocketGrant) -> None:
         await heartbeat.ensure_running()
@@ -88,6 +105,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             user_agent=self._header(b"user-agent"),
         )
         self.grant = grant
+        OPEN_SOCKETS.inc()
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self._last_touch = time.monotonic()
         await self._send(
@@ -102,6 +120,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             }
         )
         self._watchdog = asyncio.create_task(self._watch())
+        HANDSHAKES.labels(outcome="accepted").inc()
 
     async def disconnect(self, code: int) -> None:
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
@@ -113,6 +132,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             except _DEPENDENCY_ERRORS:
                 logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
         if self.grant is not None:
+            OPEN_SOCKETS.dec()
             try:
                 await database_sync_to_async(connection_close)(channel_name=self.channel_name)
             except DatabaseError:

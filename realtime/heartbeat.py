@@ -13,7 +13,7 @@ import logging
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
 
-from realtime.services import connections_sweep, server_heartbeat
+from realtime.services import connections_sweep, server_heartbeat, socket_refusals_flush
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 30.0
@@ -26,6 +26,7 @@ def _beat_and_sweep() -> int:
     server_heartbeat()
     swept = connections_sweep()
     executions_sweep()
+    socket_refusals_flush()
     return swept
 
 

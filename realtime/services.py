@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -137,3 +138,33 @@ def connections_sweep(*, now: datetime | None = None) -> int:
     deleted, _ = Connection.objects.exclude(server_instance__in=alive).delete()
     stale.delete()
     return deleted
+
+
+# --- Refused handshakes in the audit trail, aggregated ---------------------------------
+# A flood of refused handshakes must not become a flood of rows: refusals are counted in
+# memory per close code and written as one row per code per flush (every heartbeat).
+_refusals: dict[int, int] = {}
+_refusals_lock = threading.Lock()
+
+
+def socket_refusal_count(*, close_code: int) -> None:
+    with _refusals_lock:
+        _refusals[close_code] = _refusals.get(close_code, 0) + 1
+
+
+def socket_refusals_flush(*, now: datetime | None = None) -> int:
+    """Write the counted refusals as `socket.refused` audit rows; returns rows written."""
+    from sessions_runtime.models import ActorType, AuditEvent
+
+    with _refusals_lock:
+        counts = dict(_refusals)
+        _refusals.clear()
+    now = now or timezone.now()
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            at=now, kind=AuditEvent.Kind.SOCKET_REFUSED, actor_type=ActorType.SYSTEM,
+            data={"close_code": code, "count": count, "server_instance": server_instance_id()},
+        )
+        for code, count in sorted(counts.items())
+    )
+    return len(counts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.db import transaction
@@ -29,6 +29,7 @@ from sessions_runtime.models import (
     SessionStatus,
 )
 from symphainy.conf import runtime_settings
+from symphainy.metrics import SESSION_ENDS
 from symphainy.exceptions import CloseCode, RequestTooLarge, SessionNotWritable
 
 
@@ -220,6 +221,7 @@ def _sessions_end(
     )
     for session_id in ids:
         session_ended_broadcast(session_id, reason=reason, close_code=close_code)
+    transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))
     return len(ids)
 
 
@@ -275,3 +277,12 @@ def file_reference_add(
         session=session, tenant_id=session.tenant_id, user_id=user_id,
         name=name, size=size, sha256=sha256, content_type=content_type, location=location,
     )
+
+
+# --- Audit retention -------------------------------------------------------------------
+def audit_events_prune(*, older_than: timedelta | None = None, now: datetime | None = None) -> int:
+    """Delete audit rows older than the retention (AUDIT_RETENTION by default)."""
+    keep = older_than if older_than is not None else runtime_settings.AUDIT_RETENTION
+    cutoff = (now or timezone.now()) - keep
+    deleted, _ = AuditEvent.objects.filter(at__lt=cutoff).delete()
+    return deleted

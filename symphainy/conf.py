@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_HANDLER": "sessions_runtime.agents.echo_agent",
     "AGENT_TOKEN_DELAY": 0.02,
     "IDEMPOTENCY_TTL": timedelta(hours=24),
+    "AUDIT_RETENTION": timedelta(days=90),
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
 }

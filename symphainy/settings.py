@@ -81,6 +81,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "symphainy.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -248,6 +249,7 @@ SYMPHAINY = {
     "AGENT_HANDLER": _env("AGENT_HANDLER", "sessions_runtime.agents.echo_agent"),
     "AGENT_TOKEN_DELAY": float(_env("AGENT_TOKEN_DELAY_SECONDS", "0.02") or 0.02),
     "IDEMPOTENCY_TTL": _env_seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
+    "AUDIT_RETENTION": _env_seconds("AUDIT_RETENTION_SECONDS", 90 * 24 * 3600),
     "DEMO_EMAIL": _env("DEMO_EMAIL", "demo@symphainy.local"),
     "DEMO_PASSWORD": _env("DEMO_PASSWORD", "symphainy-demo-pass"),
 }
@@ -281,13 +283,30 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 # --- Logging ----------------------------------------------------------------------------
+# LOG_FORMAT=json writes one JSON object per line with the request id; tokens are
+# redacted from every record either way.
+LOG_FORMAT = _env("LOG_FORMAT", "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "symphainy.logs.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {
+        "redact": {"()": "symphainy.logs.RedactSecretsFilter"},
+        "request_id": {"()": "symphainy.middleware.RequestIdFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["asctime", "levelname", "name", "request_id", "message"],
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id", "redact"],
+        }
     },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},

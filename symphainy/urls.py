@@ -3,11 +3,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from symphainy.health import HealthApi
+from symphainy.metrics import metrics_view
 
 urlpatterns = [
     path("api/auth/", include("accounts.urls")),
     path("api/", include("sessions_runtime.urls")),
     path("health", HealthApi.as_view(), name="health"),
+    path("ready", HealthApi.as_view(), name="ready"),
+    path("metrics", metrics_view, name="metrics"),
     path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
