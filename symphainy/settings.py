@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "accounts",
     "sessions_runtime",
     "realtime",
+    "console",
 ]
 
 MIDDLEWARE = [

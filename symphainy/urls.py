@@ -14,6 +14,7 @@ urlpatterns = [
     path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
+    path("", include("console.urls")),
 ]
 
 handler400 = "symphainy.api.handler400"
