@@ -140,10 +140,16 @@ def access_token_authenticate(raw: object) -> AuthContext:
     return claims_authenticate(token_decode(raw, expected_type=ACCESS))
 
 
-def claims_authenticate(claims: TokenClaims) -> AuthContext:
+def claims_authenticate(claims: TokenClaims, *, with_socket_count: bool = False) -> AuthContext:
     """The database half of the token check, for claims already verified by `token_decode`;
-    sockets call it again on a timer to notice a session that ended meanwhile."""
-    session = session_get_for_token(session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id)
+    sockets call it at the handshake (with their user's open-socket count, same query) and
+    again on a timer to notice a session that ended meanwhile."""
+    session = session_get_for_token(
+        session_id=claims.session_id,
+        user_id=claims.user_id,
+        tenant_id=claims.tenant_id,
+        with_socket_count=with_socket_count,
+    )
     return _context(session, claims)
 
 

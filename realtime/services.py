@@ -67,9 +67,11 @@ def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None
     """The handshake check: the token's context (user, membership, tenant, own session),
     then the requested session (exists, active, same user and tenant), then the per-user
     socket cap. Raises the ServiceError whose close code the socket is refused with."""
-    ctx = claims_authenticate(claims)
+    ctx = claims_authenticate(claims, with_socket_count=True)
     session = _target_session(ctx, requested_session_id)
-    open_sockets = Connection.objects.filter(user_id=ctx.user.pk).count()
+    # Counted in the same query as the token check; a soft cap (two handshakes racing may
+    # both pass), which is what a per-user resource cap needs.
+    open_sockets = ctx.session.user_socket_count or 0
     if open_sockets >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
         raise RateLimited("Too many open sockets for this user.")
     return SocketGrant(

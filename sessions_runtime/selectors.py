@@ -34,19 +34,29 @@ def session_id_parse(raw: object) -> uuid.UUID | None:
         return None
 
 
-def session_get_for_token(*, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID) -> RuntimeSession | None:
+def session_get_for_token(
+    *, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID, with_socket_count: bool = False
+) -> RuntimeSession | None:
     """The token's own session with its user, tenant and the user's current role there.
 
     One query: the role comes from the membership table through a subquery, so the token
-    check never trusts a role or tenant carried by the token.
+    check never trusts a role or tenant carried by the token. Sockets also need the
+    user's open-socket count, which rides in the same query.
     """
     role = Membership.objects.filter(user_id=OuterRef("user_id"), tenant_id=OuterRef("tenant_id")).values("role")[:1]
-    return (
-        RuntimeSession.objects.select_related("user", "tenant")
-        .annotate(member_role=Subquery(role))
-        .filter(pk=session_id, user_id=user_id, tenant_id=tenant_id)
-        .first()
-    )
+    sessions = RuntimeSession.objects.select_related("user", "tenant").annotate(member_role=Subquery(role))
+    if with_socket_count:
+        from realtime.models import Connection
+
+        open_sockets = (
+            Connection.objects.filter(user_id=OuterRef("user_id"))
+            .order_by()
+            .values("user_id")
+            .annotate(n=Count("id"))
+            .values("n")[:1]
+        )
+        sessions = sessions.annotate(user_socket_count=Subquery(open_sockets))
+    return sessions.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()
 
 
 def _visible_to(actor: "AuthContext") -> Q:

@@ -1,0 +1,43 @@
+"""The database budget of the hot paths: one query per authenticated REST request, two
+per socket handshake (the check, and the connection record)."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from accounts.tokens import ACCESS, token_decode
+from realtime.services import connection_open, socket_authorize
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def login_body(db):
+    return factories.login(APIClient(), factories.make_user())
+
+
+def test_an_authenticated_rest_request_takes_one_query(login_body, django_assert_num_queries):
+    client = factories.bearer(APIClient(), login_body["access_token"])
+    with django_assert_num_queries(1):
+        response = client.get("/api/auth/me")
+    assert response.status_code == 200
+
+
+def test_the_handshake_takes_two_queries(login_body, django_assert_num_queries):
+    claims = token_decode(login_body["access_token"], expected_type=ACCESS)
+    with django_assert_num_queries(2):
+        grant = socket_authorize(claims=claims, requested_session_id=None)
+        connection_open(grant=grant, channel_name="test.channel!1")
+    assert str(grant.session_id) == login_body["session_id"]
+
+
+def test_the_socket_cap_is_counted_in_the_check_query(login_body, settings, django_assert_num_queries):
+    from symphainy.exceptions import RateLimited
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_SOCKETS_PER_USER": 1}
+    claims = token_decode(login_body["access_token"], expected_type=ACCESS)
+    connection_open(grant=socket_authorize(claims=claims, requested_session_id=None), channel_name="c!1")
+    with django_assert_num_queries(1), pytest.raises(RateLimited):
+        socket_authorize(claims=claims, requested_session_id=None)
