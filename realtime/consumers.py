@@ -25,13 +25,8 @@ from realtime import heartbeat
 from realtime.events import session_group, user_group
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
 from realtime.ratelimit import TokenBucket, parse_rate
-from realtime.services import (
-    SocketGrant,
-    connection_close,
-    connection_open,
-    socket_recheck,
-    socket_refusal_count,
-)
+from realtime.registry import registry
+from realtime.services import SocketGrant, connection_record, socket_recheck, socket_refusal_count
 from sessions_runtime.agents import agent_message_parse, agent_message_run
 from sessions_runtime.executions import Submitter, intent_submit
 from sessions_runtime.services import session_touch_id
@@ -98,11 +93,13 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         self._joined = True
         await self.channel_layer.group_add(session_group(grant.session_id), self.channel_name)
         await self.channel_layer.group_add(user_group(grant.user_id), self.channel_name)
-        await database_sync_to_async(connection_open)(
-            grant=grant,
-            channel_name=self.channel_name,
-            client_address=self._client_address(),
-            user_agent=self._header(b"user-agent"),
+        registry().opened(
+            connection_record(
+                grant=grant,
+                channel_name=self.channel_name,
+                client_address=self._client_address(),
+                user_agent=self._header(b"user-agent"),
+            )
         )
         self.grant = grant
         OPEN_SOCKETS.inc()
@@ -133,10 +130,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
         if self.grant is not None:
             OPEN_SOCKETS.dec()
-            try:
-                await database_sync_to_async(connection_close)(channel_name=self.channel_name)
-            except DatabaseError:
-                logger.warning("could not remove connection %s; the sweep will", self.channel_name, exc_info=True)
+            registry().closed(self.channel_name)
 
     # --- Frames from the client ------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

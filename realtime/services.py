@@ -107,10 +107,11 @@ def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
     )
 
 
-def connection_open(
+def connection_record(
     *, grant: SocketGrant, channel_name: str, client_address: str = "", user_agent: str = ""
-) -> None:
-    Connection.objects.create(
+) -> Connection:
+    """The record of an open socket (not saved: see realtime.registry)."""
+    return Connection(
         session_id=grant.session_id,
         user_id=grant.user_id,
         channel_name=channel_name,
@@ -118,6 +119,11 @@ def connection_open(
         client_address=client_address[:64],
         user_agent=user_agent[:256],
     )
+
+
+def connection_open(**kwargs: object) -> None:
+    """Save the record at once (commands and tests; sockets go through the registry)."""
+    connection_record(**kwargs).save()  # type: ignore[arg-type]
 
 
 def connection_close(*, channel_name: str) -> None:

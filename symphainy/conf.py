@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "WS_MESSAGE_RATE": "60/10s",
     "WS_RECHECK_INTERVAL": timedelta(seconds=30),
     "WS_HEARTBEAT_INTERVAL": timedelta(seconds=25),
+    "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=250),
     "SERVER_INSTANCE": None,
     "STATE_BACKEND": "database",
     "STATE_MAX_BYTES": 256 * 1024,

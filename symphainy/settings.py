@@ -127,6 +127,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": SQLITE_PATH,
+            # Kept open between requests: opening SQLite (and setting its pragmas) per
+            # request costs more than most queries.
+            "CONN_MAX_AGE": None,
             # IMMEDIATE transactions and WAL let the embedded database take concurrent
             # logins (several threads or daphne workers) without "database is locked".
             "OPTIONS": {
@@ -240,6 +243,7 @@ SYMPHAINY = {
     "WS_MESSAGE_RATE": _env("WS_MESSAGE_RATE", "60/10s"),
     "WS_RECHECK_INTERVAL": _env_seconds("WS_RECHECK_INTERVAL_SECONDS", 30),
     "WS_HEARTBEAT_INTERVAL": _env_seconds("WS_HEARTBEAT_INTERVAL_SECONDS", 25),
+    "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=_env_int("WS_CONNECTION_FLUSH_INTERVAL_MS", 250)),
     "SERVER_INSTANCE": _env("SERVER_INSTANCE"),
     "STATE_BACKEND": _env("STATE_BACKEND", "database"),
     "STATE_MAX_BYTES": _env_int("STATE_MAX_BYTES", 256 * 1024),

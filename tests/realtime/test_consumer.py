@@ -18,6 +18,7 @@ from accounts.models import Membership, Role
 from accounts.services import membership_remove, tenant_suspend, user_deactivate
 from accounts.tokens import tokens_issue
 from realtime.models import Connection
+from realtime.registry import registry
 from sessions_runtime.models import ActorType, EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import Actor, session_end, sessions_expire_due
 from tests import factories
@@ -62,10 +63,34 @@ async def test_each_transport_is_accepted(transport):
 async def test_session_ready_is_the_first_frame_and_records_the_connection():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
+    await registry().flush()
     rows = await database_sync_to_async(lambda: list(Connection.objects.values_list("session_id", "user_id")))()
     assert rows == [(uuid.UUID(body["session_id"]), user.pk)]
     await sock.close()
-    await asyncio.sleep(0.05)
+    await registry().flush()
+    assert await database_sync_to_async(Connection.objects.count)() == 0
+
+
+async def test_records_are_written_in_bulk_after_the_flush_interval(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=100)}
+    _, body = await login_new_user()
+    socks = [(await open_ready(body["access_token"]))[0] for _ in range(3)]
+    assert await database_sync_to_async(Connection.objects.count)() == 0
+    await asyncio.sleep(0.4)
+    assert await database_sync_to_async(Connection.objects.count)() == 3
+    await socks[0].close()
+    await asyncio.sleep(0.4)
+    assert await database_sync_to_async(Connection.objects.count)() == 2
+    for sock in socks[1:]:
+        await sock.close()
+
+
+async def test_a_socket_closed_before_the_flush_never_touches_the_table():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.close()
+    assert not registry()._opened and not registry()._closed
+    await registry().flush()
     assert await database_sync_to_async(Connection.objects.count)() == 0
 
 
@@ -174,10 +199,11 @@ async def test_socket_cap_per_user_closes_4429(settings):
     _, body = await login_new_user()
     first, _ = await open_ready(body["access_token"])
     second, _ = await open_ready(body["access_token"])
+    await registry().flush()
     third = await make_socket(body["access_token"]).open()
     assert await third.receive_close() == 4429
     await first.close()
-    await asyncio.sleep(0.05)
+    await registry().flush()
     fourth, _ = await open_ready(body["access_token"])
     await second.close()
     await fourth.close()
