@@ -17,7 +17,8 @@ from django.utils.text import slugify
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
 from accounts.tokens import AuthContext, TokenPair, tokens_issue
 from sessions_runtime.intents import IntentAction, session_intent_build
-from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
+from sessions_runtime.access import access_cache_forget
+from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import Actor, audit_record, session_create, session_end, sessions_end
 from symphainy.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
 from symphainy.metrics import LOGINS
@@ -48,6 +49,10 @@ def membership_add(*, user: User, tenant: Tenant, role: str, primary: bool | Non
         user.memberships.filter(is_primary=True).exclude(tenant=tenant).update(is_primary=False)
     membership, _ = Membership.objects.update_or_create(
         user=user, tenant=tenant, defaults={"role": role, "is_primary": primary}
+    )
+    # Cached session snapshots carry the role: drop them so a change applies at once.
+    access_cache_forget(
+        RuntimeSession.objects.filter(user=user, tenant=tenant, status=SessionStatus.ACTIVE).values_list("pk", flat=True)
     )
     return membership
 

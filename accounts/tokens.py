@@ -25,9 +25,10 @@ from rest_framework_simplejwt.utils import datetime_to_epoch
 
 from accounts.models import Tenant, User, role_permissions
 from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
+from sessions_runtime.access import SessionAccess, access_check
 from sessions_runtime.selectors import session_get_for_token
 from sessions_runtime.services import Actor, audit_record, session_end
-from symphainy.exceptions import InvalidToken, SessionNotActive, TokenExpired
+from symphainy.exceptions import InvalidToken, TokenExpired
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -121,18 +122,8 @@ def token_decode(raw: object, *, expected_type: str) -> TokenClaims:
 
 
 def _context(session: RuntimeSession | None, claims: TokenClaims) -> AuthContext:
-    if session is None:
-        raise InvalidToken("The token's session does not exist.")
-    if not session.user.is_active:
-        raise InvalidToken("The user is not active.")
-    role = getattr(session, "member_role", None)
-    if not role:
-        raise InvalidToken("The user is no longer a member of the token's tenant.")
-    if not session.tenant.is_active:
-        raise InvalidToken("The tenant is suspended.")
-    if not session.is_usable():
-        raise SessionNotActive()
-    return AuthContext(user=session.user, tenant=session.tenant, session=session, role=role, token=claims)
+    access_check(SessionAccess.from_session(session) if session is not None else None)
+    return AuthContext(user=session.user, tenant=session.tenant, session=session, role=session.member_role, token=claims)
 
 
 def access_token_authenticate(raw: object) -> AuthContext:

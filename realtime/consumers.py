@@ -26,7 +26,14 @@ from realtime.events import session_group, user_group
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
 from realtime.ratelimit import TokenBucket, parse_rate
 from realtime.registry import registry
-from realtime.services import SocketGrant, connection_record, socket_recheck, socket_refusal_count
+from realtime.services import (
+    SocketGrant,
+    connection_record,
+    local_socket_closed,
+    local_socket_opened,
+    socket_recheck,
+    socket_refusal_count,
+)
 from sessions_runtime.agents import agent_message_parse, agent_message_run
 from sessions_runtime.executions import Submitter, intent_submit
 from sessions_runtime.services import session_touch_id
@@ -102,6 +109,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             )
         )
         self.grant = grant
+        local_socket_opened(grant.user_id)
         OPEN_SOCKETS.inc()
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self._last_touch = time.monotonic()
@@ -130,6 +138,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
         if self.grant is not None:
             OPEN_SOCKETS.dec()
+            local_socket_closed(self.grant.user_id)
             registry().closed(self.channel_name)
 
     # --- Frames from the client ------------------------------------------------------

@@ -15,7 +15,8 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from accounts.tokens import ACCESS, token_decode
-from realtime.services import socket_authorize
+from realtime.services import socket_authorize, socket_authorize_cached
+from sessions_runtime.access import access_cache_get
 from symphainy.conf import runtime_settings
 from symphainy.exceptions import DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 
@@ -61,6 +62,11 @@ async def authorize(credentials: SocketCredentials) -> Any:
         if credentials.token is None:
             raise NotAuthenticated()
         claims = token_decode(credentials.token, expected_type=ACCESS)
+        cached = await access_cache_get(claims.session_id)
+        if cached is not None:
+            grant = socket_authorize_cached(claims=claims, requested_session_id=credentials.session_id, access=cached)
+            if grant is not None:
+                return grant
         return await database_sync_to_async(socket_authorize)(
             claims=claims, requested_session_id=credentials.session_id
         )

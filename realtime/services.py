@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from accounts.tokens import AuthContext, TokenClaims, claims_authenticate
 from realtime.models import Connection, ServerInstance
+from sessions_runtime.access import SessionAccess, access_cache_put, access_check
 from sessions_runtime.models import RuntimeSession
 from sessions_runtime.selectors import session_get_owned, session_id_parse
 from symphainy.conf import runtime_settings
@@ -47,12 +49,17 @@ class SocketGrant:
     claims: TokenClaims
 
 
-def _target_session(ctx: AuthContext, requested: object | None) -> RuntimeSession:
+def _requested_session_id(requested: object | None, own: uuid.UUID) -> uuid.UUID:
     if requested is None:
-        return ctx.session
+        return own
     session_id = session_id_parse(requested)
     if session_id is None:
         raise NotFound("Session not found.")
+    return session_id
+
+
+def _target_session(ctx: AuthContext, requested: object | None) -> RuntimeSession:
+    session_id = _requested_session_id(requested, ctx.session.pk)
     if session_id == ctx.session.pk:
         return ctx.session
     session = session_get_owned(session_id=session_id, user_id=ctx.user.pk, tenant_id=ctx.tenant.pk)
@@ -63,25 +70,61 @@ def _target_session(ctx: AuthContext, requested: object | None) -> RuntimeSessio
     return session
 
 
-def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None) -> SocketGrant:
-    """The handshake check: the token's context (user, membership, tenant, own session),
-    then the requested session (exists, active, same user and tenant), then the per-user
-    socket cap. Raises the ServiceError whose close code the socket is refused with."""
-    ctx = claims_authenticate(claims, with_socket_count=True)
-    session = _target_session(ctx, requested_session_id)
-    # Counted in the same query as the token check; a soft cap (two handshakes racing may
-    # both pass), which is what a per-user resource cap needs.
-    open_sockets = ctx.session.user_socket_count or 0
-    if open_sockets >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+# Sockets open on this process, per user: with the count in the session snapshot, the
+# per-user cap is exact on one process and within ACCESS_CACHE_TTL across processes.
+_local_sockets: Counter[uuid.UUID] = Counter()
+
+
+def local_socket_opened(user_id: uuid.UUID) -> None:
+    _local_sockets[user_id] += 1
+
+
+def local_socket_closed(user_id: uuid.UUID) -> None:
+    _local_sockets[user_id] -= 1
+    if _local_sockets[user_id] <= 0:
+        del _local_sockets[user_id]
+
+
+def _check_socket_cap(user_id: uuid.UUID, counted: int) -> None:
+    if max(counted, _local_sockets.get(user_id, 0)) >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
         raise RateLimited("Too many open sockets for this user.")
+
+
+def _grant(access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime) -> SocketGrant:
     return SocketGrant(
-        user_id=ctx.user.pk,
-        tenant_id=ctx.tenant.pk,
-        session_id=session.pk,
-        session_expires_at=session.expires_at,
-        role=ctx.role,
+        user_id=access.user_id,
+        tenant_id=access.tenant_id,
+        session_id=session_id,
+        session_expires_at=expires_at,
+        role=access.role or "",
         claims=claims,
     )
+
+
+def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None) -> SocketGrant:
+    """The handshake check against the database: the token's context (user, membership,
+    tenant, own session) and the user's socket count in one query, then the requested
+    session (exists, active, same user and tenant), then the per-user socket cap. Leaves
+    the token session's snapshot in the access cache. Raises the ServiceError whose close
+    code the socket is refused with."""
+    ctx = claims_authenticate(claims, with_socket_count=True)
+    access = SessionAccess.from_session(ctx.session)
+    access_cache_put(access)
+    session = _target_session(ctx, requested_session_id)
+    _check_socket_cap(access.user_id, access.user_socket_count)
+    return _grant(access, claims, session_id=session.pk, expires_at=session.expires_at)
+
+
+def socket_authorize_cached(*, claims: TokenClaims, requested_session_id: object | None, access: SessionAccess) -> SocketGrant | None:
+    """The same check from a cached snapshot of the token's session, or None when the
+    snapshot cannot answer (another session requested, or another user's snapshot)."""
+    if (access.session_id, access.user_id, access.tenant_id) != (claims.session_id, claims.user_id, claims.tenant_id):
+        return None
+    if _requested_session_id(requested_session_id, claims.session_id) != claims.session_id:
+        return None
+    access_check(access)
+    _check_socket_cap(access.user_id, access.user_socket_count)
+    return _grant(access, claims, session_id=access.session_id, expires_at=access.expires_at)
 
 
 def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
@@ -97,14 +140,7 @@ def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
         raise NotFound("The token belongs to another user or session.")
     ctx = claims_authenticate(claims)
     session = _target_session(ctx, grant.session_id)
-    return SocketGrant(
-        user_id=grant.user_id,
-        tenant_id=grant.tenant_id,
-        session_id=session.pk,
-        session_expires_at=session.expires_at,
-        role=ctx.role,
-        claims=claims,
-    )
+    return _grant(SessionAccess.from_session(ctx.session), claims, session_id=session.pk, expires_at=session.expires_at)
 
 
 def connection_record(

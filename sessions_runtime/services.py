@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User
 from realtime.events import runtime_event_publish, session_ended_broadcast
+from sessions_runtime.access import access_cache_forget
 from sessions_runtime.intents import SessionIntent, session_intent_validate
 from sessions_runtime.state import StateDocument, VersionConflict, state_backend, state_key
 from sessions_runtime.models import (
@@ -219,6 +220,7 @@ def _sessions_end(
         )
         for session_id, user_id, tenant_id in rows
     )
+    access_cache_forget(ids)
     for session_id in ids:
         session_ended_broadcast(session_id, reason=reason, close_code=close_code)
     transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))

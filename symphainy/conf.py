@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "WS_RECHECK_INTERVAL": timedelta(seconds=30),
     "WS_HEARTBEAT_INTERVAL": timedelta(seconds=25),
     "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=250),
+    "ACCESS_CACHE_TTL": timedelta(seconds=5),
     "SERVER_INSTANCE": None,
     "STATE_BACKEND": "database",
     "STATE_MAX_BYTES": 256 * 1024,

@@ -492,3 +492,59 @@ async def test_an_unexpected_error_in_the_check_closes_1011(monkeypatch, caplog)
     monkeypatch.setattr("realtime.middleware.socket_authorize", broken)
     sock = await make_socket(body["access_token"]).open()
     assert await sock.receive_close() == 1011
+
+
+# --- The access cache --------------------------------------------------------------------
+async def test_a_second_handshake_is_answered_from_the_cache(monkeypatch):
+    _, body = await login_new_user()
+    first, _ = await open_ready(body["access_token"])
+
+    def no_database(**kwargs):
+        raise AssertionError("the database path was taken")
+
+    monkeypatch.setattr("realtime.middleware.socket_authorize", no_database)
+    second, ready = await open_ready(body["access_token"])
+    assert ready["session_id"] == body["session_id"]
+    await first.close()
+    await second.close()
+
+
+async def test_ending_a_session_drops_its_cached_snapshot_at_once():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    status, _ = await api_call("delete", f"/api/session/{body['session_id']}", body["access_token"])
+    assert status == 204
+    await _assert_closes(sock, 4409)
+    again = await make_socket(body["access_token"]).open()
+    assert await again.receive_close() == 4409
+
+
+async def test_deactivation_drops_the_snapshot_at_once():
+    user, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await database_sync_to_async(user_deactivate)(user=user, actor=Actor(type=ActorType.COMMAND))
+    await _assert_closes(sock, 4401)
+    again = await make_socket(body["access_token"]).open()
+    assert await again.receive_close() == 4401
+
+
+async def test_a_cached_snapshot_is_not_used_past_its_ttl(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "ACCESS_CACHE_TTL": timedelta(seconds=0.3)}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.close()
+    # Ended behind the services' back: nothing drops the snapshot, only its TTL.
+    await database_sync_to_async(RuntimeSession.objects.filter(pk=body["session_id"]).update)(status=SessionStatus.ENDED)
+    await asyncio.sleep(0.5)
+    again = await make_socket(body["access_token"]).open()
+    assert await again.receive_close() == 4409
+
+
+async def test_a_snapshot_does_not_answer_for_another_session():
+    user, body = await login_new_user()
+    _, created = await api_call("post", "/api/session/create", body["access_token"], {})
+    first, _ = await open_ready(body["access_token"])
+    await api_call("delete", f"/api/session/{created['session_id']}", body["access_token"])
+    other = await make_socket(body["access_token"], session_id=created["session_id"]).open()
+    assert await other.receive_close() == 4409
+    await first.close()
