@@ -13,13 +13,15 @@ own timer. Correctness therefore never rests on a cached value older than the TT
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from asgiref.sync import sync_to_async
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -77,6 +79,91 @@ def access_check(access: SessionAccess | None) -> None:
 
 
 # --- The cache -----------------------------------------------------------------------------
+# Written here rather than through Django's cache API: that API is synchronous (its async
+# methods hop to a thread) and, under ASGI, local to each asyncio context, so every
+# handshake would build a new client. The read below stays on the event loop: an
+# in-process dict for the embedded default, a native asyncio Redis client when REDIS_URL
+# is set (shared by every process, so an end on one process reaches the others' reads).
+def _encode(access: SessionAccess) -> str:
+    return json.dumps({k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, uuid.UUID) else v)
+                       for k, v in asdict(access).items()})
+
+
+def _decode(raw: str | bytes | None) -> SessionAccess | None:
+    if not raw:
+        return None
+    data = json.loads(raw)
+    for name in ("session_id", "user_id", "tenant_id"):
+        data[name] = uuid.UUID(data[name])
+    for name in ("expires_at", "idle_expires_at"):
+        data[name] = datetime.fromisoformat(data[name])
+    return SessionAccess(**data)
+
+
+class _LocalStore:
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: str, ttl: float) -> None:
+        with self._lock:
+            if len(self._items) > 100_000:
+                now = time.monotonic()
+                self._items = {k: v for k, v in self._items.items() if v[0] > now}
+            self._items[key] = (time.monotonic() + ttl, value)
+
+    async def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._items.get(key)
+        return item[1] if item and item[0] > time.monotonic() else None
+
+    def forget(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._items.pop(key, None)
+
+
+class _RedisStore:
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis
+
+        self._url, self._prefix = url, prefix
+        self._sync = redis.Redis.from_url(url)
+        self._async: dict[int, Any] = {}
+
+    def _name(self, key: str) -> str:
+        return f"{self._prefix}:{key}"
+
+    def put(self, key: str, value: str, ttl: float) -> None:
+        self._sync.set(self._name(key), value, px=max(1, int(ttl * 1000)))
+
+    async def get(self, key: str) -> str | None:
+        import redis.asyncio
+
+        loop = asyncio.get_running_loop()
+        client = self._async.get(id(loop))
+        if client is None:
+            client = self._async[id(loop)] = redis.asyncio.Redis.from_url(self._url, max_connections=200)
+        return await client.get(self._name(key))
+
+    def forget(self, keys: list[str]) -> None:
+        self._sync.delete(*(self._name(key) for key in keys))
+
+
+_stores: dict[str, Any] = {}
+_stores_lock = threading.Lock()
+
+
+def _store() -> Any:
+    from django.conf import settings
+
+    url = settings.REDIS_URL or ""
+    with _stores_lock:
+        if url not in _stores:
+            _stores[url] = _RedisStore(url, settings.REDIS_PREFIX) if url else _LocalStore()
+        return _stores[url]
+
+
 def _key(session_id: uuid.UUID | str) -> str:
     return f"session-access:{session_id}"
 
@@ -84,22 +171,25 @@ def _key(session_id: uuid.UUID | str) -> str:
 def access_cache_put(access: SessionAccess) -> None:
     ttl = runtime_settings.ACCESS_CACHE_TTL.total_seconds()
     if ttl > 0:
-        cache.set(_key(access.session_id), asdict(access), timeout=ttl)
-
-
-def _from_cache(value: Any) -> SessionAccess | None:
-    return SessionAccess(**value) if isinstance(value, dict) else None
+        _store().put(_key(access.session_id), _encode(access), ttl)
 
 
 async def access_cache_get(session_id: uuid.UUID) -> SessionAccess | None:
-    """The cached snapshot, or None. Off the event loop, and off the database thread."""
+    """The cached snapshot, or None; read without leaving the event loop."""
     if runtime_settings.ACCESS_CACHE_TTL.total_seconds() <= 0:
         return None
-    return _from_cache(await sync_to_async(cache.get, thread_sensitive=False)(_key(session_id)))
+    return _decode(await _store().get(_key(session_id)))
 
 
 def access_cache_forget(session_ids: Iterable[uuid.UUID | str]) -> None:
     """Drop the snapshots of these sessions once the current transaction commits."""
     keys = [_key(session_id) for session_id in session_ids]
     if keys:
-        transaction.on_commit(lambda: cache.delete_many(keys))
+        transaction.on_commit(lambda: _store().forget(keys))
+
+
+def access_cache_clear() -> None:
+    """Forget every snapshot of this process's in-memory store (tests)."""
+    store = _store()
+    if isinstance(store, _LocalStore):
+        store._items.clear()

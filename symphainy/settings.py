@@ -151,7 +151,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py caps a pool at 100 connections by default; a burst of
+                # handshakes needs more (each group_add holds one briefly).
+                "hosts": [{"address": REDIS_URL, "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000)}],
                 "prefix": REDIS_PREFIX,
                 "capacity": _env_int("CHANNEL_LAYER_CAPACITY", 200),
                 "expiry": 30,

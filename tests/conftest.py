@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from sessions_runtime.access import access_cache_clear
 from tests import factories
 
 
@@ -59,8 +60,10 @@ def services_available() -> bool:
 def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]
     cache.clear()
+    access_cache_clear()
     yield
     cache.clear()
+    access_cache_clear()
 
 
 @pytest.fixture
