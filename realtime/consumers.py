@@ -60,7 +60,9 @@ try:  # channels-redis raises redis' errors when Redis is down
 except ImportError:  # pragma: no cover
     RedisError = OSError  # type: ignore[misc,assignment]
 
+# Tasks that outlive the frame or timer that started them, kept referenced until done.
 _agent_runs: set[asyncio.Task] = set()
+_background: set[asyncio.Task] = set()
 
 # What a dependency outage looks like from here: answered with 1013, never a 500.
 _DEPENDENCY_ERRORS = (DatabaseError, RedisError, ChannelFull, OSError, asyncio.TimeoutError)
@@ -73,8 +75,9 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     grant: SocketGrant | None = None
     _bucket: TokenBucket | None = None
     _last_touch: float = 0.0
-    _watchdog: asyncio.Task | None = None
+    _timer: asyncio.TimerHandle | None = None
     _joined: bool = False
+    _gone: bool = False
 
     async def connect(self) -> None:
         credentials = self.scope[SCOPE_CREDENTIALS]
@@ -124,12 +127,13 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 "heartbeat_s": int(runtime_settings.WS_HEARTBEAT_INTERVAL.total_seconds()),
             }
         )
-        self._watchdog = asyncio.create_task(self._watch())
+        self._schedule_check()
         HANDSHAKES.labels(outcome="accepted").inc()
 
     async def disconnect(self, code: int) -> None:
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
+        self._gone = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._joined and self.grant is not None:
             try:
                 await self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name)
@@ -186,7 +190,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     async def _on_auth_refresh(self, message: dict[str, Any]) -> None:
         claims = token_decode(message.get("access_token"), expected_type=ACCESS)
         self.grant = await database_sync_to_async(socket_recheck)(grant=self.grant, claims=claims)
-        self._restart_watchdog()
+        self._schedule_check()
         await self._send({"type": "auth.refreshed", "token_expires_at": claims.expires_at.isoformat()})
 
     async def _on_intent_submit(self, message: dict[str, Any]) -> None:
@@ -216,7 +220,6 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 text=text, context=context, conversation_id=conversation_id,
             )
         )
-        # The stream outlives this frame's handling; keep the task referenced until done.
         _agent_runs.add(task)
         task.add_done_callback(_agent_runs.discard)
 
@@ -237,26 +240,38 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         )
 
     # --- The timer: token expiry and the periodic session re-check -------------------
-    def _restart_watchdog(self) -> None:
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
-        self._watchdog = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        """Close the socket when its token expires unrefreshed, and re-check the session
-        every WS_RECHECK_INTERVAL so that a lost end event cannot keep it open."""
+    # A timer handle per socket, not a sleeping task: a few hundred bytes instead of a
+    # task and its coroutine frame, for every idle socket.
+    def _schedule_check(self) -> None:
+        """Wake at the token's expiry or after WS_RECHECK_INTERVAL, whichever is first."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._gone:
+            return
         interval = runtime_settings.WS_RECHECK_INTERVAL.total_seconds()
-        while self.grant is not None:
-            token_left = self.grant.claims.expires_at.timestamp() - time.time()
-            await asyncio.sleep(max(0.0, min(interval, token_left)))
-            if self.grant.claims.expires_at.timestamp() <= time.time():
-                await self._close(TokenExpired("The access token expired; send auth.refresh before it does."))
-                return
-            closed = await self._guarded(
-                database_sync_to_async(socket_recheck)(grant=self.grant, claims=self.grant.claims), closing=True
-            )
-            if closed:
-                return
+        token_left = self.grant.claims.expires_at.timestamp() - time.time()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, min(interval, token_left)), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.get_running_loop().create_task(self._check())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _check(self) -> None:
+        """Close the socket when its token expired unrefreshed; otherwise re-check the
+        session (so that a lost end event cannot keep it open) and wait again."""
+        if self.grant is None or self._gone:
+            return
+        if self.grant.claims.expires_at.timestamp() <= time.time():
+            await self._close(TokenExpired("The access token expired; send auth.refresh before it does."))
+            return
+        closed = await self._guarded(
+            database_sync_to_async(socket_recheck)(grant=self.grant, claims=self.grant.claims), closing=True
+        )
+        if not closed and self.grant is not None and self._timer is None:
+            self._schedule_check()
 
     # --- The one translation of errors to close codes and error frames ---------------
     async def _guarded(self, work: Awaitable[Any], *, closing: bool) -> bool:

@@ -548,3 +548,15 @@ async def test_a_snapshot_does_not_answer_for_another_session():
     other = await make_socket(body["access_token"], session_id=created["session_id"]).open()
     assert await other.receive_close() == 4409
     await first.close()
+
+
+async def test_a_closed_socket_leaves_no_timer_behind(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_RECHECK_INTERVAL": timedelta(seconds=0.1)}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await asyncio.sleep(0.25)  # a re-check or two ran and re-armed the timer
+    await sock.close()
+    await asyncio.sleep(0.3)
+    from realtime.consumers import _background
+
+    assert not _background
