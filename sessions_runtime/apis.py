@@ -38,6 +38,7 @@ from sessions_runtime.services import (
 from sessions_runtime.state import StateDocument
 from symphainy.api import client_address
 from symphainy.conf import runtime_settings
+from symphainy.rest import Pagination
 from symphainy.exceptions import InvalidRequest, PermissionDenied, PreconditionRequired
 
 
@@ -140,7 +141,7 @@ class SessionListApi(APIView):
             status=filters.validated_data.get("status"),
             tenant_scope=filters.validated_data["scope"] == "tenant",
         )
-        paginator = self.pagination_class() if self.pagination_class else None
+        paginator = Pagination()
         page = paginator.paginate_queryset(sessions, request, view=self)
         return paginator.get_paginated_response(SessionOutputSerializer(page, many=True).data)
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from symphainy.health import HealthApi
 from symphainy.metrics import metrics_view
@@ -11,7 +11,7 @@ urlpatterns = [
     path("health", HealthApi.as_view(), name="health"),
     path("ready", HealthApi.as_view(), name="ready"),
     path("metrics", metrics_view, name="metrics"),
-    path("openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
     path("", include("console.urls")),
