@@ -85,7 +85,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 # Django-level handlers, for errors raised outside DRF views (unknown paths, bad Host).
 def _json_error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse(error_body(code, message), status=status)
+    return JsonResponse(error_body(code, message), status=status, json_dumps_params={"separators": (",", ":")})
 
 
 def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
