@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from rest_framework.request import Request
@@ -11,12 +12,28 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import normalize_email
 
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover
+    RedisError = OSError  # type: ignore[misc,assignment]
+
+logger = logging.getLogger(__name__)
+
 
 class _ScopedThrottle(SimpleRateThrottle):
-    """Reads its rate when used, not at import, so settings overrides take effect."""
+    """Reads its rate when used, not at import, so settings overrides take effect; lets
+    requests through (with a warning) while the shared cache is unreachable, so that a
+    Redis outage does not take logins down with it."""
 
     def get_rate(self) -> str | None:
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except (OSError, ConnectionError, RedisError):
+            logger.warning("throttle cache unavailable; %s not enforced", self.scope, exc_info=True)
+            return True
 
 
 class _AddressThrottle(_ScopedThrottle):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -23,11 +24,19 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
+
+try:
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover
+    RedisError = OSError  # type: ignore[misc,assignment]
 from django.utils import timezone
 
 from sessions_runtime.models import SessionStatus
 from symphainy.conf import runtime_settings
 from symphainy.exceptions import InvalidToken, SessionNotActive
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,24 +177,40 @@ def _key(session_id: uuid.UUID | str) -> str:
     return f"session-access:{session_id}"
 
 
+# The cache is an accelerator, never a dependency: when it cannot be reached, reads miss
+# (the database answers) and writes are skipped (the TTL bounds what is left behind).
 def access_cache_put(access: SessionAccess) -> None:
     ttl = runtime_settings.ACCESS_CACHE_TTL.total_seconds()
     if ttl > 0:
-        _store().put(_key(access.session_id), _encode(access), ttl)
+        try:
+            _store().put(_key(access.session_id), _encode(access), ttl)
+        except (OSError, ConnectionError, RedisError):
+            logger.warning("access cache unavailable; not cached", exc_info=True)
 
 
 async def access_cache_get(session_id: uuid.UUID) -> SessionAccess | None:
     """The cached snapshot, or None; read without leaving the event loop."""
     if runtime_settings.ACCESS_CACHE_TTL.total_seconds() <= 0:
         return None
-    return _decode(await _store().get(_key(session_id)))
+    try:
+        return _decode(await _store().get(_key(session_id)))
+    except (OSError, ConnectionError, RedisError):
+        logger.warning("access cache unavailable; asking the database", exc_info=True)
+        return None
+
+
+def _forget(keys: list[str]) -> None:
+    try:
+        _store().forget(keys)
+    except (OSError, ConnectionError, RedisError):
+        logger.warning("access cache unavailable; %d snapshots left to expire", len(keys), exc_info=True)
 
 
 def access_cache_forget(session_ids: Iterable[uuid.UUID | str]) -> None:
     """Drop the snapshots of these sessions once the current transaction commits."""
     keys = [_key(session_id) for session_id in session_ids]
     if keys:
-        transaction.on_commit(lambda: _store().forget(keys))
+        transaction.on_commit(lambda: _forget(keys))
 
 
 def access_cache_clear() -> None:

@@ -1,9 +1,10 @@
 """Run the service under daphne with credential-free access logs.
 
-`python -m symphainy.serve [daphne options]` is daphne's own command line with two
-changes: the application defaults to `symphainy.asgi:application`, and every path that
+`python -m symphainy.serve [daphne options]` is daphne's own command line with three
+changes: the application defaults to `symphainy.asgi:application`; every path that
 reaches the access log has its token query parameters redacted (the legacy socket
-transport carries `?access_token=`). Daphne's WebSocket ping keeps idle sockets honest:
+transport carries `?access_token=`); and the close codes 1009, 1011 and 1013 reach the
+client (see `SymphainyWebSocketProtocol`). Daphne's WebSocket ping keeps idle sockets honest:
 `--ping-interval` (default 20 s) and `--ping-timeout` (default 30 s) drop peers that stop
 answering.
 """
@@ -17,10 +18,26 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 
 from symphainy.logs import redact
 
 APPLICATION = "symphainy.asgi:application"
+
+
+# Close codes RFC 6455 registers for endpoints (message too big, internal error, try again
+# later). Autobahn's `sendClose` only lets an application send 1000 and 3000-4999 and
+# raises on the rest, which would leave such a socket open; these go out as close frames
+# directly.
+ENDPOINT_CLOSE_CODES = frozenset({1009, 1011, 1013})
+
+
+class SymphainyWebSocketProtocol(WebSocketProtocol):
+    def serverClose(self, code: int | None = None) -> None:
+        if code in ENDPOINT_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            super().serverClose(code=code)
 
 
 class RedactingServer(Server):
@@ -36,6 +53,7 @@ class RedactingCommandLineInterface(CommandLineInterface):
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
+    WebSocketFactory.protocol = SymphainyWebSocketProtocol
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", a) for a in args):
         args.append(APPLICATION)
