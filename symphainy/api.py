@@ -10,13 +10,15 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from symphainy.exceptions import DependencyUnavailable, ServiceError
+from symphainy.conf import runtime_settings
+from symphainy.exceptions import DependencyUnavailable, RequestTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = drf.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django refuses to buffer a body over DATA_UPLOAD_MAX_MEMORY_SIZE before any
+        # parser sees it; that is the same 413 the parser gives.
+        exc = RequestTooLarge(details={"limit_bytes": runtime_settings.MAX_REQUEST_BYTES})
     elif isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         exc = DependencyUnavailable()

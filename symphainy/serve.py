@@ -4,7 +4,8 @@
 changes: the application defaults to `symphainy.asgi:application`; every path that
 reaches the access log has its token query parameters redacted (the legacy socket
 transport carries `?access_token=`); and the close codes 1009, 1011 and 1013 reach the
-client (see `SymphainyWebSocketProtocol`). Daphne's WebSocket ping keeps idle sockets honest:
+client, as do the protocol-violation codes 1002 and 1007 (see
+`SymphainyWebSocketProtocol`). Daphne's WebSocket ping keeps idle sockets honest:
 `--ping-interval` (default 20 s) and `--ping-timeout` (default 30 s) drop peers that stop
 answering.
 """
@@ -33,6 +34,13 @@ ENDPOINT_CLOSE_CODES = frozenset({1009, 1011, 1013})
 
 
 class SymphainyWebSocketProtocol(WebSocketProtocol):
+    def _connectionMade(self) -> None:
+        super()._connectionMade()
+        # Autobahn drops the TCP connection on a protocol violation (invalid UTF-8, a bad
+        # frame) unless told otherwise; a close frame with the code (1007, 1002) tells
+        # the client why.
+        self.failByDrop = False
+
     def serverClose(self, code: int | None = None) -> None:
         if code in ENDPOINT_CLOSE_CODES:
             self.sendCloseFrame(code=code, isReply=False)

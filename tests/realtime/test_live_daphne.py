@@ -193,3 +193,52 @@ def test_redis_unreachable_closes_handshakes_with_1013_and_rest_keeps_working(tm
         assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
         url = broken.ws + PATH
         assert run(close_code(url, subprotocols=["symphainy.v1", f"bearer.{body['access_token']}"])) == 1013
+
+
+def _bearer(body: dict) -> list[str]:
+    return ["symphainy.v1", f"bearer.{body['access_token']}"]
+
+
+def test_binary_and_malformed_frames_get_error_frames_and_the_socket_stays(server):
+    body = login(server)
+
+    async def scenario():
+        ws, _ = await ready_socket(server.ws + PATH, subprotocols=_bearer(body))
+        await ws.send(b"\x00\x01binary")
+        assert json.loads(await ws.recv())["error"] == "binary_not_supported"
+        await ws.send("{not json")
+        assert json.loads(await ws.recv())["error"] == "invalid_json"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.close()
+
+    run(scenario())
+
+
+def test_invalid_utf8_in_a_text_frame_closes_1007(server):
+    """The protocol layer refuses it before the consumer: 1007, not a crash."""
+    body = login(server)
+
+    async def scenario():
+        ws, _ = await ready_socket(server.ws + PATH, subprotocols=_bearer(body))
+        await ws.send(b'{"type": "ping", "x": "\xff\xfe"}', text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 1007
+
+    run(scenario())
+
+
+def test_a_message_flood_closes_4429(server):
+    body = login(server)
+
+    async def scenario():
+        ws, _ = await ready_socket(server.ws + PATH, subprotocols=_bearer(body))
+        with pytest.raises(ConnectionClosed) as closed:
+            for _ in range(500):
+                await ws.send(json.dumps({"type": "ping"}))
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 4429
+
+    run(scenario())
