@@ -79,6 +79,18 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     _joined: bool = False
     _gone: bool = False
 
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        """Channels' loop, with one addition: when the channel layer's receive fails (Redis
+        gone), daphne would close the socket with 1011 and log a crash. Such a socket can no
+        longer hear that its session ended, so it closes with 1013 (try again later), and
+        the client reconnects once Redis is back."""
+        try:
+            await super().__call__(scope, receive, send)
+        except _DEPENDENCY_ERRORS as exc:
+            logger.warning("channel layer lost on %s: %s; closing with 1013", getattr(self, "channel_name", "?"), exc)
+            await self._close(DependencyUnavailable())
+            await self.disconnect(int(CloseCode.TRY_AGAIN_LATER))
+
     async def connect(self) -> None:
         credentials = self.scope[SCOPE_CREDENTIALS]
         outcome = self.scope[SCOPE_GRANT]

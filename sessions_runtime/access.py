@@ -135,9 +135,11 @@ class _LocalStore:
 class _RedisStore:
     def __init__(self, url: str, prefix: str) -> None:
         import redis
+        from django.conf import settings
 
         self._url, self._prefix = url, prefix
-        self._sync = redis.Redis.from_url(url)
+        self._options = settings.REDIS_CONNECTION_OPTIONS
+        self._sync = redis.Redis.from_url(url, **self._options)
         self._async: dict[int, Any] = {}
 
     def _name(self, key: str) -> str:
@@ -152,7 +154,7 @@ class _RedisStore:
         loop = asyncio.get_running_loop()
         client = self._async.get(id(loop))
         if client is None:
-            client = self._async[id(loop)] = redis.asyncio.Redis.from_url(self._url, max_connections=200)
+            client = self._async[id(loop)] = redis.asyncio.Redis.from_url(self._url, max_connections=200, **self._options)
         return await client.get(self._name(key))
 
     def forget(self, keys: list[str]) -> None:

@@ -152,7 +152,7 @@ class RedisStateBackend(StateBackend):
         import redis
         from django.conf import settings
 
-        self._client = redis.Redis.from_url(url or settings.REDIS_URL)
+        self._client = redis.Redis.from_url(url or settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS)
         self._prefix = prefix or getattr(settings, "REDIS_PREFIX", "symphainy")
         self._cas = self._client.register_script(_REDIS_CAS)
 

@@ -12,6 +12,8 @@ answering.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import sys
@@ -20,10 +22,19 @@ from typing import Any
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 from symphainy.logs import redact
 
 APPLICATION = "symphainy.asgi:application"
+logger = logging.getLogger(__name__)
+
+
+def send_buffer_limit() -> int:
+    from symphainy.conf import runtime_settings
+
+    return runtime_settings.WS_MAX_SEND_BUFFER_BYTES
 
 
 # Close codes RFC 6455 registers for endpoints (message too big, internal error, try again
@@ -33,13 +44,53 @@ APPLICATION = "symphainy.asgi:application"
 ENDPOINT_CLOSE_CODES = frozenset({1009, 1011, 1013})
 
 
+@implementer(IPushProducer)
+class SendBufferGuard:
+    """Told by Twisted when a socket's outgoing buffer passes its high-water mark (the
+    peer stopped reading) and when it drains again."""
+
+    __slots__ = ("paused", "pending")
+
+    def __init__(self) -> None:
+        self.paused, self.pending = False, 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused, self.pending = False, 0
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+
 class SymphainyWebSocketProtocol(WebSocketProtocol):
+    _send_guard: SendBufferGuard | None = None
+
     def _connectionMade(self) -> None:
         super()._connectionMade()
         # Autobahn drops the TCP connection on a protocol violation (invalid UTF-8, a bad
         # frame) unless told otherwise; a close frame with the code (1007, 1002) tells
         # the client why.
         self.failByDrop = False
+        # Daphne writes every frame to the transport at once, and Twisted buffers without
+        # limit: a peer that stops reading would grow this process's memory for as long
+        # as events reach its session. The guard cuts such a peer off instead.
+        self._send_guard = SendBufferGuard()
+        with contextlib.suppress(RuntimeError):  # the HTTP channel's producer, if any
+            self.transport.unregisterProducer()
+        self.transport.registerProducer(self._send_guard, True)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        guard = self._send_guard
+        if guard is not None and guard.paused:
+            guard.pending += len(data)
+            if guard.pending > send_buffer_limit():
+                logger.warning("peer %s stopped reading; dropping it", self.peer)
+                self._send_guard = None
+                self.transport.abortConnection()
+                return
+        super().sendData(data, sync=sync, chopsize=chopsize)
 
     def serverClose(self, code: int | None = None) -> None:
         if code in ENDPOINT_CLOSE_CODES:

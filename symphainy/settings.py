@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from redis import exceptions as redis_exceptions
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -146,6 +147,12 @@ else:
 # --- Redis: channel layer and cache ----------------------------------------------------
 REDIS_URL = _env("REDIS_URL")
 REDIS_PREFIX = _env("REDIS_PREFIX", "symphainy")
+# A pooled connection that died with a Redis restart fails its next command; each Redis
+# client retries such a command once, on a fresh connection, so the service recovers by
+# itself when Redis returns.
+REDIS_CONNECTION_OPTIONS = {
+    "retry_on_error": [redis_exceptions.ConnectionError, redis_exceptions.TimeoutError],
+}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -153,7 +160,11 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py caps a pool at 100 connections by default; a burst of
                 # handshakes needs more (each group_add holds one briefly).
-                "hosts": [{"address": REDIS_URL, "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000)}],
+                "hosts": [{
+                    "address": REDIS_URL,
+                    "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000),
+                    **REDIS_CONNECTION_OPTIONS,
+                }],
                 "prefix": REDIS_PREFIX,
                 "capacity": _env_int("CHANNEL_LAYER_CAPACITY", 200),
                 "expiry": 30,
@@ -165,6 +176,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
+            "OPTIONS": REDIS_CONNECTION_OPTIONS,
         }
     }
 else:
@@ -242,6 +254,9 @@ SYMPHAINY = {
     "WS_ALLOWED_ORIGINS": _env_list("WS_ALLOWED_ORIGINS", ""),
     "WS_MAX_SOCKETS_PER_USER": _env_int("WS_MAX_SOCKETS_PER_USER", 20),
     "WS_MAX_MESSAGE_BYTES": _env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024),
+    # Bytes queued for a peer that stopped reading, beyond the socket's own buffers,
+    # before the server drops it.
+    "WS_MAX_SEND_BUFFER_BYTES": _env_int("WS_MAX_SEND_BUFFER_BYTES", 1024 * 1024),
     "WS_MESSAGE_RATE": _env("WS_MESSAGE_RATE", "60/10s"),
     "WS_RECHECK_INTERVAL": _env_seconds("WS_RECHECK_INTERVAL_SECONDS", 30),
     "WS_HEARTBEAT_INTERVAL": _env_seconds("WS_HEARTBEAT_INTERVAL_SECONDS", 25),

@@ -1,0 +1,322 @@
+"""Faults with the real services: a Redis that stops and comes back, a PostgreSQL that goes
+away and returns, a daphne process killed with sockets open and an execution running.
+
+The shared services of the test run are never stopped: each test gives its daphne process
+a Redis of its own (a real `redis-server` on a free port, stopped and started again) or
+reaches PostgreSQL through a cuttable TCP proxy (every connection reset, new ones refused,
+as during a restart), so the test run itself keeps its database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import websockets
+from django.utils import timezone
+from websockets.exceptions import ConnectionClosed
+
+from accounts.models import User
+from realtime.models import Connection
+from realtime.services import connections_sweep
+from sessions_runtime.executions import executions_sweep
+from sessions_runtime.models import Execution, ExecutionStatus, RuntimeSession, SessionStatus
+from tests import factories
+from tests.conftest import services_available
+from tests.live import ORIGIN, _free_port, database_env, running
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.services,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
+]
+PATH = "/api/runtime/agent"
+
+
+# --- tools -----------------------------------------------------------------------------------
+class PrivateRedis:
+    """A redis-server of the test's own, on a fixed port so it can come back at the same address."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class CuttableProxy:
+    """A TCP proxy to PostgreSQL. `cut()` resets every connection and refuses new ones,
+    which is what clients see while the server restarts; `restore()` accepts again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                self._reset(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.target, 5)
+            except OSError:
+                self._reset(client)
+                continue
+            with self.lock:
+                self.sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    @staticmethod
+    def _reset(s: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            s.close()
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self.lock:
+            doomed, self.sockets = self.sockets, set()
+        for s in doomed:
+            self._reset(s)
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def proxied_database_env(proxy: CuttableProxy) -> dict[str, str]:
+    url = database_env()["DATABASE_URL"]
+    head, _, tail = url.rpartition("@")
+    _, _, db = tail.partition("/")
+    return {"DATABASE_URL": f"{head}@127.0.0.1:{proxy.port}/{db}"}
+
+
+@contextlib.contextmanager
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def login(server) -> dict:
+    user = factories.make_user()
+    status, body = server.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
+    assert status == 200, body
+    return body
+
+
+def protocols(body: dict) -> list[str]:
+    return ["symphainy.v1", f"bearer.{body['access_token']}"]
+
+
+async def open_ready(server, body: dict):
+    ws = await websockets.connect(server.ws + PATH, origin=ORIGIN, subprotocols=protocols(body), open_timeout=10)
+    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert frame["type"] == "session.ready", frame
+    return ws
+
+
+async def refusal_code(server, body: dict, timeout: float = 10) -> int:
+    async with websockets.connect(server.ws + PATH, origin=ORIGIN, subprotocols=protocols(body), open_timeout=timeout) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), timeout)
+        return closed.value.rcvd.code
+
+
+async def close_code_of(ws, timeout: float = 10) -> int:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    return closed.value.rcvd.code
+
+
+# --- Redis -----------------------------------------------------------------------------------
+def test_redis_stops_and_returns(tmp_path):
+    with private_redis(tmp_path) as redis, running(tmp_path, REDIS_URL=redis.url) as server:
+        kept, ended = login(server), login(server)
+
+        loop = asyncio.new_event_loop()
+        try:
+            open_ws = loop.run_until_complete(open_ready(server, kept))
+            redis.stop()
+            # An open socket can no longer hear that its session ended: it is told to
+            # come back later (1013), not crashed (1011).
+            assert loop.run_until_complete(close_code_of(open_ws)) == 1013
+
+            # While Redis is down: handshakes answer 1013 promptly, REST works on the database.
+            started = time.monotonic()
+            assert loop.run_until_complete(refusal_code(server, kept)) == 1013
+            assert time.monotonic() - started < 8
+            assert server.request("GET", "/api/auth/me", token=kept["access_token"])[0] == 200
+            fresh = login(server)
+            status, health = server.request("GET", "/health")
+            assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
+            # A session ended during the outage stays ended when Redis returns.
+            assert server.request("DELETE", f"/api/session/{ended['session_id']}", token=ended["access_token"])[0] == 204
+
+            # Redis back, same address, no restart of the service.
+            redis.start()
+            deadline = time.monotonic() + 15
+            while server.request("GET", "/health")[0] != 200:
+                assert time.monotonic() < deadline, "the service did not see Redis come back"
+                time.sleep(0.2)
+            ws = loop.run_until_complete(open_ready(server, fresh))
+            assert loop.run_until_complete(refusal_code(server, ended)) == 4409
+            # Ends are delivered through Redis again.
+            assert server.request("POST", "/api/auth/logout", token=fresh["access_token"])[0] == 204
+            assert loop.run_until_complete(close_code_of(ws, timeout=5)) == 4409
+            kept_again = loop.run_until_complete(open_ready(server, kept))
+            loop.run_until_complete(kept_again.close())
+        finally:
+            loop.close()
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+def test_postgres_goes_away_and_the_service_recovers_by_itself(tmp_path):
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    proxy = CuttableProxy((db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))
+    try:
+        with running(tmp_path, **proxied_database_env(proxy)) as server:
+            user = factories.make_user()
+            credentials = {"email": user.email, "password": factories.PASSWORD}
+            status, body = server.request("POST", "/api/auth/login", credentials)
+            assert status == 200
+            sessions_before = RuntimeSession.objects.filter(user=user).count()
+
+            proxy.cut()
+            outage = [
+                server.request("POST", "/api/auth/login", credentials),
+                server.request("GET", "/api/auth/me", token=body["access_token"]),
+                server.request("POST", "/api/session/create", {}, token=body["access_token"]),
+                server.request("GET", "/health"),
+            ]
+            for status, payload in outage:
+                assert status == 503, (status, payload)
+                assert payload.get("error") == "service_unavailable" or payload["checks"]["database"] == "unavailable", payload
+            assert RuntimeSession.objects.filter(user=user).count() == sessions_before
+
+            proxy.restore()
+            deadline = time.monotonic() + 15
+            while (status := server.request("GET", "/api/auth/me", token=body["access_token"])[0]) != 200:
+                assert time.monotonic() < deadline, f"still {status} after the database came back"
+                time.sleep(0.2)
+            status, again = server.request("POST", "/api/auth/login", credentials)
+            assert status == 200
+            # Every session that exists came with tokens: the failed logins left none behind.
+            assert RuntimeSession.objects.filter(user=user).count() == sessions_before + 1
+            assert RuntimeSession.objects.filter(pk=again["session_id"], status=SessionStatus.ACTIVE).exists()
+    finally:
+        proxy.close()
+
+
+# --- a daphne process killed -----------------------------------------------------------------
+def test_a_killed_process_leaves_records_that_the_sweeps_clean_and_resume(tmp_path):
+    with running(tmp_path, BATCH_ITEM_DELAY_SECONDS="0.3") as doomed:
+        body = login(doomed)
+
+        async def open_two():
+            return [await open_ready(doomed, body) for _ in range(2)]
+
+        loop = asyncio.new_event_loop()
+        try:
+            sockets = loop.run_until_complete(open_two())
+            status, accepted = doomed.request("POST", "/api/intent/submit", {
+                "session_id": body["session_id"], "intent_type": "batch", "parameters": {"items": list(range(20))},
+            }, token=body["access_token"])
+            assert status == 202, accepted
+            deadline = time.monotonic() + 10
+            while not (Connection.objects.filter(session_id=body["session_id"]).count() == 2
+                       and Execution.objects.filter(pk=accepted["execution_id"], status=ExecutionStatus.RUNNING).exists()):
+                assert time.monotonic() < deadline, "records or the execution never appeared"
+                time.sleep(0.05)
+            os.killpg(doomed.process.pid, signal.SIGKILL)
+            doomed.process.wait(10)
+            for ws in sockets:
+                loop.run_until_complete(ws.close())
+        finally:
+            loop.close()
+
+    # The dead process's records stay until the sweep finds its heartbeat stale.
+    assert Connection.objects.filter(session_id=body["session_id"]).count() == 2
+    assert connections_sweep() == 0
+    assert connections_sweep(now=timezone.now() + timedelta(minutes=5)) == 2
+    assert not Connection.objects.filter(session_id=body["session_id"]).exists()
+
+    execution = Execution.objects.get(pk=accepted["execution_id"])
+    assert execution.status == ExecutionStatus.RUNNING and execution.progress["processed"] < 20
+    with running(tmp_path, BATCH_ITEM_DELAY_SECONDS="0.01") as survivor:
+        swept = executions_sweep(now=timezone.now() + timedelta(minutes=5))
+        assert sum(swept.values()) >= 1, swept
+        deadline = time.monotonic() + 30
+        while Execution.objects.get(pk=execution.pk).status != ExecutionStatus.COMPLETED:
+            assert time.monotonic() < deadline, Execution.objects.get(pk=execution.pk).status
+            time.sleep(0.1)
+        done = Execution.objects.get(pk=execution.pk)
+        assert done.progress["processed"] == 20 and done.progress["succeeded"] == 20
+        assert survivor.request("GET", f"/api/execution/{execution.pk}/status", token=body["access_token"])[1]["status"] == "completed"
+    assert User.objects.filter(pk=body["user_id"]).exists()
