@@ -118,11 +118,18 @@ TEMPLATES = [
 SQLITE_PATH = Path(_env("SQLITE_PATH", str(BASE_DIR / "db.sqlite3")))
 DATABASE_URL = _env("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=_env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
-        )
-    }
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    # Under ASGI every request runs in a thread of its own, so persistent connections
+    # (CONN_MAX_AGE) would pile up one per thread until PostgreSQL refuses clients.
+    # psycopg's pool bounds them per process: several processes x DATABASE_POOL_SIZE
+    # must stay under the server's max_connections. 0 turns the pool off.
+    _pool_size = _env_int("DATABASE_POOL_SIZE", 20)
+    if _pool_size and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, _pool_size),
+            "max_size": _pool_size,
+            "timeout": _env_int("DATABASE_POOL_TIMEOUT_SECONDS", 10),
+        }
 else:
     DATABASES = {
         "default": {
