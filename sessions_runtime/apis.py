@@ -11,7 +11,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Permission
 from sessions_runtime.executions import (
     Submitter,
     execution_cancel,
@@ -24,6 +23,7 @@ from sessions_runtime.models import ActorType, EndReason, ExecutionStatus, Sessi
 from sessions_runtime.selectors import (
     file_reference_get,
     file_references_for_session,
+    session_check_write,
     session_get_for_actor,
     session_list_for_actor,
 )
@@ -39,7 +39,7 @@ from sessions_runtime.state import StateDocument
 from symphainy.api import client_address
 from symphainy.conf import runtime_settings
 from symphainy.rest import Pagination
-from symphainy.exceptions import InvalidRequest, PermissionDenied, PreconditionRequired
+from symphainy.exceptions import InvalidRequest, PreconditionRequired
 
 
 class SessionOutputSerializer(serializers.Serializer):
@@ -188,8 +188,7 @@ class SessionStateApi(APIView):
 
     def _write(self, request: Request, session_id: str, *, merge: bool) -> Response:
         session = session_get_for_actor(actor=request.auth, session_id=session_id)
-        if Permission.WRITE not in request.auth.permissions:
-            raise PermissionDenied("Writing session state needs the write permission.")
+        session_check_write(actor=request.auth, session=session, what="Writing session state")
         expected = _if_match(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -326,8 +325,7 @@ class SessionFilesApi(APIView):
     @extend_schema(request=FileReferenceSerializer, responses={201: FileReferenceSerializer})
     def post(self, request: Request, session_id: str) -> Response:
         session = session_get_for_actor(actor=request.auth, session_id=session_id)
-        if Permission.WRITE not in request.auth.permissions:
-            raise PermissionDenied("Adding files needs the write permission.")
+        session_check_write(actor=request.auth, session=session, what="Adding files")
         data = FileReferenceSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         reference = file_reference_add(session=session, user_id=request.user.pk, **data.validated_data)

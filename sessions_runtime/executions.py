@@ -240,7 +240,8 @@ def execution_get_for_actor(*, user_id: uuid.UUID, tenant_id: uuid.UUID, permiss
     parsed = session_id_parse(execution_id)
     if parsed is None:
         raise NotFound("Execution not found.")
-    rule = Q(user_id=user_id)
+    # Within the caller's tenant only, like sessions (selectors._visible_to).
+    rule = Q(user_id=user_id, tenant_id=tenant_id)
     if Permission.ADMIN in permissions:
         rule |= Q(tenant_id=tenant_id)
     execution = Execution.objects.filter(rule, pk=parsed).first()

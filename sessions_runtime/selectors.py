@@ -60,10 +60,22 @@ def session_get_for_token(
 
 
 def _visible_to(actor: "AuthContext") -> Q:
-    rule = Q(user_id=actor.user.pk)
+    # Always within the tenant the caller acts in: a member of several tenants does not
+    # reach their sessions in another one (another tenant's session is a 404).
+    rule = Q(user_id=actor.user.pk, tenant_id=actor.tenant.pk)
     if Permission.ADMIN in actor.permissions:
         rule |= Q(tenant_id=actor.tenant.pk)
     return rule
+
+
+def session_check_write(*, actor: "AuthContext", session: RuntimeSession, what: str) -> None:
+    """Writing into a session (its state, its files) takes the write permission and is
+    for the session's own user: tenant admins may read and end others' sessions, not
+    write into them."""
+    if Permission.WRITE not in actor.permissions:
+        raise PermissionDenied(f"{what} needs the write permission.")
+    if session.user_id != actor.user.pk:
+        raise PermissionDenied(f"{what} is for the session's own user.")
 
 
 def _with_connection_count(sessions: QuerySet[RuntimeSession]) -> QuerySet[RuntimeSession]:

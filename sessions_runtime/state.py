@@ -107,8 +107,13 @@ class DatabaseStateBackend(StateBackend):
         SessionState.objects.filter(key=str(key)).delete()
 
 
+def _copy(document: StateDocument) -> StateDocument:
+    return StateDocument(version=document.version, data=json.loads(json.dumps(document.data)), updated_at=document.updated_at)
+
+
 class MemoryStateBackend(StateBackend):
-    """One process only: for tests and single-process experiments."""
+    """One process only: for tests and single-process experiments. Like the other
+    backends it hands out copies, so a caller changing what it read changes nothing stored."""
 
     def __init__(self) -> None:
         self._documents: dict[str, StateDocument] = {}
@@ -116,16 +121,16 @@ class MemoryStateBackend(StateBackend):
 
     def read(self, key: StateKey) -> StateDocument:
         with self._lock:
-            return self._documents.get(str(key), StateDocument(version=0))
+            return _copy(self._documents.get(str(key), StateDocument(version=0)))
 
     def write(self, key: StateKey, data: dict[str, Any], *, expected_version: int) -> StateDocument:
         with self._lock:
             current = self._documents.get(str(key), StateDocument(version=0))
             if current.version != expected_version:
                 raise VersionConflict()
-            document = StateDocument(version=expected_version + 1, data=json.loads(json.dumps(data)), updated_at=timezone.now())
+            document = _copy(StateDocument(version=expected_version + 1, data=data, updated_at=timezone.now()))
             self._documents[str(key)] = document
-            return document
+            return _copy(document)
 
     def delete(self, key: StateKey) -> None:
         with self._lock:

@@ -45,3 +45,15 @@ def login(client: APIClient, user: User, *, password: str = PASSWORD, **extra: A
 def bearer(client: APIClient, access_token: str) -> APIClient:
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token}")
     return client
+
+
+def make_session(user: User, *, tenant: Tenant | None = None, **metadata: Any):
+    """A runtime session of `user` made through the one creation path (a session intent)."""
+    from sessions_runtime.intents import IntentAction, session_intent_build
+    from sessions_runtime.services import Actor, session_create
+
+    membership = Membership.objects.get(user=user, **({"tenant": tenant} if tenant else {"is_primary": True}))
+    intent = session_intent_build(
+        user=user, tenant=membership.tenant, role=membership.role, action=IntentAction.COMMAND, metadata=metadata
+    )
+    return session_create(intent=intent, actor=Actor.system())

@@ -1,0 +1,318 @@
+"""Executions to every final state through the REST API, their events (after commit only),
+the access rule on status and cancel, and the sweep that picks up what a dead runner left.
+
+Transactional tests: executions run on another thread with its own database connection,
+so what the test writes must be committed for the runner to see it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import timedelta
+from typing import Any, Callable
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Role
+from realtime.events import session_group
+from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
+from sessions_runtime.models import AuditEvent, Execution, ExecutionStatus, Intent, RuntimeSession
+from symphainy.conf import runtime_settings
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+STATUS_FIELDS = {
+    "execution_id", "intent_id", "intent_type", "session_id", "status", "progress", "result", "error",
+    "created_at", "updated_at",
+}
+
+
+async def explode(ctx) -> None:
+    """A handler that fails after reporting some progress."""
+    await ctx.progress(total=2, processed=1, succeeded=0, failed=1)
+    raise RuntimeError("boom: the handler gave up")
+
+
+@pytest.fixture
+def exploding_handler(settings):
+    handlers = {**runtime_settings.INTENT_HANDLERS, "explode": f"{__name__}.explode"}
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "INTENT_HANDLERS": handlers}
+
+
+@pytest.fixture
+def sent(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
+    """Every message that leaves for the channel layer, as it leaves (after commit)."""
+    from realtime import events
+
+    frames: list[tuple[str, dict[str, Any]]] = []
+    original = events._send_now
+
+    def spy(group: str, message: dict[str, Any]) -> None:
+        frames.append((group, message))
+        original(group, message)
+
+    monkeypatch.setattr(events, "_send_now", spy)
+    return frames
+
+
+def execution_events(sent, session_id, execution_id=None) -> list[str]:
+    return [
+        message["event_type"]
+        for group, message in list(sent)
+        if group == session_group(session_id)
+        and message["type"] == "runtime.event"
+        and message["event_type"].startswith("execution.")
+        and (execution_id is None or message["data"]["execution_id"] == str(execution_id))
+    ]
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10, message: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting: {message}")
+        time.sleep(0.02)
+
+
+def finished(execution_id, timeout: float = 10) -> Execution:
+    return eventually(
+        lambda: Execution.objects.filter(pk=execution_id, status__in=["completed", "failed", "cancelled"]).first(),
+        timeout, f"execution {execution_id} to finish",
+    )
+
+
+def as_user(**kwargs):
+    user = factories.make_user(**kwargs)
+    body = factories.login(APIClient(), user)
+    return factories.bearer(APIClient(), body["access_token"]), body, user
+
+
+def submit(api, body, intent_type, parameters, **extra):
+    return api.post(
+        "/api/intent/submit",
+        {"session_id": body["session_id"], "intent_type": intent_type, "parameters": parameters, **extra},
+        format="json",
+    )
+
+
+# --- To each final state -----------------------------------------------------------------
+def test_echo_completes_with_its_parameters_as_result(sent):
+    api, body, user = as_user()
+    parameters = {"a": 1, "nested": {"b": [1, 2, None]}, "text": "héllo"}
+    response = submit(api, body, "echo", parameters)
+    assert response.status_code == 202, response.content
+    accepted = response.json()
+    assert set(accepted) == {"execution_id", "intent_id", "status", "created_at"} and accepted["status"] == "created"
+    execution = finished(accepted["execution_id"])
+    assert execution.status == ExecutionStatus.COMPLETED
+    status = api.get(f"/api/execution/{accepted['execution_id']}/status").json()
+    assert set(status) == STATUS_FIELDS
+    assert status["status"] == "completed" and status["result"] == {"echo": parameters} and status["error"] is None
+    assert status["progress"] == {"total": 1, "processed": 1, "succeeded": 1, "failed": 0}
+    assert status["intent_id"] == accepted["intent_id"] and status["session_id"] == body["session_id"]
+    assert Intent.objects.get(pk=accepted["intent_id"]).parameters == parameters
+    eventually(lambda: "execution.completed" in execution_events(sent, body["session_id"]), message="completed event")
+    assert execution_events(sent, body["session_id"]) == [
+        "execution.created", "execution.started", "execution.progress", "execution.completed",
+    ]
+    audit = AuditEvent.objects.get(kind=AuditEvent.Kind.EXECUTION_FINISHED, session_id=body["session_id"])
+    assert audit.data["status"] == "completed" and audit.user_id == user.pk
+
+
+def test_a_batch_counts_its_progress():
+    api, body, _ = as_user()
+    items = [1, {"fail": True}, "x", {"fail": True}, {"fail": False}, None]
+    response = submit(api, body, "batch", {"items": items, "delay_s": 0})
+    execution = finished(response.json()["execution_id"])
+    assert execution.status == ExecutionStatus.COMPLETED
+    assert execution.progress == {"total": 6, "processed": 6, "succeeded": 4, "failed": 2}
+    assert execution.result == {"processed": 6, "succeeded": 4, "failed": 2}
+    assert execution.attempts == 1 and execution.started_at and execution.finished_at
+
+
+def test_an_empty_batch_completes_with_zero_counts():
+    api, body, _ = as_user()
+    execution = finished(submit(api, body, "batch", {"items": []}).json()["execution_id"])
+    assert execution.status == ExecutionStatus.COMPLETED
+    assert execution.progress == {"total": 0, "processed": 0, "succeeded": 0, "failed": 0}
+
+
+def test_cancel_a_running_batch_then_cancel_again_is_409(sent):
+    api, body, _ = as_user()
+    execution_id = submit(api, body, "batch", {"items": list(range(100)), "delay_s": 0.02}).json()["execution_id"]
+    eventually(
+        lambda: Execution.objects.filter(pk=execution_id, status="running", progress__processed__gte=2).exists(),
+        message="the batch to be running",
+    )
+    response = api.post(f"/api/execution/{execution_id}/cancel")
+    assert response.status_code == 202 and set(response.json()) == STATUS_FIELDS
+    execution = finished(execution_id)
+    assert execution.status == ExecutionStatus.CANCELLED
+    assert 2 <= execution.progress["processed"] < 100 and execution.result is None
+    again = api.post(f"/api/execution/{execution_id}/cancel")
+    assert again.status_code == 409 and again.json()["error"] == "execution_finished"
+    assert api.get(f"/api/execution/{execution_id}/status").json()["status"] == "cancelled"
+    eventually(lambda: "execution.cancelled" in execution_events(sent, body["session_id"]), message="cancelled event")
+    assert "execution.completed" not in execution_events(sent, body["session_id"])
+
+
+def test_cancel_a_finished_execution_is_409_and_changes_nothing():
+    api, body, _ = as_user()
+    execution_id = submit(api, body, "echo", {"x": 1}).json()["execution_id"]
+    assert finished(execution_id).status == ExecutionStatus.COMPLETED
+    response = api.post(f"/api/execution/{execution_id}/cancel")
+    assert response.status_code == 409 and response.json()["error"] == "execution_finished"
+    execution = Execution.objects.get(pk=execution_id)
+    assert execution.status == ExecutionStatus.COMPLETED and not execution.cancel_requested
+
+
+def test_cancel_before_any_runner_claimed_it_cancels_at_once(settings, sent):
+    # No worker listens: the execution stays `created` until cancelled.
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EXECUTION_RUNNER": "worker"}
+    api, body, _ = as_user()
+    execution_id = submit(api, body, "echo", {}).json()["execution_id"]
+    assert Execution.objects.get(pk=execution_id).status == ExecutionStatus.CREATED
+    response = api.post(f"/api/execution/{execution_id}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    assert Execution.objects.get(pk=execution_id).finished_at is not None
+    assert execution_events(sent, body["session_id"]) == ["execution.created", "execution.cancelled"]
+
+
+def test_a_handler_that_raises_fails_the_execution_with_its_message(exploding_handler, sent):
+    api, body, _ = as_user()
+    response = submit(api, body, "explode", {})
+    assert response.status_code == 202, response.content
+    execution = finished(response.json()["execution_id"])
+    assert execution.status == ExecutionStatus.FAILED and execution.result is None
+    assert execution.error == {"type": "RuntimeError", "message": "boom: the handler gave up"}
+    assert execution.progress == {"total": 2, "processed": 1, "succeeded": 0, "failed": 1}
+    status = api.get(f"/api/execution/{execution.pk}/status").json()
+    assert status["status"] == "failed" and status["error"]["message"] == "boom: the handler gave up"
+    eventually(lambda: "execution.failed" in execution_events(sent, body["session_id"]), message="failed event")
+    failed = [m for _, m in sent if m.get("event_type") == "execution.failed"]
+    assert failed[0]["data"]["error"]["message"] == "boom: the handler gave up"
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.EXECUTION_FINISHED).data["status"] == "failed"
+
+
+# --- Refused submissions -----------------------------------------------------------------
+def test_refused_submissions_create_nothing():
+    tenant = factories.make_tenant()
+    api, body, _ = as_user(tenant=tenant)
+    viewer_api, viewer, _ = as_user(tenant=tenant, role=Role.VIEWER)
+    _, colleague, _ = as_user(tenant=tenant)
+    ended_id = api.post("/api/session/create", {}, format="json").json()["session_id"]
+    api.delete(f"/api/session/{ended_id}")
+    cases = [
+        (submit(api, body, "no-such-intent", {}), 400, "invalid_request"),
+        (submit(api, body, "batch", {"items": "not a list"}), 400, "invalid_request"),
+        (submit(api, body, "batch", {"items": [], "delay_s": 99}), 400, "invalid_request"),
+        (api.post("/api/intent/submit", {"intent_type": "echo"}, format="json"), 400, "invalid_request"),
+        (submit(viewer_api, viewer, "echo", {}), 403, "permission_denied"),
+        (submit(api, colleague, "echo", {}), 404, "not_found"),
+        (submit(api, {"session_id": "not-a-uuid"}, "echo", {}), 404, "not_found"),
+        (submit(api, {"session_id": ended_id}, "echo", {}), 409, "session_not_active"),
+    ]
+    for response, status, code in cases:
+        assert (response.status_code, response.json()["error"]) == (status, code), response.content
+    assert Execution.objects.count() == 0 and Intent.objects.count() == 0
+
+
+# --- Access ------------------------------------------------------------------------------
+def test_another_users_or_tenants_execution_is_404_for_status_and_cancel():
+    tenant = factories.make_tenant()
+    owner_api, owner, user = as_user(tenant=tenant)
+    colleague_api, _, _ = as_user(tenant=tenant)
+    stranger_api, _, _ = as_user()
+    # The owner, acting in another tenant they also belong to.
+    second = factories.make_tenant()
+    Membership.objects.create(user=user, tenant=second, role=Role.OWNER)
+    elsewhere = factories.bearer(APIClient(), factories.login(APIClient(), user, tenant_id=str(second.pk))["access_token"])
+    execution_id = submit(owner_api, owner, "batch", {"items": list(range(50)), "delay_s": 0.02}).json()["execution_id"]
+    bodies = set()
+    for api in (colleague_api, stranger_api, elsewhere):
+        for target in (execution_id, str(uuid.uuid4()), "not-a-uuid"):
+            for response in (api.get(f"/api/execution/{target}/status"), api.post(f"/api/execution/{target}/cancel")):
+                assert response.status_code == 404, response.content
+                bodies.add(response.content)
+    assert len(bodies) == 1
+    execution = finished(execution_id)
+    assert execution.status == ExecutionStatus.COMPLETED and not execution.cancel_requested
+    assert owner_api.get(f"/api/execution/{execution_id}/status").status_code == 200
+
+
+# --- Events after commit only ------------------------------------------------------------
+class Rollback(Exception):
+    pass
+
+
+def test_events_leave_only_after_commit_and_a_rolled_back_submit_sends_nothing(sent):
+    user = factories.make_user()
+    session = factories.make_session(user)
+    submitter = Submitter(user_id=user.pk, tenant_id=session.tenant_id, permissions=("read", "write"))
+    with pytest.raises(Rollback):
+        with transaction.atomic():
+            submission = intent_submit(submitter=submitter, session_id=session.pk, intent_type="echo", parameters={})
+            assert Execution.objects.filter(pk=submission.response["execution_id"]).exists()
+            raise Rollback()
+    time.sleep(0.3)  # were anything dispatched, it would have run by now
+    assert sent == [] and Execution.objects.count() == 0 and Intent.objects.count() == 0
+
+    with transaction.atomic():
+        submission = intent_submit(submitter=submitter, session_id=session.pk, intent_type="echo", parameters={})
+        assert sent == []  # not yet: the transaction is still open
+    execution = finished(submission.response["execution_id"])
+    assert execution.status == ExecutionStatus.COMPLETED
+    eventually(lambda: "execution.completed" in execution_events(sent, session.pk), message="completed event")
+    assert execution_events(sent, session.pk)[0] == "execution.created"
+
+
+# --- The sweep ---------------------------------------------------------------------------
+def make_execution(session: RuntimeSession, *, status: str, attempts: int, age: timedelta, **fields) -> Execution:
+    """An execution as a runner left it, `age` since its heartbeat (and last update)."""
+    at = timezone.now() - age
+    intent = Intent.objects.create(
+        session=session, user_id=session.user_id, tenant_id=session.tenant_id,
+        intent_type="batch", parameters={"items": [1, 2, 3], "delay_s": 0},
+    )
+    return Execution.objects.create(
+        intent=intent, session=session, user_id=session.user_id, tenant_id=session.tenant_id, intent_type="batch",
+        status=status, attempts=attempts, worker="dead-host:1:abc" if status == "running" else "",
+        heartbeat_at=at if status == "running" else None, updated_at=at, created_at=at,
+        started_at=at if status == "running" else None, **fields,
+    )
+
+
+def test_the_sweep_reruns_lost_executions_and_fails_those_out_of_attempts(settings, sent):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EXECUTION_STALE_AFTER": timedelta(seconds=30), "EXECUTION_MAX_ATTEMPTS": 3}
+    session = factories.make_session(factories.make_user())
+    long_ago = timedelta(minutes=5)
+    lost = make_execution(session, status="running", attempts=1, age=long_ago, progress={"total": 3, "processed": 1, "succeeded": 1, "failed": 0})
+    exhausted = make_execution(session, status="running", attempts=3, age=long_ago)
+    alive = make_execution(session, status="running", attempts=1, age=timedelta(seconds=5))
+    never_claimed = make_execution(session, status="created", attempts=0, age=long_ago)
+    cancelled_early = make_execution(session, status="created", attempts=0, age=long_ago, cancel_requested=True)
+    fresh = make_execution(session, status="created", attempts=0, age=timedelta(seconds=1))
+
+    assert executions_sweep() == {"requeued": 1, "failed": 1, "redispatched": 1}
+
+    rerun = finished(lost.pk)
+    assert rerun.status == ExecutionStatus.COMPLETED and rerun.attempts == 2
+    assert rerun.progress == {"total": 3, "processed": 3, "succeeded": 3, "failed": 0}
+    assert rerun.worker != "dead-host:1:abc"
+    failed = Execution.objects.get(pk=exhausted.pk)
+    assert failed.status == ExecutionStatus.FAILED and failed.error["type"] == "WorkerLost" and failed.attempts == 3
+    assert finished(never_claimed.pk).status == ExecutionStatus.COMPLETED
+    assert Execution.objects.get(pk=alive.pk).status == ExecutionStatus.RUNNING
+    assert Execution.objects.get(pk=alive.pk).attempts == 1
+    assert Execution.objects.get(pk=cancelled_early.pk).status == ExecutionStatus.CREATED
+    assert Execution.objects.get(pk=fresh.pk).status == ExecutionStatus.CREATED
+    assert "execution.failed" in execution_events(sent, session.pk, exhausted.pk)
+    # A second sweep finds nothing more to do.
+    assert executions_sweep() == {"requeued": 0, "failed": 0, "redispatched": 0}

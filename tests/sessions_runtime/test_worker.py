@@ -1,0 +1,117 @@
+"""The execution worker as a real process (`manage.py runworker symphainy.executions`):
+killed mid-execution, its execution is picked up by the sweep and finished by a new worker.
+
+Needs PostgreSQL and Redis (a channel layer that crosses processes): it runs on the
+services run, where SYMPHAINY_REQUIRE_SERVICES=1 fails the run rather than skip it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
+from sessions_runtime.models import Execution, ExecutionStatus
+from tests import factories
+from tests.conftest import services_available
+from tests.live import ROOT, database_env
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.services,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
+]
+STALE_AFTER_S = 2
+
+
+def start_worker(log_path: Path) -> subprocess.Popen:
+    env = {
+        **os.environ, **database_env(), "PYTHONPATH": str(ROOT), "REDIS_URL": django_settings.REDIS_URL,
+        "EXECUTION_RUNNER": "worker", "EXECUTION_STALE_AFTER_SECONDS": str(STALE_AFTER_S),
+        "DATABASE_CONN_MAX_AGE": "0",
+    }
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", "symphainy.executions"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def wait_for(check, timeout: float, what: str, log_path: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; worker log:\n{log_path.read_text(errors='replace')}")
+
+
+def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_path):
+    settings.SYMPHAINY = {
+        **settings.SYMPHAINY, "EXECUTION_RUNNER": "worker", "EXECUTION_STALE_AFTER": timedelta(seconds=STALE_AFTER_S),
+    }
+    log_path = tmp_path / "worker.log"
+    user = factories.make_user()
+    session = factories.make_session(user)
+    items = list(range(12)) + [{"fail": True}]
+    first_worker = start_worker(log_path)
+    second_worker = None
+    try:
+        submission = intent_submit(
+            submitter=Submitter(user_id=user.pk, tenant_id=session.tenant_id, permissions=("read", "write")),
+            session_id=session.pk, intent_type="batch", parameters={"items": items, "delay_s": 0.25},
+        )
+        execution_id = submission.response["execution_id"]
+        running = wait_for(
+            lambda: Execution.objects.filter(pk=execution_id, status="running", progress__processed__gte=2).first(),
+            30, "the first worker to be running the batch", log_path,
+        )
+        first_name = running.worker
+        assert running.attempts == 1 and first_name
+        # While its worker is alive and beating, the sweep leaves it alone.
+        assert executions_sweep()["requeued"] == 0
+
+        stop(first_worker, signal.SIGKILL)
+        assert first_worker.returncode == -signal.SIGKILL
+        lost = Execution.objects.get(pk=execution_id)
+        assert lost.status == ExecutionStatus.RUNNING and lost.progress["processed"] < len(items)
+        time.sleep(STALE_AFTER_S + 0.5)
+        assert Execution.objects.get(pk=execution_id).progress == lost.progress  # nobody is running it
+
+        assert executions_sweep() == {"requeued": 1, "failed": 0, "redispatched": 0}
+        assert Execution.objects.get(pk=execution_id).status == ExecutionStatus.CREATED
+
+        second_worker = start_worker(log_path)
+        done = wait_for(
+            lambda: Execution.objects.filter(pk=execution_id, status__in=["completed", "failed", "cancelled"]).first(),
+            60, "the new worker to finish the batch", log_path,
+        )
+        assert done.status == ExecutionStatus.COMPLETED, done.error
+        assert done.attempts == 2 and done.worker and done.worker != first_name
+        assert done.result == {"processed": 13, "succeeded": 12, "failed": 1}
+        assert done.progress == {"total": 13, "processed": 13, "succeeded": 12, "failed": 1}
+    finally:
+        stop(first_worker, signal.SIGKILL)
+        if second_worker is not None:
+            stop(second_worker)
