@@ -92,9 +92,15 @@ def start(kind: str, env: dict[str, str], *, app: str | None = None) -> Server:
     else:
         command = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                    "--ws", "websockets", app or "symphainy.asgi:application"]
+    # BENCH_LOG_DIR keeps each server's output (warnings and errors) for a look afterwards.
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    output: Any = subprocess.DEVNULL
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        output = open(Path(log_dir) / f"{kind}-{port}.log", "wb")  # noqa: SIM115 - the child keeps it
     process = subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=output, stderr=subprocess.STDOUT if log_dir else subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ Every change of an execution is made here and announced to the session's sockets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import json
@@ -157,7 +158,12 @@ def intent_submit(
     # the unique key on the record stays the final guard against a second execution.
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     lock = f"idempotency:{submitter.tenant_id}:{submitter.user_id}:{digest}"
-    if not cache.add(lock, 1, timeout=30):
+    try:
+        locked = cache.add(lock, 1, timeout=30)
+    except Exception:  # noqa: BLE001 - the cache (Redis) is down: the unique key still guards
+        logger.warning("idempotency lock unavailable; relying on the unique key", exc_info=True)
+        locked, lock = True, None
+    if not locked:
         raise IdempotencyInFlight()
     try:
         replay = _replay(submitter, idempotency_key, request_hash)
@@ -171,7 +177,9 @@ def intent_submit(
                 raise
             return replay
     finally:
-        cache.delete(lock)
+        if lock is not None:
+            with contextlib.suppress(Exception):
+                cache.delete(lock)
 
 
 @transaction.atomic

@@ -112,7 +112,7 @@ def session_list_for_actor(
             raise PermissionDenied("Listing a tenant's sessions needs the admin permission.")
         sessions = RuntimeSession.objects.filter(tenant_id=actor.tenant.pk)
     else:
-        sessions = RuntimeSession.objects.filter(user_id=actor.user.pk)
+        sessions = RuntimeSession.objects.filter(user_id=actor.user.pk, tenant_id=actor.tenant.pk)
     if status:
         sessions = sessions.filter(session_status_filter(status))
     return _with_connection_count(sessions).order_by("-created_at", "-id")
