@@ -7,6 +7,7 @@ Commands only read through these; every change goes through a service.
 from __future__ import annotations
 
 import uuid
+from argparse import ArgumentTypeError
 from datetime import UTC, datetime
 from typing import Any, Iterable, Sequence
 
@@ -58,8 +59,6 @@ def positive_int(raw: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        from argparse import ArgumentTypeError
-
         raise ArgumentTypeError(f"expected a whole number of at least 1, got '{raw}'")
     return value
 

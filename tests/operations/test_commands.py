@@ -533,6 +533,7 @@ def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(us
     assert Execution.objects.get(pk=stuck.pk).status == ExecutionStatus.FAILED
     assert status_of(lost) == SessionStatus.EXPIRED and status_of(live) == SessionStatus.ACTIVE
     assert run("runtime_sweep").splitlines()[0] == "connections: removed 0 record(s) of dead server processes"
+    assert run("runtime_sweep", verbosity=0) == ""
 
 
 def test_runtime_sweep_bad_wait(db):

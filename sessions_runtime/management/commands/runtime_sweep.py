@@ -56,15 +56,16 @@ class Command(BaseCommand):
         connections = connections_sweep()
         swept = executions.executions_sweep()
         expired = sessions_expire_due()
-        self.stdout.write(f"connections: removed {connections} record(s) of dead server processes")
-        self.stdout.write(
+        say = self.stdout.write if options["verbosity"] >= 1 else (lambda line: None)
+        say(f"connections: removed {connections} record(s) of dead server processes")
+        say(
             f"executions: requeued {swept['requeued']}, failed {swept['failed']}, "
             f"redispatched {swept['redispatched']}"
         )
-        self.stdout.write(f"sessions: expired {expired}")
+        say(f"sessions: expired {expired}")
         dispatched = swept["requeued"] + swept["redispatched"]
         if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
-            self.stdout.write(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")
+            say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")
             left = _wait_for_local_executions(wait)
             if left:
-                self.stdout.write(f"{left} execution(s) still running; the next sweep picks them up")
+                say(f"{left} execution(s) still running; the next sweep picks them up")
