@@ -42,9 +42,10 @@ def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
 
 
 def membership_add(*, user: User, tenant: Tenant, role: str, primary: bool | None = None) -> Membership:
-    """Add (or update) a membership. The first membership of a user becomes primary."""
+    """Add (or update) a membership. The first membership of a user becomes primary;
+    without `primary`, an update keeps whether this one is primary."""
     if primary is None:
-        primary = not user.memberships.filter(is_primary=True).exists()
+        primary = not user.memberships.filter(is_primary=True).exclude(tenant=tenant).exists()
     if primary:
         user.memberships.filter(is_primary=True).exclude(tenant=tenant).update(is_primary=False)
     membership, _ = Membership.objects.update_or_create(

@@ -140,12 +140,21 @@ def session_touch_id(*, session_id: uuid.UUID, now: datetime | None = None) -> d
 
 
 def session_end(
-    *, session_id: uuid.UUID, reason: str, actor: Actor, close_code: CloseCode = CloseCode.SESSION_ENDED
+    *,
+    session_id: uuid.UUID,
+    reason: str,
+    actor: Actor,
+    close_code: CloseCode = CloseCode.SESSION_ENDED,
+    note: str = "",
 ) -> bool:
     """End one session. Idempotent: returns False (and sends nothing) when it had already ended."""
     return (
         sessions_end(
-            sessions=RuntimeSession.objects.filter(pk=session_id), reason=reason, actor=actor, close_code=close_code
+            sessions=RuntimeSession.objects.filter(pk=session_id),
+            reason=reason,
+            actor=actor,
+            close_code=close_code,
+            note=note,
         )
         == 1
     )
@@ -158,9 +167,11 @@ def sessions_end(
     reason: str,
     actor: Actor,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
+    note: str = "",
 ) -> int:
-    """End every still-active session of `sessions`; returns how many this call ended."""
-    return _sessions_end(sessions, reason=reason, actor=actor, now=timezone.now(), close_code=close_code)
+    """End every still-active session of `sessions`; returns how many this call ended.
+    `note` is free text from an operator, kept in the audit rows beside the reason."""
+    return _sessions_end(sessions, reason=reason, actor=actor, now=timezone.now(), close_code=close_code, note=note)
 
 
 @transaction.atomic
@@ -188,6 +199,7 @@ def _sessions_end(
     actor: Actor,
     now: datetime,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
+    note: str = "",
 ) -> int:
     """Lock the still-active rows, end them, audit each and broadcast after commit.
 
@@ -216,7 +228,7 @@ def _sessions_end(
             tenant_id=tenant_id,
             session_id=session_id,
             client_address=actor.client_address,
-            data={"reason": reason},
+            data={"reason": reason, "note": note} if note else {"reason": reason},
         )
         for session_id, user_id, tenant_id in rows
     )

@@ -1,0 +1,71 @@
+"""`manage.py runtime_sweep`: the clean-ups a serving process's heartbeat does, run once
+(from cron, or after every server died): connection records of dead server processes,
+executions whose runner stopped, and sessions past an expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from realtime.services import connections_sweep
+from sessions_runtime import executions
+from sessions_runtime.services import sessions_expire_due
+from symphainy.conf import runtime_settings
+
+
+def _wait_for_local_executions(timeout: float) -> int:
+    """With EXECUTION_RUNNER=asyncio the sweep starts requeued executions on this
+    process's private loop (see executions._background_loop). Wait for them, so that the
+    command does not exit under them; returns how many were still running at the timeout
+    (the next sweep hands those to another runner)."""
+
+    async def wait() -> int:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return len(pending)
+
+    loop = executions._background_loop()
+    return asyncio.run_coroutine_threadsafe(wait(), loop).result()
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the runtime's sweeps once and print what each did: connection records of dead server "
+        "processes, executions whose runner stopped, sessions past an expiry. Safe to run from cron "
+        "and next to running servers."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            metavar="SECONDS",
+            help="With EXECUTION_RUNNER=asyncio, requeued executions run in this process: wait this long "
+            "for them before exiting (default 60).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        wait = options["wait"]
+        if wait is None or wait < 0:
+            raise CommandError("--wait must be zero or more seconds.")
+        connections = connections_sweep()
+        swept = executions.executions_sweep()
+        expired = sessions_expire_due()
+        say = self.stdout.write if options["verbosity"] >= 1 else (lambda line: None)
+        say(f"connections: removed {connections} record(s) of dead server processes")
+        say(
+            f"executions: requeued {swept['requeued']}, failed {swept['failed']}, "
+            f"redispatched {swept['redispatched']}"
+        )
+        say(f"sessions: expired {expired}")
+        dispatched = swept["requeued"] + swept["redispatched"]
+        if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
+            say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")
+            left = _wait_for_local_executions(wait)
+            if left:
+                say(f"{left} execution(s) still running; the next sweep picks them up")
