@@ -1,5 +1,5 @@
-"""This process's heartbeat, and the sweeps of what dead processes left behind: their
-connection records, and executions whose runner stopped.
+"""This process's heartbeat, and the sweeps: connection records of dead processes,
+executions whose runner stopped, sessions past an expiry, expired idempotency records.
 
 Daphne has no startup hook (no ASGI lifespan), so the loop starts with the first socket a
 process accepts: that first start also sweeps, which is the "on startup" cleanup.
@@ -21,11 +21,16 @@ _task: asyncio.Task | None = None
 
 
 def _beat_and_sweep() -> int:
-    from sessions_runtime.executions import executions_sweep
+    from sessions_runtime.executions import executions_sweep, idempotency_records_prune
+    from sessions_runtime.services import sessions_expire_due
 
     server_heartbeat()
     swept = connections_sweep()
     executions_sweep()
+    # Reads already treat a session past an expiry as expired; this writes it down,
+    # audits it and closes its sockets, without waiting for a cron job.
+    sessions_expire_due()
+    idempotency_records_prune()
     socket_refusals_flush()
     return swept
 

@@ -163,7 +163,7 @@ REDIS_CONNECTION_OPTIONS = {
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "realtime.layers.RedisChannelLayer",
             "CONFIG": {
                 # redis-py caps a pool at 100 connections by default; a burst of
                 # handshakes needs more (each group_add holds one briefly).

@@ -528,6 +528,7 @@ def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(us
         "connections: removed 2 record(s) of dead server processes",
         "executions: requeued 0, failed 1, redispatched 0",
         "sessions: expired 1",
+        "idempotency records: removed 0 past their retention",
     ]
     assert list(Connection.objects.values_list("channel_name", flat=True)) == ["on-alive"]
     assert Execution.objects.get(pk=stuck.pk).status == ExecutionStatus.FAILED

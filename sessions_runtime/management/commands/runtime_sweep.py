@@ -1,6 +1,6 @@
 """`manage.py runtime_sweep`: the clean-ups a serving process's heartbeat does, run once
 (from cron, or after every server died): connection records of dead server processes,
-executions whose runner stopped, and sessions past an expiry."""
+executions whose runner stopped, sessions past an expiry, and expired idempotency records."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class Command(BaseCommand):
         connections = connections_sweep()
         swept = executions.executions_sweep()
         expired = sessions_expire_due()
+        pruned = executions.idempotency_records_prune()
         say = self.stdout.write if options["verbosity"] >= 1 else (lambda line: None)
         say(f"connections: removed {connections} record(s) of dead server processes")
         say(
@@ -63,6 +64,7 @@ class Command(BaseCommand):
             f"redispatched {swept['redispatched']}"
         )
         say(f"sessions: expired {expired}")
+        say(f"idempotency records: removed {pruned} past their retention")
         dispatched = swept["requeued"] + swept["redispatched"]
         if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
             say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")
