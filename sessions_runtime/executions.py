@@ -44,6 +44,7 @@ from sessions_runtime.models import (
 from sessions_runtime.selectors import session_id_parse
 from sessions_runtime.services import Actor, audit_record
 from symphainy.conf import runtime_settings
+from symphainy.metrics import EXECUTION_DURATION
 from symphainy.exceptions import (
     ExecutionFinished,
     IdempotencyInFlight,
@@ -339,6 +340,12 @@ def _finish(execution: Execution, *, status: str, now: datetime, result: Any = N
         data={"execution_id": str(execution.pk), "intent_type": execution.intent_type, "status": status},
     )
     _announce(execution, f"execution.{status}")
+    began = execution.started_at or execution.created_at
+    if began is not None:
+        duration = max(0.0, (now - began).total_seconds())
+        transaction.on_commit(
+            lambda: EXECUTION_DURATION.labels(intent_type=execution.intent_type, status=status).observe(duration)
+        )
     return execution
 
 

@@ -316,3 +316,21 @@ def test_the_sweep_reruns_lost_executions_and_fails_those_out_of_attempts(settin
     assert "execution.failed" in execution_events(sent, session.pk, exhausted.pk)
     # A second sweep finds nothing more to do.
     assert executions_sweep() == {"requeued": 0, "failed": 0, "redispatched": 0}
+
+
+def test_a_finished_execution_is_timed_in_the_metrics():
+    from symphainy.metrics import EXECUTION_DURATION
+
+    def count() -> float:
+        for metric in EXECUTION_DURATION.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_count") and sample.labels == {"intent_type": "echo", "status": "completed"}:
+                    return sample.value
+        return 0.0
+
+    before = count()
+    api, body, _ = as_user()
+    response = submit(api, body, "echo", {"x": 1})
+    assert response.status_code == 202
+    finished(response.json()["execution_id"])
+    eventually(lambda: count() == before + 1, message="the duration to be observed")
