@@ -170,6 +170,9 @@ if REDIS_URL:
                 "hosts": [{
                     "address": REDIS_URL,
                     "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000),
+                    # redis-py's default read timeout (5 s) equals channels-redis' blocking
+                    # pop (5 s): an idle process's receive would time out and close a socket.
+                    "socket_timeout": 15,
                     **REDIS_CONNECTION_OPTIONS,
                 }],
                 "prefix": REDIS_PREFIX,

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from channels.layers import InMemoryChannelLayer
 from channels.testing import WebsocketCommunicator
 
 from symphainy.asgi import application
@@ -96,8 +97,13 @@ def socket_factory():
 @pytest.fixture(autouse=True)
 async def _fresh_channel_layer():
     """Each test starts with an empty channel layer (the in-memory one outlives loops)."""
-    from channels.layers import get_channel_layer
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
 
+    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+        # channels-redis keeps pools per event loop and closes all of them on flush;
+        # those of earlier tests' loops cannot be closed from this one. A fresh layer
+        # only has this loop's.
+        channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
     layer = get_channel_layer()
     if hasattr(layer, "flush"):
         await layer.flush()
