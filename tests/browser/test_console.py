@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -228,10 +229,8 @@ def test_login_through_the_form_opens_one_socket_only_after_login(console):
     expect(page.get_by_role("button", name=f"End session {ready['session_id']}")).to_be_visible()
     expect(page.locator("#state-version")).to_have_text("0")
 
-    path = _screenshot(page, "console.png")
-    assert path.stat().st_size > 10_000
-    if os.environ.get("SYMPHAINY_UPDATE_DOCS_SCREENSHOT") == "1":
-        shutil.copyfile(path, DOCS_SCREENSHOT)
+    expect(page.locator("#sessions-body td").nth(4)).to_have_text("1")  # the socket, counted
+    assert _screenshot(page, "console.png").stat().st_size > 10_000
 
     # Login made exactly one session; the socket did not make another.
     status, page_of_sessions = console.server.request("GET", "/api/sessions", token=console.api_login()["access_token"])
@@ -269,6 +268,8 @@ def test_an_agent_message_streams_its_tokens_into_the_page(console):
 
 def test_a_batch_intent_shows_its_progress_up_to_100_percent(console):
     page = console.open().login().page
+    page.get_by_role("button", name="Send").click()  # a reply on screen for the screenshot
+    expect(page.locator("#agent-reply")).to_have_text("HELLO FROM THE SYMPHAINY CONSOLE")
     _watch(page, "#intent-progress", "value")
     page.get_by_label("Items, one per line").fill("\n".join(f"item {n}" for n in range(8)))
     page.get_by_label("Delay per item (seconds)").fill("0.1")
@@ -282,7 +283,11 @@ def test_a_batch_intent_shows_its_progress_up_to_100_percent(console):
     progress = [f["data"] for f in console.frames_of("execution.progress")]
     assert all(p["execution_id"] == accepted["execution_id"] for p in progress)
     assert progress[-1]["progress"] == {"total": 8, "processed": 8, "succeeded": 8, "failed": 0}
-    _screenshot(page, "console-batch.png")
+    expect(page.locator("#sessions-body td").nth(4)).to_have_text("1")
+    path = _screenshot(page, "console-batch.png")
+    if os.environ.get("SYMPHAINY_UPDATE_DOCS_SCREENSHOT") == "1":  # refresh docs/console.png
+        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOT)
 
 
 def test_ending_the_session_through_the_api_reports_it_and_never_reconnects(console):
@@ -343,3 +348,52 @@ def test_the_client_refreshes_short_lived_tokens_without_dropping_the_socket(sho
     page.get_by_role("button", name="Reload sessions").click()
     expect(page.locator("#sessions-body")).to_contain_text("(this one)")
     assert "4401" not in page.locator("#event-log").inner_text()
+
+
+def _route_sockets(console: Console) -> list:
+    """Pass the page's sockets through Playwright's WebSocket route, which can drop them
+    with any close code; returns the list of routes, one per socket the page opened."""
+    routes: list = []
+
+    def handle(route) -> None:
+        routes.append(route)
+        route.connect_to_server()
+
+    console.page.route_web_socket(re.compile(r".*/api/runtime/agent.*"), handle)
+    return routes
+
+
+def _wait_for(page: "Page", predicate, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
+
+
+def test_a_dropped_socket_reconnects_with_backoff_and_a_final_code_stops_it(console):
+    routes = _route_sockets(console)
+    page = console.open().login().page
+    assert len(routes) == 1
+
+    # A network drop (1006): back quickly, after the first backoff step.
+    dropped = time.monotonic()
+    routes[0].close(code=1006, reason="network drop")
+    expect(page.locator("#socket-state")).to_contain_text("reconnecting")
+    _wait_for(page, lambda: len(routes) == 2)
+    assert 0.2 <= time.monotonic() - dropped < 3
+    expect(page.locator("#event-log")).to_contain_text("close 1006 network drop, will retry")
+    expect(page.locator("#socket-state")).to_have_text("open")
+
+    # Too many sockets (4429): the client waits at least half of its slow-down delay (5 s).
+    throttled = time.monotonic()
+    routes[1].close(code=4429, reason="rate_limited")
+    expect(page.locator("#socket-state")).to_contain_text("(closed 4429)")
+    _wait_for(page, lambda: len(routes) == 3, timeout_s=10)
+    assert time.monotonic() - throttled >= 2.4
+    expect(page.locator("#socket-state")).to_have_text("open")
+
+    # 4401 cannot be fixed by retrying: reported, and no further attempt.
+    routes[2].close(code=4401, reason="token_expired")
+    expect(page.locator("#status")).to_contain_text("Log in again")
+    page.wait_for_timeout(1500)
+    assert len(routes) == 3
