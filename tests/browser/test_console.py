@@ -70,10 +70,25 @@ def server(browser_ready, django_db_setup, django_db_blocker, tmp_path_factory) 
         yield live
 
 
+# With Redis, redis-py 8's default socket timeout (5 s) is as long as channels-redis'
+# blocking receive (BZPOPMIN, 5 s): an idle socket's consumer dies with a redis
+# TimeoutError after about 5 s and the socket closes with 1011. That is a bug in the
+# channel layer's settings, pinned by test_an_idle_socket_stays_open below; the refresh
+# test works around it with a longer timeout, since it is about tokens, not Redis.
+REDIS_IDLE_BUG = "idle sockets close with 1011 after ~5 s under Redis (redis-py socket_timeout 5 s = BZPOPMIN 5 s)"
+
+
+def _longer_redis_timeout(url: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}socket_timeout=30"
+
+
 @pytest.fixture(scope="module")
 def short_token_server(browser_ready, django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
     """Access tokens that live 5 s: the client must refresh them every few seconds."""
-    with running(tmp_path_factory.mktemp("daphne-short"), ACCESS_TOKEN_LIFETIME_SECONDS="5", **SERVER_ENV) as live:
+    env = {**SERVER_ENV, "ACCESS_TOKEN_LIFETIME_SECONDS": "5"}
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = _longer_redis_timeout(settings.REDIS_URL)
+    with running(tmp_path_factory.mktemp("daphne-short"), **env) as live:
         yield live
 
 
@@ -337,7 +352,8 @@ def test_the_client_refreshes_short_lived_tokens_without_dropping_the_socket(sho
         page.wait_for_timeout(500)
     refreshed = console.frames_of("auth.refreshed")
     assert len(refreshed) >= 2, console.frames
-    assert len(console.sockets) == 1 and console.closed == [], "the socket was dropped"
+    log = page.locator("#event-log").inner_text()
+    assert len(console.sockets) == 1 and console.closed == [], f"the socket was dropped:\n{log}"
     expect(page.locator("#socket-state")).to_have_text("open")
     assert page.locator("#token-expires").inner_text() != first_expiry
 
@@ -397,3 +413,12 @@ def test_a_dropped_socket_reconnects_with_backoff_and_a_final_code_stops_it(cons
     expect(page.locator("#status")).to_contain_text("Log in again")
     page.wait_for_timeout(1500)
     assert len(routes) == 3
+
+
+@pytest.mark.xfail(bool(settings.REDIS_URL), reason=REDIS_IDLE_BUG, strict=True)
+def test_an_idle_socket_stays_open(console):
+    page = console.open().login().page
+    page.wait_for_timeout(8000)
+    log = page.locator("#event-log").inner_text()
+    assert len(console.sockets) == 1 and console.closed == [], f"the idle socket was closed:\n{log}"
+    expect(page.locator("#socket-state")).to_have_text("open")
