@@ -65,7 +65,7 @@ SERVER_ENV = {
 
 
 @pytest.fixture(scope="module")
-def server(browser_ready, django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
+def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
     with running(tmp_path_factory.mktemp("daphne"), **SERVER_ENV) as live:
         yield live
 
@@ -83,7 +83,7 @@ def _longer_redis_timeout(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def short_token_server(browser_ready, django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
+def short_token_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
     """Access tokens that live 5 s: the client must refresh them every few seconds."""
     env = {**SERVER_ENV, "ACCESS_TOKEN_LIFETIME_SECONDS": "5"}
     if settings.REDIS_URL:
@@ -150,12 +150,12 @@ def _console(server: LiveServer) -> Iterator[Console]:
 
 
 @pytest.fixture
-def console(server) -> Iterator[Console]:
+def console(browser_ready, server) -> Iterator[Console]:
     yield from _console(server)
 
 
 @pytest.fixture
-def short_token_console(short_token_server) -> Iterator[Console]:
+def short_token_console(browser_ready, short_token_server) -> Iterator[Console]:
     yield from _console(short_token_server)
 
 
