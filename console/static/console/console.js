@@ -1,0 +1,314 @@
+/**
+ * The console page: wires the form and panels of console/index.html to one
+ * SymphainyClient. Everything shown comes from the public API and the socket.
+ */
+import { ApiError, SymphainyClient } from "./symphainy-client.js";
+
+const $ = (id) => document.getElementById(id);
+const client = new SymphainyClient();
+const MAX_LOG_ENTRIES = 60;
+
+/** Executions this page started, by id: their last progress. */
+const executions = new Map();
+let currentExecution = null;
+let replyMessageId = null;
+
+// --- Small helpers --------------------------------------------------------------------
+
+function status(text) {
+  $("status").textContent = text;
+}
+
+function when(iso) {
+  if (!iso) return "–";
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+function describe(error) {
+  if (error instanceof ApiError) {
+    const wait = error.retryAfterS ? ` Try again in ${error.retryAfterS} s.` : "";
+    return `${error.message} (${error.status || "no answer"})${wait}`;
+  }
+  return String(error && error.message ? error.message : error);
+}
+
+function logEvent(type, summary) {
+  const list = $("event-log");
+  const item = document.createElement("li");
+  const time = document.createElement("time");
+  time.textContent = new Date().toLocaleTimeString();
+  const name = document.createElement("code");
+  name.textContent = type;
+  item.append(time, " ", name, summary ? ` ${summary}` : "");
+  list.prepend(item);
+  while (list.children.length > MAX_LOG_ENTRIES) list.lastElementChild.remove();
+}
+
+function showApp(loggedIn) {
+  $("app").hidden = !loggedIn;
+  $("login-panel").hidden = loggedIn;
+}
+
+// --- Login, logout, the end of a session ----------------------------------------------
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = event.submitter || $("login-form").querySelector("button");
+  $("login-error").textContent = "";
+  button.disabled = true;
+  status("Logging in…");
+  try {
+    await client.login($("login-email").value, $("login-password").value);
+    $("login-password").value = "";
+    $("login-notice").hidden = true;
+    showApp(true);
+    renderSession();
+    status("Logged in. Opening the socket…");
+    loadSessions();
+    loadState();
+    await client.connect();
+  } catch (error) {
+    if (!client.loggedIn) {
+      $("login-error").textContent = describe(error);
+      status("Not logged in.");
+    }
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  try {
+    await client.logout();
+  } catch (error) {
+    logEvent("logout", `failed: ${describe(error)}`);
+  }
+});
+
+client.on("logout", () => {
+  showApp(false);
+  status("Logged out.");
+});
+
+function sessionLost(message) {
+  return (info) => {
+    showApp(false);
+    status(message);
+    $("login-notice").textContent = message;
+    $("login-notice").hidden = false;
+    logEvent("session", `${message} (${info.code}${info.reason ? ` ${info.reason}` : ""})`);
+  };
+}
+
+client.on("session.ended", sessionLost("Session ended. Log in again to start a new one."));
+client.on("auth.required", sessionLost("Not authenticated any more. Log in again."));
+client.on("session.not_found", sessionLost("The session is gone. Log in again."));
+
+// --- Session facts and socket state ---------------------------------------------------
+
+function renderSession() {
+  const session = client.session;
+  if (!session) return;
+  $("session-id").textContent = session.sessionId;
+  $("session-tenant").textContent = session.tenantId;
+  $("session-roles").textContent = session.roles.join(", ");
+  $("session-expires").textContent = when(session.sessionExpiresAt);
+  $("token-expires").textContent = when(session.tokenExpiresAt);
+}
+
+client.on("tokens", () => {
+  renderSession();
+  logEvent("tokens", "access token refreshed");
+});
+
+client.on("state", ({ state, code, delayMs }) => {
+  const badge = $("socket-state");
+  badge.dataset.state = state;
+  let text = state;
+  if (state === "reconnecting" && delayMs !== undefined) {
+    text = `reconnecting in ${(delayMs / 1000).toFixed(1)} s (closed ${code})`;
+  } else if (state === "closed" && code) {
+    text = `closed (${code})`;
+  }
+  badge.textContent = text;
+  if (state === "open") {
+    status("Connected: session ready.");
+    setTimeout(loadSessions, 500); // the new socket shows in its session's count
+  }
+  else if (state === "reconnecting") status(`Connection lost; ${text}.`);
+});
+
+client.on("session.ready", (frame) => {
+  logEvent("session.ready", `session ${frame.session_id}, heartbeat ${frame.heartbeat_s} s`);
+});
+client.on("auth.refreshed", (frame) => logEvent("auth.refreshed", `token valid until ${when(frame.token_expires_at)}`));
+client.on("close", ({ code, reason, retry }) => logEvent("close", `${code}${reason ? ` ${reason}` : ""}${retry ? ", will retry" : ""}`));
+client.on("refresh.failed", ({ error, retryInMs }) => logEvent("refresh.failed", `${describe(error)}; again in ${retryInMs} ms`));
+client.on("error", (frame) => logEvent("error", `${frame.error}: ${frame.message}`));
+
+// --- Agent messages ---------------------------------------------------------------------
+
+$("message-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = $("message-text").value.trim();
+  if (!text) return;
+  try {
+    client.sendMessage(text);
+  } catch (error) {
+    status(describe(error));
+  }
+});
+
+client.on("agent.started", (data) => {
+  replyMessageId = data.message_id;
+  const reply = $("agent-reply");
+  reply.textContent = "";
+  reply.setAttribute("aria-busy", "true");
+  logEvent("agent.started", `message ${data.message_id}`);
+});
+
+client.on("agent.token", (data) => {
+  if (data.message_id !== replyMessageId) return;
+  $("agent-reply").append(data.token);
+});
+
+client.on("agent.completed", (data) => {
+  const reply = $("agent-reply");
+  reply.textContent = data.text;
+  reply.setAttribute("aria-busy", "false");
+  logEvent("agent.completed", `${data.tokens} tokens`);
+});
+
+client.on("agent.failed", (data) => {
+  $("agent-reply").setAttribute("aria-busy", "false");
+  logEvent("agent.failed", data.error ? data.error.message : "");
+});
+
+// --- The batch intent -------------------------------------------------------------------
+
+$("intent-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const items = $("intent-items").value.split("\n").map((line) => line.trim()).filter(Boolean);
+  const delay = Number($("intent-delay").value);
+  const parameters = { items };
+  if (Number.isFinite(delay)) parameters.delay_s = delay;
+  currentExecution = null;
+  renderProgress(null);
+  try {
+    client.submitIntent("batch", parameters);
+    $("intent-progress-text").textContent = "Submitted…";
+  } catch (error) {
+    $("intent-progress-text").textContent = describe(error);
+  }
+});
+
+client.on("intent.accepted", (frame) => {
+  currentExecution = frame.execution_id;
+  logEvent("intent.accepted", `execution ${frame.execution_id}`);
+  renderProgress(executions.get(currentExecution) || { status: frame.status, progress: null });
+});
+
+function onExecution(type) {
+  client.on(type, (data) => {
+    executions.set(data.execution_id, data);
+    if (type !== "execution.progress") logEvent(type, `execution ${data.execution_id}`);
+    if (data.execution_id === currentExecution) renderProgress(data);
+  });
+}
+["execution.created", "execution.started", "execution.progress", "execution.completed", "execution.failed", "execution.cancelled"]
+  .forEach(onExecution);
+
+function renderProgress(execution) {
+  const bar = $("intent-progress");
+  const text = $("intent-progress-text");
+  if (!execution) {
+    bar.value = 0;
+    return;
+  }
+  const progress = execution.progress || {};
+  const total = progress.total || 0;
+  let percent = total ? Math.round((100 * (progress.processed || 0)) / total) : 0;
+  if (execution.status === "completed") percent = 100;
+  bar.value = percent;
+  const counts = total ? ` ${progress.processed}/${total} items, ${progress.failed || 0} failed` : "";
+  text.textContent = `${percent} % — ${execution.status || "running"}${counts}`;
+}
+
+// --- Session state ----------------------------------------------------------------------
+
+async function loadState() {
+  const session = client.session;
+  if (!session) return;
+  try {
+    const state = await client.api("GET", `/api/session/${session.sessionId}/state`);
+    $("state-version").textContent = String(state.version);
+    $("state-data").textContent = JSON.stringify(state.data, null, 2);
+  } catch (error) {
+    $("state-data").textContent = `Could not load the state: ${describe(error)}`;
+  }
+}
+
+$("state-reload").addEventListener("click", loadState);
+client.on("session.state_changed", (data) => {
+  logEvent("session.state_changed", `version ${data.version}`);
+  loadState();
+});
+
+// --- The user's sessions ----------------------------------------------------------------
+
+async function loadSessions() {
+  if (!client.loggedIn) return;
+  const body = $("sessions-body");
+  let page;
+  try {
+    page = await client.api("GET", "/api/sessions?page_size=20");
+  } catch (error) {
+    body.replaceChildren(row([`Could not load the sessions: ${describe(error)}`]));
+    return;
+  }
+  const current = client.session && client.session.sessionId;
+  body.replaceChildren(...page.results.map((session) => sessionRow(session, current)));
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    td.append(cell);
+    tr.append(td);
+  }
+  return tr;
+}
+
+function sessionRow(session, current) {
+  const id = document.createElement("code");
+  id.textContent = session.session_id.slice(0, 8);
+  id.title = session.session_id;
+  const label = session.session_id === current ? [id, " (this one)"] : [id];
+  const idCell = document.createElement("span");
+  idCell.append(...label);
+  let action = "";
+  if (session.status === "active") {
+    action = document.createElement("button");
+    action.type = "button";
+    action.textContent = "End";
+    action.setAttribute("aria-label", `End session ${session.session_id}`);
+    action.addEventListener("click", () => endSession(session.session_id, action));
+  }
+  const statusText = session.end_reason ? `${session.status} (${session.end_reason})` : session.status;
+  return row([idCell, statusText, when(session.created_at), when(session.expires_at), String(session.connections), action]);
+}
+
+async function endSession(sessionId, button) {
+  button.disabled = true;
+  try {
+    await client.api("DELETE", `/api/session/${sessionId}`);
+    logEvent("session", `ended ${sessionId}`);
+  } catch (error) {
+    logEvent("session", `could not end ${sessionId}: ${describe(error)}`);
+  }
+  loadSessions();
+}
+
+$("sessions-reload").addEventListener("click", loadSessions);

@@ -1,0 +1,563 @@
+/**
+ * A browser client for the Symphainy runtime gateway: log in over HTTP, then keep one
+ * socket on `/api/runtime/agent` open for the session that login created.
+ *
+ * A plain ES module with no dependencies and no build step:
+ *
+ *     import { SymphainyClient } from "/static/console/symphainy-client.js";
+ *     const client = new SymphainyClient();
+ *     await client.login(email, password);
+ *     client.on("agent.token", (data) => output.append(data.token));
+ *     await client.connect();
+ *     client.sendMessage("hello there");
+ *
+ * Tokens live in memory only (never in storage or a URL). The access token is refreshed
+ * before it expires: over HTTP first (the refresh token rotates), then on the open socket
+ * with an `auth.refresh` frame, so the socket stays up. The socket reconnects after a
+ * network drop with exponential backoff and jitter; it never retries 4401, 4404 or 4409,
+ * which need a new login. See docs/client.md.
+ *
+ * @module symphainy-client
+ */
+
+/** The close codes of the gateway, and the standard ones the client acts on. */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  MESSAGE_TOO_BIG: 1009,
+  SERVER_ERROR: 1011,
+  TRY_AGAIN_LATER: 1013,
+  /** Sent by this client to reopen with a fresh token when `auth.refresh` was not acknowledged. */
+  REOPEN: 4000,
+  UNAUTHENTICATED: 4401,
+  SESSION_NOT_FOUND: 4404,
+  SESSION_ENDED: 4409,
+  RATE_LIMITED: 4429,
+});
+
+/** Close codes after which reconnecting cannot help, and the event each one raises. */
+const FINAL_CLOSES = new Map([
+  [CloseCode.UNAUTHENTICATED, "auth.required"],
+  [CloseCode.SESSION_NOT_FOUND, "session.not_found"],
+  [CloseCode.SESSION_ENDED, "session.ended"],
+]);
+/** Close codes that ask the client to wait longer before it tries again. */
+const SLOW_DOWN_CLOSES = new Set([CloseCode.RATE_LIMITED, CloseCode.TRY_AGAIN_LATER]);
+/** Error codes with which the server refuses an `auth.refresh` frame. */
+const REFRESH_REFUSALS = new Set(["invalid_token", "token_expired", "not_authenticated", "not_found", "session_ended"]);
+const SUBPROTOCOL = "symphainy.v1";
+
+/** An HTTP error answered by the API: `{error, message, details}` with its status. */
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status (0 when the request never got an answer)
+   * @param {{error?: string, message?: string, details?: object}|null} body
+   */
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.name = "ApiError";
+    this.status = status;
+    /** @type {string} the machine code, e.g. "session_ended" */
+    this.code = (body && body.error) || "http_error";
+    this.details = (body && body.details) || {};
+  }
+}
+
+/**
+ * @typedef {object} SessionInfo What login returned, without the tokens.
+ * @property {string} sessionId
+ * @property {string} userId
+ * @property {string} tenantId
+ * @property {string[]} roles
+ * @property {string[]} permissions
+ * @property {string} sessionExpiresAt ISO 8601
+ * @property {string} tokenExpiresAt ISO 8601, the current access token's expiry (local clock)
+ */
+
+/**
+ * @typedef {"idle"|"connecting"|"open"|"reconnecting"|"closed"} SocketState
+ * idle: not wanted (never connected, or closed by this client); closed: given up after a
+ * final close code.
+ */
+
+export class SymphainyClient {
+  /**
+   * @param {object} [options]
+   * @param {string} [options.baseUrl] the service's origin; default: the page's own
+   * @param {string} [options.socketPath] default "/api/runtime/agent"
+   * @param {{initialMs?: number, maxMs?: number, factor?: number, slowDownMs?: number}} [options.backoff]
+   *   reconnect delays: `initialMs * factor^attempt`, capped at `maxMs`, at least
+   *   `slowDownMs` after 4429/1013, then half of it kept and half drawn at random
+   * @param {number} [options.refreshMarginS] refresh when a third of the token's lifetime
+   *   is left, but no earlier than this many seconds before expiry (default 60)
+   * @param {number} [options.ackTimeoutMs] how long to wait for `auth.refreshed` (default 10000)
+   * @param {typeof fetch} [options.fetch] for tests
+   * @param {typeof WebSocket} [options.WebSocket] for tests
+   */
+  constructor(options = {}) {
+    const origin = globalThis.location ? globalThis.location.origin : "";
+    this.baseUrl = (options.baseUrl ?? origin).replace(/\/$/, "");
+    this.socketPath = options.socketPath ?? "/api/runtime/agent";
+    this.backoff = { initialMs: 500, maxMs: 30000, factor: 2, slowDownMs: 5000, ...options.backoff };
+    this.refreshMarginS = options.refreshMarginS ?? 60;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 10000;
+    this._fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+
+    /** @type {Map<string, Set<Function>>} */
+    this._handlers = new Map();
+    this._tokens = null; // {access, refresh, lifetimeMs, expiresAt}
+    this._session = null; // SessionInfo without tokenExpiresAt
+    this._ws = null;
+    this._state = /** @type {SocketState} */ ("idle");
+    this._wanted = false; // the caller asked for an open socket
+    this._attempt = 0; // reconnect attempts since the last session.ready
+    this._ready = null; // the last session.ready frame
+    this._waiters = []; // connect() promises waiting for session.ready
+    this._refreshing = null; // the one refresh in flight (rotation forbids two)
+    this._ack = null; // the pending auth.refresh acknowledgement
+    this._timers = { reconnect: 0, refresh: 0, heartbeat: 0 };
+  }
+
+  // --- Reading --------------------------------------------------------------------
+
+  /** @returns {boolean} whether the client holds tokens for a session */
+  get loggedIn() {
+    return this._tokens !== null;
+  }
+
+  /** @returns {SocketState} */
+  get state() {
+    return this._state;
+  }
+
+  /** @returns {SessionInfo|null} the session login created, or null when logged out */
+  get session() {
+    if (!this._session) return null;
+    return { ...this._session, tokenExpiresAt: new Date(this._tokens.expiresAt).toISOString() };
+  }
+
+  /** @returns {object|null} the last `session.ready` frame of the current socket */
+  get ready() {
+    return this._state === "open" ? this._ready : null;
+  }
+
+  // --- Events -----------------------------------------------------------------------
+
+  /**
+   * Call `fn` for every event of `type`. Server frames arrive by their `type`
+   * ("session.ready", "pong", "auth.refreshed", "intent.accepted", "error"), runtime
+   * events by their `event_type` ("agent.token", "execution.progress", ...) with their
+   * `data` as first argument; "*" gets every frame. The client's own events: "state",
+   * "close", "login", "logout", "tokens", "refresh.failed", and the final ones
+   * "auth.required", "session.not_found", "session.ended".
+   *
+   * @param {string} type
+   * @param {(payload: any, frame?: object) => void} fn
+   * @returns {() => void} a function that removes the handler
+   */
+  on(type, fn) {
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(fn);
+    return () => this.off(type, fn);
+  }
+
+  /** Remove a handler added with `on`. */
+  off(type, fn) {
+    const handlers = this._handlers.get(type);
+    if (handlers) handlers.delete(fn);
+  }
+
+  _emit(type, payload, frame) {
+    for (const fn of [...(this._handlers.get(type) || [])]) {
+      try {
+        fn(payload, frame);
+      } catch (error) {
+        console.error(`symphainy-client: a "${type}" handler failed`, error);
+      }
+    }
+  }
+
+  // --- HTTP -------------------------------------------------------------------------
+
+  /**
+   * Log in and keep the tokens and the session login created. Refused while logged in:
+   * the client never makes a second session behind the caller's back.
+   *
+   * @param {string} email
+   * @param {string} password
+   * @param {{tenantId?: string}} [options]
+   * @returns {Promise<SessionInfo>}
+   * @throws {ApiError} 401 wrong credentials, 429 throttled (see `error.details`)
+   */
+  async login(email, password, options = {}) {
+    if (this._tokens) throw new Error("Already logged in: call logout() first.");
+    const body = { email, password };
+    if (options.tenantId) body.tenant_id = options.tenantId;
+    const answer = await this._request("POST", "/api/auth/login", body, { auth: false });
+    this._session = {
+      sessionId: answer.session_id,
+      userId: answer.user_id,
+      tenantId: answer.tenant_id,
+      roles: answer.roles,
+      permissions: answer.permissions,
+      sessionExpiresAt: answer.session_expires_at,
+    };
+    this._tokensKeep(answer);
+    this._emit("login", this.session);
+    return this.session;
+  }
+
+  /**
+   * Call the API with the access token. A 401 `token_expired` is refreshed and retried
+   * once; a 401 meaning the session has ended ends the client's session too.
+   *
+   * @param {string} method
+   * @param {string} path e.g. "/api/sessions"
+   * @param {object} [body] sent as JSON
+   * @param {Record<string, string>} [headers]
+   * @returns {Promise<any>} the parsed JSON answer, or null for 204
+   * @throws {ApiError}
+   */
+  api(method, path, body, headers) {
+    return this._request(method, path, body, { auth: true, headers });
+  }
+
+  async _request(method, path, body, { auth = true, retry = true, headers = {} } = {}) {
+    if (auth && !this._tokens) throw new ApiError(401, { error: "not_authenticated", message: "Log in first." });
+    const sent = { Accept: "application/json", ...headers };
+    if (body !== undefined) sent["Content-Type"] = "application/json";
+    if (auth) sent.Authorization = `Bearer ${this._tokens.access}`;
+    let response;
+    try {
+      response = await this._fetch(this.baseUrl + path, {
+        method,
+        headers: sent,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit",
+      });
+    } catch (error) {
+      throw new ApiError(0, { error: "network_error", message: String(error && error.message ? error.message : error) });
+    }
+    const text = await response.text();
+    let answer = null;
+    try {
+      answer = text ? JSON.parse(text) : null;
+    } catch {
+      answer = { error: "invalid_response", message: `HTTP ${response.status} without JSON` };
+    }
+    if (response.ok) return answer;
+    const error = new ApiError(response.status, answer);
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    if (retryAfter > 0) error.retryAfterS = retryAfter;
+    if (auth && response.status === 401) {
+      if (retry && error.code === "token_expired") {
+        await this.refresh();
+        return this._request(method, path, body, { auth, headers, retry: false });
+      }
+      this._lost(error.code === "session_ended" ? "session.ended" : "auth.required", {
+        code: 401, reason: error.code, source: "http",
+      });
+    }
+    throw error;
+  }
+
+  /**
+   * Rotate the tokens now (the client also does this on its own before expiry), then
+   * hand the new access token to the open socket. Concurrent calls share one request:
+   * presenting a used refresh token twice would end the session.
+   *
+   * @returns {Promise<SessionInfo>}
+   */
+  refresh() {
+    if (!this._tokens) return Promise.reject(new Error("Not logged in."));
+    if (!this._refreshing) {
+      this._refreshing = this._refresh().finally(() => {
+        this._refreshing = null;
+      });
+    }
+    return this._refreshing;
+  }
+
+  async _refresh() {
+    clearTimeout(this._timers.refresh);
+    let answer;
+    try {
+      answer = await this._request("POST", "/api/auth/refresh", { refresh_token: this._tokens.refresh }, { auth: false });
+    } catch (error) {
+      if (error.status === 401) {
+        this._lost(error.code === "session_ended" ? "session.ended" : "auth.required", {
+          code: 401, reason: error.code, source: "http",
+        });
+      } else if (this._tokens) {
+        // Network, 429 or 5xx: try again shortly while the access token still lasts.
+        const waitMs = Math.max(1000, (error.retryAfterS || 0) * 1000, Math.min(5000, this._tokens.lifetimeMs / 10));
+        this._timers.refresh = setTimeout(() => this.refresh().catch(() => {}), waitMs);
+        this._emit("refresh.failed", { error, retryInMs: waitMs });
+      }
+      throw error;
+    }
+    if (!this._tokens) return null; // logged out meanwhile
+    this._tokensKeep(answer);
+    this._emit("tokens", this.session);
+    if (this._state === "open") await this._socketRefresh(this._ws);
+    return this.session;
+  }
+
+  /** Send the new access token on the open socket; reopen it when that is refused. */
+  async _socketRefresh(ws) {
+    const acknowledged = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("auth.refresh was not acknowledged")), this.ackTimeoutMs);
+      this._ack = {
+        resolve: (frame) => { clearTimeout(timer); resolve(frame); },
+        reject: (error) => { clearTimeout(timer); reject(error); },
+      };
+    });
+    try {
+      ws.send(JSON.stringify({ type: "auth.refresh", access_token: this._tokens.access }));
+      await acknowledged;
+    } catch (error) {
+      // The socket still runs on the old token and would close with 4401 at its
+      // expiry; reopen it now with the new one instead.
+      if (this._ws === ws) ws.close(CloseCode.REOPEN, "token refresh not acknowledged");
+    } finally {
+      this._ack = null;
+    }
+  }
+
+  /**
+   * End the session (POST /api/auth/logout), close the socket and forget the tokens.
+   * The tokens are forgotten even when the request fails.
+   *
+   * @returns {Promise<void>}
+   */
+  async logout() {
+    if (!this._tokens) return;
+    this.disconnect();
+    try {
+      await this._request("POST", "/api/auth/logout", undefined, { auth: true });
+    } catch (error) {
+      if (error.status !== 401) throw error;
+    } finally {
+      this._forget();
+      this._emit("logout", {});
+    }
+  }
+
+  // --- The socket -------------------------------------------------------------------
+
+  /**
+   * Open the socket for the login's session, and keep it open until `disconnect()`,
+   * `logout()` or a final close code. Refused before login.
+   *
+   * @returns {Promise<object>} the `session.ready` frame; rejected on a final close
+   */
+  connect() {
+    if (!this._tokens) return Promise.reject(new Error("Not logged in: call login() first."));
+    if (this._state === "open") return Promise.resolve(this._ready);
+    const ready = new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+    if (!this._wanted || this._state === "idle" || this._state === "closed") {
+      this._wanted = true;
+      this._attempt = 0;
+      this._open();
+    }
+    return ready;
+  }
+
+  /** Close the socket and stop reconnecting; the session and its tokens stay. */
+  disconnect() {
+    this._wanted = false;
+    clearTimeout(this._timers.reconnect);
+    const ws = this._ws;
+    if (ws) {
+      ws.close(CloseCode.NORMAL, "client disconnect");
+    } else if (this._state !== "idle") {
+      this._setState("idle", {});
+    }
+  }
+
+  /**
+   * Send one frame. Throws when the socket is not open (nothing is queued).
+   * @param {{type: string}} frame
+   */
+  send(frame) {
+    if (this._state !== "open") throw new Error(`The socket is not open (${this._state}).`);
+    this._ws.send(JSON.stringify(frame));
+  }
+
+  /**
+   * Ask the agent; its reply streams as "agent.started", "agent.token"..., then
+   * "agent.completed" (or "agent.failed").
+   * @param {string} text
+   * @param {object} [context]
+   * @param {string} [conversationId] continue a conversation
+   */
+  sendMessage(text, context = {}, conversationId = undefined) {
+    const payload = { text, context };
+    if (conversationId) payload.conversation_id = conversationId;
+    this.send({ type: "agent.message", payload });
+  }
+
+  /**
+   * Submit an intent; answered with "intent.accepted" `{execution_id}`, then the
+   * execution's events ("execution.progress", "execution.completed", ...).
+   * @param {string} intentType e.g. "batch"
+   * @param {object} parameters e.g. {items: [...]}
+   * @param {string} [idempotencyKey]
+   */
+  submitIntent(intentType, parameters, idempotencyKey = undefined) {
+    const frame = { type: "intent.submit", intent_type: intentType, parameters };
+    if (idempotencyKey) frame.idempotency_key = idempotencyKey;
+    this.send(frame);
+  }
+
+  _socketUrl() {
+    const base = this.baseUrl.replace(/^http/, "ws");
+    return `${base}${this.socketPath}?session_id=${encodeURIComponent(this._session.sessionId)}`;
+  }
+
+  async _open() {
+    clearTimeout(this._timers.reconnect);
+    if (!this._wanted || !this._tokens) return;
+    this._setState("connecting", { attempt: this._attempt });
+    if (this._tokens.expiresAt - Date.now() < this._marginMs()) {
+      try {
+        await this.refresh();
+      } catch (error) {
+        if (!this._tokens || !this._wanted) return; // the session is gone: reported already
+        this._retry({ code: CloseCode.ABNORMAL, reason: "token refresh failed" });
+        return;
+      }
+      if (!this._wanted) return;
+    }
+    let ws;
+    try {
+      ws = new this._WebSocket(this._socketUrl(), [SUBPROTOCOL, `bearer.${this._tokens.access}`]);
+    } catch (error) {
+      this._retry({ code: CloseCode.ABNORMAL, reason: String(error) });
+      return;
+    }
+    this._ws = ws;
+    ws.onmessage = (event) => this._onFrame(ws, event.data);
+    ws.onclose = (event) => this._onClose(ws, event);
+    ws.onerror = () => {}; // a close event always follows, with the code
+  }
+
+  _onFrame(ws, data) {
+    if (ws !== this._ws) return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame.type !== "string") return;
+    if (frame.type === "session.ready") {
+      this._attempt = 0;
+      this._ready = frame;
+      this._setState("open", { ready: frame });
+      this._heartbeatStart(frame.heartbeat_s);
+      for (const waiter of this._waiters.splice(0)) waiter.resolve(frame);
+    } else if (frame.type === "auth.refreshed" && this._ack) {
+      this._ack.resolve(frame);
+    } else if (frame.type === "error" && this._ack && REFRESH_REFUSALS.has(frame.error)) {
+      this._ack.reject(new Error(frame.message || frame.error));
+    }
+    if (frame.type === "runtime_event") {
+      this._emit(frame.event_type, frame.data, frame);
+    } else {
+      this._emit(frame.type, frame, frame);
+    }
+    this._emit("*", frame, frame);
+  }
+
+  _onClose(ws, event) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    clearInterval(this._timers.heartbeat);
+    if (this._ack) this._ack.reject(new Error("socket closed"));
+    const info = { code: event.code, reason: event.reason, wasClean: event.wasClean };
+    if (!this._wanted) {
+      this._emit("close", { ...info, retry: false });
+      this._setState("idle", info);
+      for (const waiter of this._waiters.splice(0)) waiter.reject(new Error("disconnected"));
+      return;
+    }
+    const final = FINAL_CLOSES.get(event.code);
+    if (final) {
+      this._emit("close", { ...info, retry: false });
+      this._lost(final, { ...info, source: "socket" });
+      return;
+    }
+    this._retry(info);
+  }
+
+  /** Schedule the next attempt: exponential backoff, half of it random ("equal jitter"). */
+  _retry(info) {
+    const { initialMs, maxMs, factor, slowDownMs } = this.backoff;
+    let base = Math.min(maxMs, initialMs * factor ** this._attempt);
+    if (SLOW_DOWN_CLOSES.has(info.code)) base = Math.max(base, slowDownMs);
+    const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
+    this._attempt += 1;
+    this._emit("close", { ...info, retry: true, delayMs });
+    this._setState("reconnecting", { ...info, delayMs, attempt: this._attempt });
+    this._timers.reconnect = setTimeout(() => this._open(), delayMs);
+  }
+
+  _heartbeatStart(seconds) {
+    clearInterval(this._timers.heartbeat);
+    if (!(seconds > 0)) return;
+    this._timers.heartbeat = setInterval(() => {
+      if (this._state === "open") this._ws.send(JSON.stringify({ type: "ping" }));
+    }, seconds * 1000);
+  }
+
+  // --- Tokens and the end of a session ---------------------------------------------
+
+  _marginMs() {
+    return Math.min(this.refreshMarginS * 1000, this._tokens.lifetimeMs / 3);
+  }
+
+  _tokensKeep(answer) {
+    const lifetimeMs = Math.max(1, Number(answer.expires_in)) * 1000;
+    this._tokens = {
+      access: answer.access_token,
+      refresh: answer.refresh_token,
+      lifetimeMs,
+      expiresAt: Date.now() + lifetimeMs,
+    };
+    clearTimeout(this._timers.refresh);
+    const delayMs = Math.max(0, this._tokens.expiresAt - this._marginMs() - Date.now());
+    this._timers.refresh = setTimeout(() => this.refresh().catch(() => {}), delayMs);
+  }
+
+  /** The session cannot be used any more: stop everything, forget it, tell the caller. */
+  _lost(kind, info) {
+    if (!this._tokens) return;
+    this._wanted = false;
+    clearTimeout(this._timers.reconnect);
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) ws.close(CloseCode.NORMAL, kind);
+    this._setState("closed", info);
+    for (const waiter of this._waiters.splice(0)) waiter.reject(Object.assign(new Error(kind), info));
+    this._forget();
+    this._emit(kind, info);
+  }
+
+  _forget() {
+    clearTimeout(this._timers.refresh);
+    clearTimeout(this._timers.reconnect);
+    clearInterval(this._timers.heartbeat);
+    this._tokens = null;
+    this._session = null;
+    this._ready = null;
+  }
+
+  _setState(state, info) {
+    const previous = this._state;
+    this._state = state;
+    if (previous !== state || state === "reconnecting") this._emit("state", { state, previous, ...info });
+  }
+}
