@@ -70,24 +70,10 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Liv
         yield live
 
 
-# With Redis, redis-py 8's default socket timeout (5 s) is as long as channels-redis'
-# blocking receive (BZPOPMIN, 5 s): an idle socket's consumer dies with a redis
-# TimeoutError after about 5 s and the socket closes with 1011. That is a bug in the
-# channel layer's settings, pinned by test_an_idle_socket_stays_open below; the refresh
-# test works around it with a longer timeout, since it is about tokens, not Redis.
-REDIS_IDLE_BUG = "idle sockets close with 1011 after ~5 s under Redis (redis-py socket_timeout 5 s = BZPOPMIN 5 s)"
-
-
-def _longer_redis_timeout(url: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}socket_timeout=30"
-
-
 @pytest.fixture(scope="module")
 def short_token_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
     """Access tokens that live 5 s: the client must refresh them every few seconds."""
     env = {**SERVER_ENV, "ACCESS_TOKEN_LIFETIME_SECONDS": "5"}
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = _longer_redis_timeout(settings.REDIS_URL)
     with running(tmp_path_factory.mktemp("daphne-short"), **env) as live:
         yield live
 
@@ -415,7 +401,6 @@ def test_a_dropped_socket_reconnects_with_backoff_and_a_final_code_stops_it(cons
     assert len(routes) == 3
 
 
-@pytest.mark.xfail(bool(settings.REDIS_URL), reason=REDIS_IDLE_BUG, strict=True)
 def test_an_idle_socket_stays_open(console):
     page = console.open().login().page
     page.wait_for_timeout(8000)
