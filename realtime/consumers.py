@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.consumer import get_handler_name
 from django.db import DatabaseError
 
 from accounts.models import role_permissions
@@ -91,6 +92,16 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             await self._close(DependencyUnavailable())
             await self.disconnect(int(CloseCode.TRY_AGAIN_LATER))
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its `aclose_old_connections()`: that is a thread hop
+        before every frame and event, for the sake of handlers that use the ORM on the
+        event loop. None here does; every query goes through `database_sync_to_async`,
+        which closes stale connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         credentials = self.scope[SCOPE_CREDENTIALS]
         outcome = self.scope[SCOPE_GRANT]
@@ -113,8 +124,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     async def _open(self, grant: SocketGrant) -> None:
         await heartbeat.ensure_running()
         self._joined = True
-        await self.channel_layer.group_add(session_group(grant.session_id), self.channel_name)
-        await self.channel_layer.group_add(user_group(grant.user_id), self.channel_name)
+        await asyncio.gather(
+            self.channel_layer.group_add(session_group(grant.session_id), self.channel_name),
+            self.channel_layer.group_add(user_group(grant.user_id), self.channel_name),
+        )
         registry().opened(
             connection_record(
                 grant=grant,
@@ -148,8 +161,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             self._timer.cancel()
         if self._joined and self.grant is not None:
             try:
-                await self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name)
-                await self.channel_layer.group_discard(user_group(self.grant.user_id), self.channel_name)
+                await asyncio.gather(
+                    self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name),
+                    self.channel_layer.group_discard(user_group(self.grant.user_id), self.channel_name),
+                )
             except _DEPENDENCY_ERRORS:
                 logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
         if self.grant is not None:

@@ -132,9 +132,9 @@ def intent_submit(
     first response; the same key with another body is 422; while the first request with
     that key is still being processed, 409.
     """
-    handler = intent_handler(intent_type)
     if Permission.WRITE not in submitter.permissions:
         raise PermissionDenied("Submitting intents needs the write permission.")
+    handler = intent_handler(intent_type)
     validate = getattr(handler, "validate_parameters", None)
     if validate is not None:
         validate(parameters)

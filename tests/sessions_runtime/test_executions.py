@@ -215,6 +215,7 @@ def test_refused_submissions_create_nothing():
         (submit(api, body, "batch", {"items": [], "delay_s": 99}), 400, "invalid_request"),
         (api.post("/api/intent/submit", {"intent_type": "echo"}, format="json"), 400, "invalid_request"),
         (submit(viewer_api, viewer, "echo", {}), 403, "permission_denied"),
+        (submit(viewer_api, viewer, "no-such-intent", {}), 403, "permission_denied"),
         (submit(api, colleague, "echo", {}), 404, "not_found"),
         (submit(api, {"session_id": "not-a-uuid"}, "echo", {}), 404, "not_found"),
         (submit(api, {"session_id": ended_id}, "echo", {}), 409, "session_not_active"),
