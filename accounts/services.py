@@ -32,25 +32,35 @@ class LoginResult:
     tokens: TokenPair
 
 
-def tenant_create(*, name: str, slug: str | None = None) -> Tenant:
+@transaction.atomic
+def tenant_create(*, name: str, slug: str | None = None, actor: Actor | None = None) -> Tenant:
     """A tenant with a unique slug derived from its name unless one is given."""
     base = slugify(slug or name)[:60] or "tenant"
     candidate = base
     while Tenant.objects.filter(slug=candidate).exists():
         candidate = f"{base}-{secrets.token_hex(3)}"
-    return Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
+    tenant = Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
+    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, actor=actor or Actor.system(), tenant_id=tenant.pk,
+                 data={"slug": tenant.slug})
+    return tenant
 
 
-def membership_add(*, user: User, tenant: Tenant, role: str, primary: bool | None = None) -> Membership:
+@transaction.atomic
+def membership_add(
+    *, user: User, tenant: Tenant, role: str, primary: bool | None = None, actor: Actor | None = None
+) -> Membership:
     """Add (or update) a membership. The first membership of a user becomes primary;
     without `primary`, an update keeps whether this one is primary."""
     if primary is None:
         primary = not user.memberships.filter(is_primary=True).exclude(tenant=tenant).exists()
     if primary:
         user.memberships.filter(is_primary=True).exclude(tenant=tenant).update(is_primary=False)
+    before = Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
     membership, _ = Membership.objects.update_or_create(
         user=user, tenant=tenant, defaults={"role": role, "is_primary": primary}
     )
+    audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, actor=actor or Actor.system(), user_id=user.pk,
+                 tenant_id=tenant.pk, data={"role": role, "previous_role": before, "primary": primary})
     # Cached session snapshots carry the role: drop them so a change applies at once.
     access_cache_forget(
         RuntimeSession.objects.filter(user=user, tenant=tenant, status=SessionStatus.ACTIVE).values_list("pk", flat=True)
@@ -78,9 +88,9 @@ def user_register(
             user = User.objects.create_user(email=email, password=password, name=name)
     except IntegrityError:
         raise EmailTaken() from None
-    tenant = tenant_create(name=tenant_name or name or email.split("@")[0])
-    membership = membership_add(user=user, tenant=tenant, role=Role.OWNER, primary=True)
     actor = Actor(type=ActorType.USER, user=user, client_address=client_address)
+    tenant = tenant_create(name=tenant_name or name or email.split("@")[0], actor=actor)
+    membership = membership_add(user=user, tenant=tenant, role=Role.OWNER, primary=True, actor=actor)
     audit_record(kind=AuditEvent.Kind.USER_REGISTERED, actor=actor, user_id=user.pk, tenant_id=tenant.pk)
     return _login_session(user=user, membership=membership, action=IntentAction.REGISTER, actor=actor)
 
@@ -155,6 +165,7 @@ def user_deactivate(*, user: User, actor: Actor) -> int:
     if user.is_active:
         User.objects.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
+        audit_record(kind=AuditEvent.Kind.USER_DEACTIVATED, actor=actor, user_id=user.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk),
         reason=EndReason.USER_DEACTIVATED,
@@ -166,7 +177,9 @@ def user_deactivate(*, user: User, actor: Actor) -> int:
 @transaction.atomic
 def membership_remove(*, user: User, tenant: Tenant, actor: Actor) -> int:
     """Remove a user from a tenant and end their sessions in it."""
-    Membership.objects.filter(user=user, tenant=tenant).delete()
+    removed, _ = Membership.objects.filter(user=user, tenant=tenant).delete()
+    if removed:
+        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_REMOVED, actor=actor, user_id=user.pk, tenant_id=tenant.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk, tenant_id=tenant.pk),
         reason=EndReason.MEMBERSHIP_REMOVED,
@@ -177,7 +190,8 @@ def membership_remove(*, user: User, tenant: Tenant, actor: Actor) -> int:
 @transaction.atomic
 def tenant_suspend(*, tenant: Tenant, actor: Actor) -> int:
     """Suspend a tenant and end every session in it."""
-    Tenant.objects.filter(pk=tenant.pk).update(status=TenantStatus.SUSPENDED)
+    if Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.ACTIVE).update(status=TenantStatus.SUSPENDED):
+        audit_record(kind=AuditEvent.Kind.TENANT_SUSPENDED, actor=actor, tenant_id=tenant.pk)
     tenant.status = TenantStatus.SUSPENDED
     return sessions_end(
         sessions=RuntimeSession.objects.filter(tenant_id=tenant.pk), reason=EndReason.TENANT_SUSPENDED, actor=actor

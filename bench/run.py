@@ -327,6 +327,8 @@ class Bench:
             ]
             me = [(lambda u=u: http("GET", f"{server.http}/api/auth/me", token=u["access"])) for u in users] * self.n(20, 3)
             http_load(me[:20], 4)
+            # One at a time, the login's cost beyond the password hasher shows on its own.
+            self.results[f"login_c1_{backend}"] = repeat(self.reps, lambda: http_load(logins[:20], 1))
             self.results[f"login_{backend}"] = repeat(self.reps, lambda: http_load(logins, 4))
             self.results[f"rest_me_{backend}"] = repeat(self.reps, lambda: http_load(me, 10))
         finally:
@@ -544,11 +546,17 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     for backend in ("sqlite", "pg_redis"):
         if f"login_{backend}" in results:
             login, rest = results[f"login_{backend}"], results[f"rest_me_{backend}"]
+            single = results[f"login_c1_{backend}"]
             lines += [f"## Login and REST, {backend}", "", "| call | req/s | p50 ms | errors |", "| --- | --- | --- | --- |",
+                      f"| POST /api/auth/login (c=1) | {fmt(single['rate'])} | {fmt(single['p50_ms'])} | {fmt(single['errors'])} |",
                       f"| POST /api/auth/login (c=4) | {fmt(login['rate'])} | {fmt(login['p50_ms'])} | {fmt(login['errors'])} |",
                       f"| GET /api/auth/me (c=10) | {fmt(rest['rate'])} | {fmt(rest['p50_ms'])} | {fmt(rest['errors'])} |", ""]
     if "argon2_verify_p50_ms" in results:
         lines += [f"Argon2 verification alone (the hasher's own cost): {results['argon2_verify_p50_ms']:.1f} ms p50.", ""]
+        for backend in ("sqlite", "pg_redis"):
+            if f"login_c1_{backend}" in results:
+                beyond = results[f"login_c1_{backend}"]["p50_ms"]["median"] - results["argon2_verify_p50_ms"]
+                lines += [f"Login beyond the hasher, c=1, {backend}: {beyond:.1f} ms p50.", ""]
     if "queries" in results:
         q = results["queries"]
         lines += ["## Database queries (counted)", "", "| path | queries |", "| --- | --- |",

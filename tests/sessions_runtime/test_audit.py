@@ -71,3 +71,48 @@ def test_prune_rejects_bad_arguments():
         call_command("audit", "prune", "--days", "-1")
     with pytest.raises(CommandError):
         call_command("audit", "nonsense")
+
+
+def test_account_changes_are_audited_with_their_actor():
+    from accounts.models import Role
+    from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend, user_deactivate
+    from sessions_runtime.models import ActorType
+    from sessions_runtime.services import Actor
+
+    command = Actor(type=ActorType.COMMAND)
+    user = factories.make_user()
+    AuditEvent.objects.all().delete()
+
+    tenant = tenant_create(name="Audited", actor=command)
+    membership_add(user=user, tenant=tenant, role=Role.MEMBER, actor=command)
+    membership_add(user=user, tenant=tenant, role=Role.ADMIN, actor=command)
+    membership_remove(user=user, tenant=tenant, actor=command)
+    membership_remove(user=user, tenant=tenant, actor=command)  # already gone: nothing more
+    tenant_suspend(tenant=tenant, actor=command)
+    tenant_suspend(tenant=tenant, actor=command)  # already suspended: nothing more
+    user_deactivate(user=user, actor=command)
+    user_deactivate(user=user, actor=command)
+
+    events = list(AuditEvent.objects.order_by("id"))
+    assert [e.kind for e in events] == [
+        "tenant.created", "membership.changed", "membership.changed", "membership.removed",
+        "tenant.suspended", "user.deactivated",
+    ]
+    assert {e.actor_type for e in events} == {ActorType.COMMAND}
+    assert events[1].data["previous_role"] is None and events[2].data == {
+        "role": Role.ADMIN, "previous_role": Role.MEMBER, "primary": False,
+    }
+    assert events[3].user_id == user.pk and events[3].tenant_id == tenant.pk
+
+
+def test_registration_audits_the_tenant_and_membership_as_the_user(db):
+    response = APIClient().post(
+        "/api/auth/register", {"email": "audit-reg@example.com", "password": "a-long-enough-password"}, format="json"
+    )
+    assert response.status_code == 201
+    rows = AuditEvent.objects.filter(user_id=response.json()["user_id"]) | AuditEvent.objects.filter(
+        tenant_id=response.json()["tenant_id"], kind="tenant.created"
+    )
+    by_kind = {row.kind: row for row in rows}
+    assert {"tenant.created", "membership.changed", "user.registered", "session.created"} <= set(by_kind)
+    assert by_kind["tenant.created"].actor_id == by_kind["user.registered"].actor_id == by_kind["membership.changed"].user_id

@@ -89,7 +89,7 @@ class Command(BaseCommand):
             raise CommandError(f"--name is limited to {MAX_NAME_LENGTH} characters.")
         if Tenant.objects.filter(slug=slug).exists():
             raise CommandError(f"A tenant with slug '{slug}' already exists.")
-        tenant = tenant_create(name=name, slug=slug)
+        tenant = tenant_create(name=name, slug=slug, actor=command_actor())
         self.stdout.write(f"Created tenant '{tenant.slug}' ({tenant.name}), id {tenant.pk}.")
 
     def _list(self, options: dict[str, Any]) -> None:
@@ -115,7 +115,9 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown role '{role}'; use one of {', '.join(Role.values)}.")
         tenant, user = tenant_by_slug(options["slug"]), user_by_email(options["email"])
         before = Membership.objects.filter(user=user, tenant=tenant).first()
-        membership = membership_add(user=user, tenant=tenant, role=role, primary=True if options["primary"] else None)
+        membership = membership_add(
+            user=user, tenant=tenant, role=role, primary=True if options["primary"] else None, actor=command_actor()
+        )
         primary = " (primary)" if membership.is_primary else ""
         if before is None:
             self.stdout.write(f"Added {user.email} to {tenant.slug} as {membership.role}{primary}.")
