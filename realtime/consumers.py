@@ -79,6 +79,8 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     _timer: asyncio.TimerHandle | None = None
     _joined: bool = False
     _gone: bool = False
+    # While a client frame is handled: what an error frame answers (its type and id).
+    _reply_to: dict[str, Any] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         """Channels' loop, with one addition: when the channel layer's receive fails (Redis
@@ -178,7 +180,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         # drop the socket; here both are answered with an error frame instead.
         if self.grant is None:
             return
-        await self._guarded(self._handle_frame(text_data, bytes_data), closing=False)
+        try:
+            await self._guarded(self._handle_frame(text_data, bytes_data), closing=False)
+        finally:
+            self._reply_to = None
 
     async def _handle_frame(self, text_data: str | None, bytes_data: bytes | None) -> None:
         limit = runtime_settings.WS_MAX_MESSAGE_BYTES
@@ -195,6 +200,11 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             raise InvalidJson() from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise ProtocolError("A message is a JSON object with a string 'type'.")
+        # An error frame names the frame it answers, with the client's own `id` if any.
+        self._reply_to = {"in_reply_to": message["type"][:64]}
+        frame_id = message.get("id")
+        if (isinstance(frame_id, str) and len(frame_id) <= 64) or (isinstance(frame_id, int) and not isinstance(frame_id, bool)):
+            self._reply_to["id"] = frame_id
         # Client types are looked up in this allowlist only; they never name a
         # channel-layer handler.
         handler = self._handlers().get(message["type"])
@@ -326,7 +336,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             if closing or error.closes_socket:
                 await self._close(error)
                 return True
-            await self._send({"type": "error", **error.as_body()})
+            await self._send({"type": "error", **error.as_body(), **(self._reply_to or {})})
             return False
 
     async def _close(self, error: ServiceError) -> None:

@@ -254,6 +254,25 @@ async def test_ping_pong_and_errors_keep_the_socket_open():
     await sock.close()
 
 
+async def test_error_frames_name_the_frame_they_answer():
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send({"type": "intent.submit", "intent_type": "no-such-intent", "parameters": {}, "id": "req-7"})
+    error = await sock.receive()
+    assert error["error"] == "invalid_request"
+    assert error["in_reply_to"] == "intent.submit" and error["id"] == "req-7"
+    await sock.send({"type": "auth.refresh", "access_token": "garbage", "id": 42})
+    error = await sock.receive()
+    assert (error["in_reply_to"], error["id"]) == ("auth.refresh", 42)
+    await sock.send({"type": "no.such.thing", "id": {"not": "an id"}})
+    error = await sock.receive()
+    assert error["in_reply_to"] == "no.such.thing" and "id" not in error
+    await sock.send("{not json")
+    error = await sock.receive()
+    assert "in_reply_to" not in error
+    await sock.close()
+
+
 @pytest.mark.parametrize("internal", ["session.ended", "session_ended", "runtime.event", "runtime_event", "websocket.close"])
 async def test_client_cannot_name_internal_handlers(internal):
     _, body = await login_new_user()
