@@ -55,12 +55,13 @@ def membership_add(
         primary = not user.memberships.filter(is_primary=True).exclude(tenant=tenant).exists()
     if primary:
         user.memberships.filter(is_primary=True).exclude(tenant=tenant).update(is_primary=False)
-    before = Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
+    before = Membership.objects.filter(user=user, tenant=tenant).values_list("role", "is_primary").first()
     membership, _ = Membership.objects.update_or_create(
         user=user, tenant=tenant, defaults={"role": role, "is_primary": primary}
     )
-    audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, actor=actor or Actor.system(), user_id=user.pk,
-                 tenant_id=tenant.pk, data={"role": role, "previous_role": before, "primary": primary})
+    if before != (role, primary):  # audited when something changed, not on a repeat
+        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, actor=actor or Actor.system(), user_id=user.pk,
+                     tenant_id=tenant.pk, data={"role": role, "previous_role": before and before[0], "primary": primary})
     # Cached session snapshots carry the role: drop them so a change applies at once.
     access_cache_forget(
         RuntimeSession.objects.filter(user=user, tenant=tenant, status=SessionStatus.ACTIVE).values_list("pk", flat=True)

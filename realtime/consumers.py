@@ -14,10 +14,10 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.consumer import get_handler_name
 from django.db import DatabaseError
 
 from accounts.models import role_permissions

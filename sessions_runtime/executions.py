@@ -44,7 +44,6 @@ from sessions_runtime.models import (
 from sessions_runtime.selectors import session_id_parse
 from sessions_runtime.services import Actor, audit_record
 from symphainy.conf import runtime_settings
-from symphainy.metrics import EXECUTION_DURATION
 from symphainy.exceptions import (
     ExecutionFinished,
     IdempotencyInFlight,
@@ -54,6 +53,7 @@ from symphainy.exceptions import (
     PermissionDenied,
     SessionNotWritable,
 )
+from symphainy.metrics import EXECUTION_DURATION
 
 logger = logging.getLogger(__name__)
 WORKER_CHANNEL = "symphainy.executions"

@@ -19,9 +19,9 @@ import re
 import sys
 from typing import Any
 
+from autobahn.websocket import protocol as autobahn_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
-from autobahn.websocket import protocol as autobahn_protocol
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer

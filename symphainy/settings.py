@@ -13,8 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from redis import exceptions as redis_exceptions
 from django.core.exceptions import ImproperlyConfigured
+from redis import exceptions as redis_exceptions
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

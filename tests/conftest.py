@@ -56,6 +56,17 @@ def services_available() -> bool:
     return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and bool(settings.REDIS_URL)
 
 
+def services_server_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a module whose tests start servers on the real PostgreSQL and Redis:
+    skipped on the embedded defaults, run (never skipped) with SYMPHAINY_REQUIRE_SERVICES=1."""
+    return [
+        pytest.mark.server,
+        pytest.mark.services,
+        pytest.mark.django_db(transaction=True),
+        pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]

@@ -34,15 +34,10 @@ from realtime.services import connections_sweep
 from sessions_runtime.executions import executions_sweep
 from sessions_runtime.models import Execution, ExecutionStatus, RuntimeSession, SessionStatus
 from tests import factories
-from tests.conftest import services_available
+from tests.conftest import services_server_marks
 from tests.live import ORIGIN, _free_port, database_env, running
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
-]
+pytestmark = services_server_marks()
 PATH = "/api/runtime/agent"
 
 

@@ -13,15 +13,10 @@ from websockets.exceptions import ConnectionClosed
 
 from sessions_runtime.models import RuntimeSession, SessionStatus
 from tests import factories
-from tests.conftest import services_available
+from tests.conftest import services_server_marks
 from tests.live import ORIGIN, running
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
-]
+pytestmark = services_server_marks()
 PATH = "/api/runtime/agent"
 
 

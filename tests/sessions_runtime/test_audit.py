@@ -116,3 +116,11 @@ def test_registration_audits_the_tenant_and_membership_as_the_user(db):
     by_kind = {row.kind: row for row in rows}
     assert {"tenant.created", "membership.changed", "user.registered", "session.created"} <= set(by_kind)
     assert by_kind["tenant.created"].actor_id == by_kind["user.registered"].actor_id == by_kind["membership.changed"].user_id
+
+
+def test_seed_demo_goes_through_the_services_and_a_rerun_audits_nothing(capsys):
+    call_command("seed_demo")
+    first = kinds()
+    assert "tenant.created" in first and "membership.changed" in first
+    call_command("seed_demo")
+    assert kinds() == first

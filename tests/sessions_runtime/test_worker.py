@@ -22,15 +22,10 @@ from django.conf import settings as django_settings
 from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
 from sessions_runtime.models import Execution, ExecutionStatus
 from tests import factories
-from tests.conftest import services_available
+from tests.conftest import services_server_marks
 from tests.live import ROOT, database_env
 
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not services_available(), reason="needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL)"),
-]
+pytestmark = services_server_marks()
 STALE_AFTER_S = 2
 
 

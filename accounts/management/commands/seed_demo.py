@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from accounts.models import Role, Tenant, TenantStatus, User, normalize_email
-from accounts.services import membership_add
+from accounts.models import Role, Tenant, User, normalize_email
+from accounts.services import membership_add, tenant_create
+from symphainy.commands import command_actor
 from symphainy.conf import runtime_settings
 
 
@@ -24,8 +25,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         email = normalize_email(options["email"] or runtime_settings.DEMO_EMAIL)
         password = options["password"] or runtime_settings.DEMO_PASSWORD
-        tenant, _ = Tenant.objects.get_or_create(
-            slug="demo", defaults={"name": "Demo tenant", "status": TenantStatus.ACTIVE}
+        tenant = Tenant.objects.filter(slug="demo").first() or tenant_create(
+            name="Demo tenant", slug="demo", actor=command_actor()
         )
         user = User.objects.filter(email=email).first()
         if user is None:
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             user.set_password(password)
             user.is_active = True
             user.save(update_fields=["password", "is_active"])
-        membership_add(user=user, tenant=tenant, role=Role.OWNER)
+        membership_add(user=user, tenant=tenant, role=Role.OWNER, actor=command_actor())
         base = options["base_url"].rstrip("/")
         self.stdout.write(
             f"Demo tenant '{tenant.slug}' ({tenant.pk}) and user ready.\n"
