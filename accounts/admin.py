@@ -14,8 +14,8 @@ from django.http import HttpRequest
 
 from accounts.models import Membership, Tenant, User
 from accounts.services import membership_remove, tenant_suspend, user_deactivate
-from sessions_runtime.models import ActorType
-from sessions_runtime.services import Actor
+from core.audit import Actor
+from core.models import ActorType
 
 
 def _actor(request: HttpRequest) -> Actor:

@@ -20,7 +20,7 @@ from accounts.throttles import (
     RegisterAddressThrottle,
 )
 from accounts.tokens import TokenPair, token_refresh
-from symphainy.api import client_address
+from core.http import client_address
 
 
 class TokenOutputSerializer(serializers.Serializer):

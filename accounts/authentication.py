@@ -9,8 +9,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from accounts.tokens import AuthContext, access_token_authenticate
+from core.exceptions import InvalidToken, ServiceError
 from sessions_runtime.services import session_touch
-from symphainy.exceptions import InvalidToken, ServiceError
 
 
 class ServiceAuthenticationFailed(drf.AuthenticationFailed):

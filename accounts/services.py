@@ -16,12 +16,14 @@ from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
 from accounts.tokens import AuthContext, TokenPair, tokens_issue
-from sessions_runtime.intents import IntentAction, session_intent_build
+from core.audit import Actor, audit_record
+from core.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
+from core.metrics import LOGINS
+from core.models import ActorType, AuditEvent
 from sessions_runtime.access import access_cache_forget
-from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession, SessionStatus
-from sessions_runtime.services import Actor, audit_record, session_create, session_end, sessions_end
-from symphainy.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
-from symphainy.metrics import LOGINS
+from sessions_runtime.intents import IntentAction, session_intent_build
+from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
+from sessions_runtime.services import session_create, session_end, sessions_end
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import normalize_email
-
-try:
-    from redis.exceptions import RedisError
-except ImportError:  # pragma: no cover
-    RedisError = OSError  # type: ignore[misc,assignment]
+from core.exceptions import DEPENDENCY_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +27,7 @@ class _ScopedThrottle(SimpleRateThrottle):
     def allow_request(self, request: Request, view: Any) -> bool:
         try:
             return super().allow_request(request, view)
-        except (OSError, ConnectionError, RedisError):
+        except DEPENDENCY_ERRORS:
             logger.warning("throttle cache unavailable; %s not enforced", self.scope, exc_info=True)
             return True
 

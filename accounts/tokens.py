@@ -12,23 +12,26 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
-from datetime import datetime, timezone as dt_timezone
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt import settings as simplejwt_settings
+from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_to_epoch
 
 from accounts.models import Tenant, User, role_permissions
-from sessions_runtime.models import ActorType, AuditEvent, EndReason, RuntimeSession
+from core.audit import Actor, audit_record
+from core.exceptions import InvalidToken, TokenExpired
+from core.models import ActorType, AuditEvent
 from sessions_runtime.access import SessionAccess, access_check
+from sessions_runtime.models import EndReason, RuntimeSession
 from sessions_runtime.selectors import session_get_for_token
-from sessions_runtime.services import Actor, audit_record, session_end
-from symphainy.exceptions import InvalidToken, TokenExpired
+from sessions_runtime.services import session_end
 
 ACCESS = "access"
 REFRESH = "refresh"

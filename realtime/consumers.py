@@ -16,14 +16,29 @@ from typing import Any, Awaitable, Callable
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
-from channels.exceptions import ChannelFull
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db import DatabaseError
 
 from accounts.models import role_permissions
 from accounts.tokens import ACCESS, token_decode
+from core.conf import runtime_settings
+from core.events import session_group, user_group
+from core.exceptions import (
+    DEPENDENCY_ERRORS,
+    BinaryNotSupported,
+    CloseCode,
+    DependencyUnavailable,
+    InvalidJson,
+    InvalidRequest,
+    ProtocolError,
+    RateLimited,
+    RequestTooLarge,
+    ServiceError,
+    TokenExpired,
+    UnknownMessageType,
+)
+from core.metrics import HANDSHAKES, OPEN_SOCKETS
+from core.tasks import background
 from realtime import heartbeat
-from realtime.events import session_group, user_group
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
 from realtime.ratelimit import TokenBucket, parse_rate
 from realtime.registry import registry
@@ -38,35 +53,9 @@ from realtime.services import (
 from sessions_runtime.agents import agent_message_parse, agent_message_run
 from sessions_runtime.executions import Submitter, intent_submit
 from sessions_runtime.services import session_touch_id
-from symphainy.conf import runtime_settings
-from symphainy.metrics import HANDSHAKES, OPEN_SOCKETS
-from symphainy.exceptions import (
-    BinaryNotSupported,
-    CloseCode,
-    DependencyUnavailable,
-    InvalidJson,
-    InvalidRequest,
-    ProtocolError,
-    RateLimited,
-    RequestTooLarge,
-    ServiceError,
-    TokenExpired,
-    UnknownMessageType,
-)
 
 logger = logging.getLogger(__name__)
 
-try:  # channels-redis raises redis' errors when Redis is down
-    from redis.exceptions import RedisError
-except ImportError:  # pragma: no cover
-    RedisError = OSError  # type: ignore[misc,assignment]
-
-# Tasks that outlive the frame or timer that started them, kept referenced until done.
-_agent_runs: set[asyncio.Task] = set()
-_background: set[asyncio.Task] = set()
-
-# What a dependency outage looks like from here: answered with 1013, never a 500.
-_DEPENDENCY_ERRORS = (DatabaseError, RedisError, ChannelFull, OSError, asyncio.TimeoutError)
 
 
 class RuntimeAgentConsumer(AsyncWebsocketConsumer):
@@ -89,7 +78,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         the client reconnects once Redis is back."""
         try:
             await super().__call__(scope, receive, send)
-        except _DEPENDENCY_ERRORS as exc:
+        except DEPENDENCY_ERRORS as exc:
             logger.warning("channel layer lost on %s: %s; closing with 1013", getattr(self, "channel_name", "?"), exc)
             await self._close(DependencyUnavailable())
             await self.disconnect(int(CloseCode.TRY_AGAIN_LATER))
@@ -120,7 +109,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         await self._close(error)
         try:
             await heartbeat.ensure_running()
-        except _DEPENDENCY_ERRORS:
+        except DEPENDENCY_ERRORS:
             pass
 
     async def _open(self, grant: SocketGrant) -> None:
@@ -167,7 +156,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                     self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name),
                     self.channel_layer.group_discard(user_group(self.grant.user_id), self.channel_name),
                 )
-            except _DEPENDENCY_ERRORS:
+            except DEPENDENCY_ERRORS:
                 logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
         if self.grant is not None:
             OPEN_SOCKETS.dec()
@@ -251,14 +240,12 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     async def _on_agent_message(self, message: dict[str, Any]) -> None:
         text, context, conversation_id = agent_message_parse(message)
         grant = self.grant
-        task = asyncio.create_task(
+        background(
             agent_message_run(
                 session_id=grant.session_id, user_id=grant.user_id, tenant_id=grant.tenant_id,
                 text=text, context=context, conversation_id=conversation_id,
             )
         )
-        _agent_runs.add(task)
-        task.add_done_callback(_agent_runs.discard)
 
     async def _touch(self) -> None:
         now = time.monotonic()
@@ -292,9 +279,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
 
     def _on_timer(self) -> None:
         self._timer = None
-        task = asyncio.get_running_loop().create_task(self._check())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        background(self._check())
 
     async def _check(self) -> None:
         """Close the socket when its token expired unrefreshed; otherwise re-check the
@@ -324,7 +309,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the one place errors become close codes
-            if isinstance(exc, _DEPENDENCY_ERRORS):
+            if isinstance(exc, DEPENDENCY_ERRORS):
                 logger.warning("dependency unavailable on %s: %s", self.channel_name, exc)
                 error: ServiceError = DependencyUnavailable()
             elif isinstance(exc, ServiceError):

@@ -11,9 +11,10 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError
 
-from realtime.services import connections_sweep, server_heartbeat, socket_refusals_flush
+from core.exceptions import DEPENDENCY_ERRORS
+from realtime.services import server_heartbeat, socket_refusals_flush
+from realtime.sweeps import runtime_sweep
 
 logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 30.0
@@ -21,18 +22,12 @@ _task: asyncio.Task | None = None
 
 
 def _beat_and_sweep() -> int:
-    from sessions_runtime.executions import executions_sweep, idempotency_records_prune
-    from sessions_runtime.services import sessions_expire_due
-
     server_heartbeat()
-    swept = connections_sweep()
-    executions_sweep()
-    # Reads already treat a session past an expiry as expired; this writes it down,
+    # Reads already treat a session past an expiry as expired; the sweep writes it down,
     # audits it and closes its sockets, without waiting for a cron job.
-    sessions_expire_due()
-    idempotency_records_prune()
+    report = runtime_sweep()
     socket_refusals_flush()
-    return swept
+    return report.connections
 
 
 async def _loop() -> None:
@@ -42,7 +37,7 @@ async def _loop() -> None:
             swept = await database_sync_to_async(_beat_and_sweep)()
             if swept:
                 logger.info("swept %d connection records of dead server processes", swept)
-        except DatabaseError:
+        except DEPENDENCY_ERRORS:
             logger.warning("heartbeat failed; will retry", exc_info=True)
 
 

@@ -12,13 +12,12 @@ from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from django.db import DatabaseError
 
 from accounts.tokens import ACCESS, token_decode
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 from realtime.services import socket_authorize, socket_authorize_cached
 from sessions_runtime.access import access_cache_get
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 
 SUBPROTOCOL = "symphainy.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
@@ -72,8 +71,8 @@ async def authorize(credentials: SocketCredentials) -> Any:
         )
     except ServiceError as error:
         return error
-    except DatabaseError:
-        logger.warning("database unavailable during a socket handshake", exc_info=True)
+    except DEPENDENCY_ERRORS:
+        logger.warning("dependency unavailable during a socket handshake", exc_info=True)
         return DependencyUnavailable()
     except Exception:  # noqa: BLE001 - a refusal with 1011, never an unhandled handshake
         logger.exception("socket handshake check failed")

@@ -13,10 +13,10 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
-from django.db import DatabaseError
 
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS
 from realtime.models import Connection
-from symphainy.conf import runtime_settings
 
 logger = logging.getLogger(__name__)
 MAX_PENDING = 50_000
@@ -67,7 +67,7 @@ class ConnectionRegistry:
                 return
             try:
                 await database_sync_to_async(_apply)(opened, closed)
-            except DatabaseError:
+            except DEPENDENCY_ERRORS:
                 logger.warning("could not write %d connection records; retrying", len(opened) + len(closed), exc_info=True)
                 if len(self._opened) + len(opened) < MAX_PENDING:
                     for connection in opened:

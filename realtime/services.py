@@ -3,8 +3,6 @@ is open, and sweep the records of server processes that died."""
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import uuid
 from collections import Counter
@@ -15,26 +13,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.tokens import AuthContext, TokenClaims, claims_authenticate
+from core.conf import runtime_settings
+from core.exceptions import NotFound, RateLimited, SessionNotActive
+from core.models import ActorType, AuditEvent
+from core.process import server_instance_id
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.access import SessionAccess, access_cache_put, access_check
 from sessions_runtime.models import RuntimeSession
 from sessions_runtime.selectors import session_get_owned, session_id_parse
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import NotFound, RateLimited, SessionNotActive
 
 # A process whose heartbeat is older than this is taken for dead.
 INSTANCE_STALE_AFTER = timedelta(seconds=90)
-_instance_id: str | None = None
-
-
-def server_instance_id() -> str:
-    """This process's name in connection records: the SERVER_INSTANCE setting, or
-    host:pid plus a random suffix so a restarted process never reuses a dead one's name."""
-    global _instance_id
-    if _instance_id is None:
-        configured = runtime_settings.SERVER_INSTANCE
-        _instance_id = configured or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    return _instance_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +187,6 @@ def socket_refusal_count(*, close_code: int) -> None:
 
 def socket_refusals_flush(*, now: datetime | None = None) -> int:
     """Write the counted refusals as `socket.refused` audit rows; returns rows written."""
-    from sessions_runtime.models import ActorType, AuditEvent
-
     with _refusals_lock:
         counts = dict(_refusals)
         _refusals.clear()

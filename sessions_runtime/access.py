@@ -24,17 +24,11 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
-
-try:
-    from redis.exceptions import RedisError
-except ImportError:  # pragma: no cover
-    RedisError = OSError  # type: ignore[misc,assignment]
 from django.utils import timezone
 
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS, InvalidToken, SessionNotActive
 from sessions_runtime.models import SessionStatus
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import InvalidToken, SessionNotActive
-
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +180,7 @@ def access_cache_put(access: SessionAccess) -> None:
     if ttl > 0:
         try:
             _store().put(_key(access.session_id), _encode(access), ttl)
-        except (OSError, ConnectionError, RedisError):
+        except DEPENDENCY_ERRORS:
             logger.warning("access cache unavailable; not cached", exc_info=True)
 
 
@@ -196,7 +190,7 @@ async def access_cache_get(session_id: uuid.UUID) -> SessionAccess | None:
         return None
     try:
         return _decode(await _store().get(_key(session_id)))
-    except (OSError, ConnectionError, RedisError):
+    except DEPENDENCY_ERRORS:
         logger.warning("access cache unavailable; asking the database", exc_info=True)
         return None
 
@@ -204,7 +198,7 @@ async def access_cache_get(session_id: uuid.UUID) -> SessionAccess | None:
 def _forget(keys: list[str]) -> None:
     try:
         _store().forget(keys)
-    except (OSError, ConnectionError, RedisError):
+    except DEPENDENCY_ERRORS:
         logger.warning("access cache unavailable; %d snapshots left to expire", len(keys), exc_info=True)
 
 

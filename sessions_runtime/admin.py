@@ -1,4 +1,4 @@
-"""Admin for runtime sessions, executions and the audit trail.
+"""Admin for runtime sessions and executions.
 
 Sessions are inspected here and ended through the session service (with the acting admin
 recorded); they are never added or edited by hand. List pages make no per-row queries:
@@ -16,11 +16,13 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from realtime.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
+from core.audit import Actor
+from core.models import ActorType
 from realtime.models import Connection
-from sessions_runtime.models import ActorType, AuditEvent, EndReason, Execution, RuntimeSession, SessionStatus
+from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
 from sessions_runtime.selectors import session_status_filter
-from sessions_runtime.services import Actor, session_state_read, sessions_end
+from sessions_runtime.services import session_state_read, sessions_end
 
 
 def _pretty(value: Any) -> str:
@@ -147,19 +149,3 @@ class ExecutionAdmin(ReadOnlyAdmin):
     @admin.display(description="error")
     def error_shown(self, execution: Execution) -> str:
         return _pretty(execution.error)
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["at", "kind", "actor_type", "actor", "user", "tenant", "session_id", "client_address"]
-    list_select_related = ["actor", "user", "tenant"]
-    list_filter = ["kind", "actor_type"]
-    search_fields = ["=session_id", "user__email"]
-    date_hierarchy = "at"
-    show_full_result_count = False
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        try:
-            return queryset.filter(session_id=uuid.UUID(search_term.strip())), False
-        except ValueError:
-            return queryset.filter(user__email__icontains=search_term), False

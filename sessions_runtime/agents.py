@@ -19,10 +19,10 @@ from typing import Any, AsyncIterator, Callable
 from channels.db import database_sync_to_async
 from django.utils.module_loading import import_string
 
-from realtime.events import runtime_event_send
-from sessions_runtime.state import CONVERSATION_NAMESPACE, VersionConflict, state_backend, state_key
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import InvalidRequest
+from core.conf import runtime_settings
+from core.events import runtime_event_send
+from core.exceptions import InvalidRequest, VersionConflict
+from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key
 
 logger = logging.getLogger(__name__)
 MAX_TEXT_LENGTH = 16_000

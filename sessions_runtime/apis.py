@@ -11,6 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.conf import runtime_settings
+from core.drf import Pagination
+from core.exceptions import InvalidRequest, PreconditionRequired
+from core.http import client_address
+from core.models import ActorType
 from sessions_runtime.executions import (
     Submitter,
     execution_cancel,
@@ -19,7 +24,7 @@ from sessions_runtime.executions import (
     intent_submit,
 )
 from sessions_runtime.intents import IntentAction, session_intent_build
-from sessions_runtime.models import ActorType, EndReason, ExecutionStatus, SessionStatus
+from sessions_runtime.models import EndReason, ExecutionStatus, SessionStatus
 from sessions_runtime.selectors import (
     file_reference_get,
     file_references_for_session,
@@ -36,10 +41,6 @@ from sessions_runtime.services import (
     session_state_write,
 )
 from sessions_runtime.state import StateDocument
-from symphainy.api import client_address
-from symphainy.conf import runtime_settings
-from symphainy.rest import Pagination
-from symphainy.exceptions import InvalidRequest, PreconditionRequired
 
 
 class SessionOutputSerializer(serializers.Serializer):

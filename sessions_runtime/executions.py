@@ -30,21 +30,10 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from accounts.models import Permission
-from realtime.events import runtime_event_publish
-from sessions_runtime.models import (
-    ActorType,
-    AuditEvent,
-    Execution,
-    ExecutionStatus,
-    IdempotencyRecord,
-    Intent,
-    RuntimeSession,
-    empty_progress,
-)
-from sessions_runtime.selectors import session_id_parse
-from sessions_runtime.services import Actor, audit_record
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import (
+from core.audit import Actor, audit_record
+from core.conf import runtime_settings
+from core.events import runtime_event_publish
+from core.exceptions import (
     ExecutionFinished,
     IdempotencyInFlight,
     IdempotencyKeyReused,
@@ -53,7 +42,19 @@ from symphainy.exceptions import (
     PermissionDenied,
     SessionNotWritable,
 )
-from symphainy.metrics import EXECUTION_DURATION
+from core.metrics import EXECUTION_DURATION
+from core.models import ActorType, AuditEvent
+from core.process import server_instance_id
+from core.tasks import background
+from sessions_runtime.models import (
+    Execution,
+    ExecutionStatus,
+    IdempotencyRecord,
+    Intent,
+    RuntimeSession,
+    empty_progress,
+)
+from sessions_runtime.selectors import session_id_parse
 
 logger = logging.getLogger(__name__)
 WORKER_CHANNEL = "symphainy.executions"
@@ -373,8 +374,6 @@ async def _heartbeat(execution_id: uuid.UUID) -> None:
 
 async def execution_run(execution_id: uuid.UUID) -> None:
     """Claim the execution and run its handler to a final status."""
-    from realtime.services import server_instance_id
-
     execution = await database_sync_to_async(execution_claim)(execution_id=execution_id, worker=server_instance_id())
     if execution is None:
         return
@@ -400,7 +399,6 @@ async def execution_run(execution_id: uuid.UUID) -> None:
 
 
 # --- Dispatch: where executions run ----------------------------------------------------
-_tasks: set[asyncio.Task] = set()
 _background: dict[str, Any] = {}
 _background_lock = threading.Lock()
 
@@ -435,9 +433,7 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 def _spawn(execution_id: uuid.UUID) -> None:
     # A fresh context: the caller's (a database thread's) would make asgiref take the
     # execution's own database calls for nested ones and refuse them.
-    task = asyncio.get_running_loop().create_task(execution_run(execution_id), context=contextvars.Context())
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    background(execution_run(execution_id), context=contextvars.Context())
 
 
 def execution_dispatch(execution_id: uuid.UUID) -> None:

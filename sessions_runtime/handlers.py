@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from core.conf import runtime_settings
+from core.exceptions import InvalidRequest
 from sessions_runtime.executions import ExecutionContext
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import InvalidRequest
 
 MAX_BATCH_ITEMS = 10_000
 MAX_ITEM_DELAY_S = 5.0

@@ -16,8 +16,8 @@ from typing import Any
 from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User, role_permissions
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import SessionPolicyViolation, TenantAccessDenied
+from core.conf import runtime_settings
+from core.exceptions import SessionPolicyViolation, TenantAccessDenied
 
 
 class IntentAction:

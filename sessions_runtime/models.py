@@ -1,4 +1,5 @@
-"""Runtime sessions and the audit trail. The database is the sessions' source of truth."""
+"""Runtime sessions, their state, intents, executions and files. The database is the
+sessions' source of truth."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from core.models import ActorType
 
 
 class SessionStatus(models.TextChoices):
@@ -31,13 +34,6 @@ class EndReason(models.TextChoices):
 
 
 EXPIRY_REASONS = frozenset({EndReason.EXPIRED_IDLE, EndReason.EXPIRED_ABSOLUTE})
-
-
-class ActorType(models.TextChoices):
-    USER = "user", "User"
-    ADMIN = "admin", "Admin"
-    COMMAND = "command", "Management command"
-    SYSTEM = "system", "System"
 
 
 class RuntimeSession(models.Model):
@@ -89,48 +85,6 @@ class RuntimeSession(models.Model):
 
     def is_usable(self, now: datetime | None = None) -> bool:
         return self.effective_status(now) == SessionStatus.ACTIVE
-
-
-class AuditEvent(models.Model):
-    """An append-only record of who did what to identities and sessions."""
-
-    class Kind(models.TextChoices):
-        LOGIN_SUCCEEDED = "login.succeeded"
-        LOGIN_FAILED = "login.failed"
-        USER_REGISTERED = "user.registered"
-        USER_DEACTIVATED = "user.deactivated"
-        TENANT_CREATED = "tenant.created"
-        TENANT_SUSPENDED = "tenant.suspended"
-        MEMBERSHIP_CHANGED = "membership.changed"
-        MEMBERSHIP_REMOVED = "membership.removed"
-        SESSION_CREATED = "session.created"
-        SESSION_ENDED = "session.ended"
-        REFRESH_TOKEN_REUSED = "token.refresh_reused"
-        SOCKET_REFUSED = "socket.refused"
-        INTENT_RECEIVED = "intent.received"
-        EXECUTION_FINISHED = "execution.finished"
-
-    id = models.BigAutoField(primary_key=True)
-    at = models.DateTimeField(default=timezone.now, db_index=True)
-    kind = models.CharField(max_length=48, choices=Kind.choices, db_index=True)
-    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    # Not a foreign key: the trail outlives the session rows it speaks of.
-    session_id = models.UUIDField(null=True, blank=True, db_index=True)
-    client_address = models.GenericIPAddressField(null=True, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}"
 
 
 class SessionState(models.Model):

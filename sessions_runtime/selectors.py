@@ -15,8 +15,8 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import Membership, Permission
+from core.exceptions import NotFound, PermissionDenied
 from sessions_runtime.models import FileReference, RuntimeSession, SessionStatus
-from symphainy.exceptions import NotFound, PermissionDenied
 
 if TYPE_CHECKING:
     from accounts.tokens import AuthContext

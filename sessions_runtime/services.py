@@ -16,56 +16,22 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User
-from realtime.events import runtime_event_publish, session_ended_broadcast
+from core.audit import Actor, audit_record
+from core.conf import runtime_settings
+from core.events import runtime_event_publish, session_ended_broadcast
+from core.exceptions import CloseCode, RequestTooLarge, SessionNotWritable, VersionConflict
+from core.metrics import SESSION_ENDS
+from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
 from sessions_runtime.intents import SessionIntent, session_intent_validate
-from sessions_runtime.state import StateDocument, VersionConflict, state_backend, state_key
 from sessions_runtime.models import (
     EXPIRY_REASONS,
-    ActorType,
-    AuditEvent,
     EndReason,
     FileReference,
     RuntimeSession,
     SessionStatus,
 )
-from symphainy.conf import runtime_settings
-from symphainy.metrics import SESSION_ENDS
-from symphainy.exceptions import CloseCode, RequestTooLarge, SessionNotWritable
-
-
-@dataclass(frozen=True, slots=True)
-class Actor:
-    """Who asked for a change, for the audit trail."""
-
-    type: str
-    user: User | None = None
-    client_address: str | None = None
-
-    @classmethod
-    def system(cls) -> "Actor":
-        return cls(type=ActorType.SYSTEM)
-
-
-def audit_record(
-    *,
-    kind: str,
-    actor: Actor,
-    user_id: Any = None,
-    tenant_id: Any = None,
-    session_id: uuid.UUID | None = None,
-    data: dict[str, Any] | None = None,
-) -> AuditEvent:
-    return AuditEvent.objects.create(
-        kind=kind,
-        actor_type=actor.type,
-        actor=actor.user,
-        user_id=user_id,
-        tenant_id=tenant_id,
-        session_id=session_id,
-        client_address=actor.client_address,
-        data=data or {},
-    )
+from sessions_runtime.state import StateDocument, state_backend, state_key
 
 
 @transaction.atomic

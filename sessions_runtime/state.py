@@ -21,18 +21,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import Conflict
+from core.conf import runtime_settings
+from core.exceptions import VersionConflict
 
 SESSION_NAMESPACE = "session"
 CONVERSATION_NAMESPACE = "conversation"
-
-
-class VersionConflict(Conflict):
-    """The document changed since the version the writer read."""
-
-    status_code, code = 412, "version_conflict"
-    default_message = "The state has changed since that version; read it again."
 
 
 @dataclass(frozen=True, slots=True)

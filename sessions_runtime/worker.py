@@ -9,19 +9,15 @@ to another runner.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 from channels.consumer import AsyncConsumer
 
+from core.tasks import background
 from sessions_runtime.executions import execution_run
-
-_running: set[asyncio.Task] = set()
 
 
 class ExecutionWorkerConsumer(AsyncConsumer):
     async def execution_run(self, message: dict[str, Any]) -> None:
-        task = asyncio.create_task(execution_run(uuid.UUID(message["execution_id"])))
-        _running.add(task)
-        task.add_done_callback(_running.discard)
+        background(execution_run(uuid.UUID(message["execution_id"])))

@@ -26,14 +26,14 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from symphainy.logs import redact
+from core.logs import redact
 
 APPLICATION = "symphainy.asgi:application"
 logger = logging.getLogger(__name__)
 
 
 def send_buffer_limit() -> int:
-    from symphainy.conf import runtime_settings
+    from core.conf import runtime_settings
 
     return runtime_settings.WS_MAX_SEND_BUFFER_BYTES
 

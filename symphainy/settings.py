@@ -3,7 +3,8 @@
 This is the only module that reads the environment. Every variable has an embedded
 default that needs nothing installed (SQLite, in-memory channel layer, local-memory
 cache); `DATABASE_URL` and `REDIS_URL` switch to PostgreSQL and Redis. The product's own
-knobs live in the `SYMPHAINY` dict and are read through `symphainy.conf.runtime_settings`.
+knobs are declared in `core.conf` and read through `core.conf.runtime_settings`; the
+`SYMPHAINY` dict holds what the environment overrides.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from redis import exceptions as redis_exceptions
+
+from core.conf import DEFAULTS as PRODUCT_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -76,6 +79,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "channels",
+    "core",
     "accounts",
     "sessions_runtime",
     "realtime",
@@ -83,7 +87,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "symphainy.middleware.RequestIdMiddleware",
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -226,11 +230,11 @@ SIMPLE_JWT = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.SessionTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["symphainy.rest.BoundedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.drf.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "symphainy.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "symphainy.rest.Pagination",
+    "EXCEPTION_HANDLER": "core.http.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "core.drf.Pagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
     # DRF trusts X-Forwarded-For when NUM_PROXIES is None, which would let any client
@@ -252,43 +256,54 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
-# --- The product's own settings (read through symphainy.conf.runtime_settings) ---------
-SYMPHAINY = {
-    "SESSION_ABSOLUTE_TTL": _env_seconds("SESSION_ABSOLUTE_TTL_SECONDS", 24 * 3600),
-    "SESSION_IDLE_TTL": _env_seconds("SESSION_IDLE_TTL_SECONDS", 3600),
-    "SESSION_TOUCH_INTERVAL": _env_seconds("SESSION_TOUCH_INTERVAL_SECONDS", 60),
-    "SESSION_INTENT_TTL": _env_seconds("SESSION_INTENT_TTL_SECONDS", 30),
-    "MAX_ACTIVE_SESSIONS_PER_USER": _env_int("MAX_ACTIVE_SESSIONS_PER_USER", 10),
-    "MAX_REQUEST_BYTES": _env_int("MAX_REQUEST_BYTES", 1024 * 1024),
-    "SESSION_METADATA_MAX_BYTES": _env_int("SESSION_METADATA_MAX_BYTES", 16 * 1024),
-    "WS_ALLOWED_ORIGINS": _env_list("WS_ALLOWED_ORIGINS", ""),
-    "WS_MAX_SOCKETS_PER_USER": _env_int("WS_MAX_SOCKETS_PER_USER", 20),
-    "WS_MAX_MESSAGE_BYTES": _env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024),
-    # Bytes queued for a peer that stopped reading, beyond the socket's own buffers,
-    # before the server drops it.
-    "WS_MAX_SEND_BUFFER_BYTES": _env_int("WS_MAX_SEND_BUFFER_BYTES", 1024 * 1024),
-    "WS_MESSAGE_RATE": _env("WS_MESSAGE_RATE", "60/10s"),
-    "WS_RECHECK_INTERVAL": _env_seconds("WS_RECHECK_INTERVAL_SECONDS", 30),
-    "WS_HEARTBEAT_INTERVAL": _env_seconds("WS_HEARTBEAT_INTERVAL_SECONDS", 25),
-    "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=_env_int("WS_CONNECTION_FLUSH_INTERVAL_MS", 250)),
-    "ACCESS_CACHE_TTL": _env_seconds("ACCESS_CACHE_TTL_SECONDS", 5),
-    "SERVER_INSTANCE": _env("SERVER_INSTANCE"),
-    "STATE_BACKEND": _env("STATE_BACKEND", "database"),
-    "STATE_MAX_BYTES": _env_int("STATE_MAX_BYTES", 256 * 1024),
-    "EXECUTION_RUNNER": _env("EXECUTION_RUNNER", "asyncio"),
-    "EXECUTION_STALE_AFTER": _env_seconds("EXECUTION_STALE_AFTER_SECONDS", 60),
-    "EXECUTION_MAX_ATTEMPTS": _env_int("EXECUTION_MAX_ATTEMPTS", 3),
-    "BATCH_ITEM_DELAY": float(_env("BATCH_ITEM_DELAY_SECONDS", "0.05") or 0.05),
-    "AGENT_HANDLER": _env("AGENT_HANDLER", "sessions_runtime.agents.echo_agent"),
-    "AGENT_TOKEN_DELAY": float(_env("AGENT_TOKEN_DELAY_SECONDS", "0.02") or 0.02),
-    "IDEMPOTENCY_TTL": _env_seconds("IDEMPOTENCY_TTL_SECONDS", 24 * 3600),
-    "AUDIT_RETENTION": _env_seconds("AUDIT_RETENTION_SECONDS", 90 * 24 * 3600),
-    "DEMO_EMAIL": _env("DEMO_EMAIL", "demo@symphainy.local"),
-    "DEMO_PASSWORD": _env("DEMO_PASSWORD", "symphainy-demo-pass"),
+# --- The product's own settings (read through core.conf.runtime_settings) -------------
+# Their defaults are declared once, in core.conf.DEFAULTS; SYMPHAINY holds only what the
+# environment sets (as REST_FRAMEWORK holds only DRF's overrides).
+def _env_float(name: str) -> float:
+    try:
+        return float(_env(name) or "")
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {_env(name)!r}") from None
+
+
+_PRODUCT_ENV: dict[str, tuple[str, object]] = {
+    # environment variable: (product setting, how its text is read)
+    "SESSION_ABSOLUTE_TTL_SECONDS": ("SESSION_ABSOLUTE_TTL", lambda n: _env_seconds(n, 0)),
+    "SESSION_IDLE_TTL_SECONDS": ("SESSION_IDLE_TTL", lambda n: _env_seconds(n, 0)),
+    "SESSION_TOUCH_INTERVAL_SECONDS": ("SESSION_TOUCH_INTERVAL", lambda n: _env_seconds(n, 0)),
+    "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
+    "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
+    "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
+    "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),
+    "WS_ALLOWED_ORIGINS": ("WS_ALLOWED_ORIGINS", lambda n: _env_list(n, "")),
+    "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
+    "WS_MAX_MESSAGE_BYTES": ("WS_MAX_MESSAGE_BYTES", lambda n: _env_int(n, 0)),
+    "WS_MAX_SEND_BUFFER_BYTES": ("WS_MAX_SEND_BUFFER_BYTES", lambda n: _env_int(n, 0)),
+    "WS_MESSAGE_RATE": ("WS_MESSAGE_RATE", _env),
+    "WS_RECHECK_INTERVAL_SECONDS": ("WS_RECHECK_INTERVAL", lambda n: _env_seconds(n, 0)),
+    "WS_HEARTBEAT_INTERVAL_SECONDS": ("WS_HEARTBEAT_INTERVAL", lambda n: _env_seconds(n, 0)),
+    "WS_CONNECTION_FLUSH_INTERVAL_MS": (
+        "WS_CONNECTION_FLUSH_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))
+    ),
+    "ACCESS_CACHE_TTL_SECONDS": ("ACCESS_CACHE_TTL", lambda n: _env_seconds(n, 0)),
+    "SERVER_INSTANCE": ("SERVER_INSTANCE", _env),
+    "STATE_BACKEND": ("STATE_BACKEND", _env),
+    "STATE_MAX_BYTES": ("STATE_MAX_BYTES", lambda n: _env_int(n, 0)),
+    "EXECUTION_RUNNER": ("EXECUTION_RUNNER", _env),
+    "EXECUTION_STALE_AFTER_SECONDS": ("EXECUTION_STALE_AFTER", lambda n: _env_seconds(n, 0)),
+    "EXECUTION_MAX_ATTEMPTS": ("EXECUTION_MAX_ATTEMPTS", lambda n: _env_int(n, 0)),
+    "BATCH_ITEM_DELAY_SECONDS": ("BATCH_ITEM_DELAY", _env_float),
+    "AGENT_HANDLER": ("AGENT_HANDLER", _env),
+    "AGENT_TOKEN_DELAY_SECONDS": ("AGENT_TOKEN_DELAY", _env_float),
+    "IDEMPOTENCY_TTL_SECONDS": ("IDEMPOTENCY_TTL", lambda n: _env_seconds(n, 0)),
+    "AUDIT_RETENTION_SECONDS": ("AUDIT_RETENTION", lambda n: _env_seconds(n, 0)),
+    "DEMO_EMAIL": ("DEMO_EMAIL", _env),
+    "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
 }
+SYMPHAINY = {key: read(name) for name, (key, read) in _PRODUCT_ENV.items() if _env(name) is not None}  # type: ignore[operator]
 
 # --- HTTP hardening ---------------------------------------------------------------------
-DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY["MAX_REQUEST_BYTES"]
+DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY.get("MAX_REQUEST_BYTES", PRODUCT_DEFAULTS["MAX_REQUEST_BYTES"])
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
@@ -323,8 +338,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "redact": {"()": "symphainy.logs.RedactSecretsFilter"},
-        "request_id": {"()": "symphainy.middleware.RequestIdFilter"},
+        "redact": {"()": "core.logs.RedactSecretsFilter"},
+        "request_id": {"()": "core.middleware.RequestIdFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from core.metrics import metrics_view
 from symphainy.health import HealthApi
-from symphainy.metrics import metrics_view
 
 urlpatterns = [
     path("api/auth/", include("accounts.urls")),
@@ -17,7 +17,7 @@ urlpatterns = [
     path("", include("console.urls")),
 ]
 
-handler400 = "symphainy.api.handler400"
-handler403 = "symphainy.api.handler403"
-handler404 = "symphainy.api.handler404"
-handler500 = "symphainy.api.handler500"
+handler400 = "core.http.handler400"
+handler403 = "core.http.handler403"
+handler404 = "core.http.handler404"
+handler500 = "core.http.handler500"

@@ -49,8 +49,9 @@ def bearer(client: APIClient, access_token: str) -> APIClient:
 
 def make_session(user: User, *, tenant: Tenant | None = None, **metadata: Any):
     """A runtime session of `user` made through the one creation path (a session intent)."""
+    from core.audit import Actor
     from sessions_runtime.intents import IntentAction, session_intent_build
-    from sessions_runtime.services import Actor, session_create
+    from sessions_runtime.services import session_create
 
     membership = Membership.objects.get(user=user, **({"tenant": tenant} if tenant else {"is_primary": True}))
     intent = session_intent_build(

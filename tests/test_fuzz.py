@@ -8,13 +8,15 @@ import contextlib
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.core.wsgi import get_wsgi_application
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from django.db import close_old_connections
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from accounts.tokens import ACCESS, REFRESH, token_decode
-from symphainy.exceptions import InvalidToken
+from core.exceptions import InvalidToken
 from tests import factories
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", get_wsgi_application())

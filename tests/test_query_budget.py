@@ -34,7 +34,7 @@ def test_the_handshake_takes_two_queries(login_body, django_assert_num_queries):
 
 
 def test_the_socket_cap_is_counted_in_the_check_query(login_body, settings, django_assert_num_queries):
-    from symphainy.exceptions import RateLimited
+    from core.exceptions import RateLimited
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_SOCKETS_PER_USER": 1}
     claims = token_decode(login_body["access_token"], expected_type=ACCESS)

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
 from accounts.tokens import ACCESS, token_decode
-from symphainy.exceptions import InvalidToken
+from core.exceptions import InvalidToken
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, User
+from core.models import ActorType, AuditEvent
 from realtime.models import Connection
-from sessions_runtime.models import ActorType, AuditEvent, EndReason, Execution, RuntimeSession, SessionStatus
+from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
 from tests import factories
 
 
@@ -46,7 +47,7 @@ def _queries(client, url: str) -> int:
         "/admin/sessions_runtime/runtimesession/",
         "/admin/sessions_runtime/runtimesession/?status=active",
         "/admin/sessions_runtime/execution/",
-        "/admin/sessions_runtime/auditevent/",
+        "/admin/core/auditevent/",
         "/admin/realtime/connection/",
         "/admin/accounts/user/",
         "/admin/accounts/tenant/",
@@ -103,7 +104,7 @@ def test_sessions_cannot_be_added_changed_or_deleted_by_hand(admin_client):
     body = _sessions(1)[0]
     assert admin_client.get("/admin/sessions_runtime/runtimesession/add/").status_code == 403
     assert admin_client.post(f"/admin/sessions_runtime/runtimesession/{body['session_id']}/delete/").status_code == 403
-    assert admin_client.get("/admin/sessions_runtime/auditevent/add/").status_code == 403
+    assert admin_client.get("/admin/core/auditevent/add/").status_code == 403
 
 
 def test_removing_a_membership_inline_ends_the_users_sessions(admin_client):

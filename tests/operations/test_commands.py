@@ -21,10 +21,9 @@ from django.utils import timezone
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User
 from accounts.services import auth_login
+from core.models import ActorType, AuditEvent
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import (
-    ActorType,
-    AuditEvent,
     EndReason,
     Execution,
     ExecutionStatus,
@@ -99,7 +98,7 @@ def test_every_subcommand_has_help(name, app, subcommands):
 
 
 def test_runtime_sweep_has_help():
-    parser = load_command_class("sessions_runtime", "runtime_sweep").create_parser("manage.py", "runtime_sweep")
+    parser = load_command_class("realtime", "runtime_sweep").create_parser("manage.py", "runtime_sweep")
     assert "dead server processes" in parser.format_help()
 
 

@@ -17,10 +17,12 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Role
 from accounts.services import membership_remove, tenant_suspend, user_deactivate
 from accounts.tokens import tokens_issue
+from core.audit import Actor
+from core.models import ActorType
 from realtime.models import Connection
 from realtime.registry import registry
-from sessions_runtime.models import ActorType, EndReason, RuntimeSession, SessionStatus
-from sessions_runtime.services import Actor, session_end, sessions_expire_due
+from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
+from sessions_runtime.services import session_end, sessions_expire_due
 from tests import factories
 from tests.realtime.conftest import make_socket
 
@@ -576,6 +578,6 @@ async def test_a_closed_socket_leaves_no_timer_behind(settings):
     await asyncio.sleep(0.25)  # a re-check or two ran and re-armed the timer
     await sock.close()
     await asyncio.sleep(0.3)
-    from realtime.consumers import _background
+    from core.tasks import background_tasks
 
-    assert not _background
+    assert not [task for task in background_tasks() if "_check" in repr(task.get_coro())]

@@ -9,8 +9,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core.models import AuditEvent
 from realtime.services import socket_refusal_count, socket_refusals_flush
-from sessions_runtime.models import AuditEvent
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -76,8 +76,8 @@ def test_prune_rejects_bad_arguments():
 def test_account_changes_are_audited_with_their_actor():
     from accounts.models import Role
     from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend, user_deactivate
-    from sessions_runtime.models import ActorType
-    from sessions_runtime.services import Actor
+    from core.audit import Actor
+    from core.models import ActorType
 
     command = Actor(type=ActorType.COMMAND)
     user = factories.make_user()

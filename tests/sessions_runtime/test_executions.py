@@ -18,10 +18,11 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
-from realtime.events import session_group
+from core.conf import runtime_settings
+from core.events import session_group
+from core.models import AuditEvent
 from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
-from sessions_runtime.models import AuditEvent, Execution, ExecutionStatus, Intent, RuntimeSession
-from symphainy.conf import runtime_settings
+from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,7 +47,7 @@ def exploding_handler(settings):
 @pytest.fixture
 def sent(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
     """Every message that leaves for the channel layer, as it leaves (after commit)."""
-    from realtime import events
+    from core import events
 
     frames: list[tuple[str, dict[str, Any]]] = []
     original = events._send_now
@@ -320,7 +321,7 @@ def test_the_sweep_reruns_lost_executions_and_fails_those_out_of_attempts(settin
 
 
 def test_a_finished_execution_is_timed_in_the_metrics():
-    from symphainy.metrics import EXECUTION_DURATION
+    from core.metrics import EXECUTION_DURATION
 
     def count() -> float:
         for metric in EXECUTION_DURATION.collect():

@@ -9,7 +9,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Role
-from sessions_runtime.models import AuditEvent, EndReason, RuntimeSession, SessionStatus
+from core.models import AuditEvent
+from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -12,17 +12,16 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
+from core.exceptions import RequestTooLarge, SessionNotWritable, VersionConflict
 from sessions_runtime.services import session_state_read, session_state_write
 from sessions_runtime.state import (
     CONVERSATION_NAMESPACE,
     MemoryStateBackend,
     RedisStateBackend,
     StateDocument,
-    VersionConflict,
     state_backend,
     state_key,
 )
-from symphainy.exceptions import RequestTooLarge, SessionNotWritable
 from tests import factories
 
 BACKENDS = ["database", "memory", "redis"]
@@ -147,8 +146,9 @@ def test_state_over_the_size_limit_is_refused_and_not_written(backend, session, 
 
 
 def test_an_ended_session_takes_no_state(backend, session):
+    from core.audit import Actor
     from sessions_runtime.models import EndReason
-    from sessions_runtime.services import Actor, session_end
+    from sessions_runtime.services import session_end
 
     session_end(session_id=session.pk, reason=EndReason.ADMIN, actor=Actor.system())
     session.refresh_from_db()

@@ -9,8 +9,8 @@ from django.db import transaction
 
 from accounts.models import Role, Tenant, User, normalize_email
 from accounts.services import membership_add, tenant_create
-from symphainy.commands import command_actor
-from symphainy.conf import runtime_settings
+from core.commands import command_actor
+from core.conf import runtime_settings
 
 
 class Command(BaseCommand):

@@ -11,13 +11,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q
 from django.utils.text import slugify
 
+from accounts.management.lookups import tenant_by_slug, user_by_email
 from accounts.models import Membership, Role, Tenant, TenantStatus
 from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend
+from core.commands import command_actor, table, when
 from sessions_runtime.models import SessionStatus
-from symphainy.commands import command_actor, table, tenant_by_slug, user_by_email, when
 
 MAX_SLUG_LENGTH = 60  # tenant_create keeps at most this much of a slug
 MAX_NAME_LENGTH = Tenant._meta.get_field("name").max_length
+
 
 
 class Command(BaseCommand):

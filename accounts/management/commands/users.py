@@ -7,10 +7,11 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Prefetch, Q
 
+from accounts.management.lookups import tenant_by_slug, user_by_email
 from accounts.models import Membership, User
 from accounts.services import user_deactivate
+from core.commands import command_actor, table, when
 from sessions_runtime.models import SessionStatus
-from symphainy.commands import command_actor, table, tenant_by_slug, user_by_email, when
 
 
 class Command(BaseCommand):

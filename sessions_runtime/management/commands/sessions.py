@@ -13,24 +13,30 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from accounts.models import Tenant, User, normalize_email
+from core.commands import command_actor, confirm, lookup, positive_int, table, uuid_arg, when
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
 from sessions_runtime.selectors import session_status_filter
 from sessions_runtime.services import session_end, session_state_read, sessions_end, sessions_expire_due
-from symphainy.commands import (
-    command_actor,
-    confirm,
-    positive_int,
-    session_by_id,
-    session_uuid,
-    table,
-    tenant_by_slug,
-    user_by_email,
-    when,
-)
 
 MAX_NOTE_LENGTH = 200
 RECENT_EXECUTIONS = 10
+
+
+def _user_by_email(email: str) -> User:
+    return lookup(User.objects.filter(email=normalize_email(email)), f"No user with email '{email}'.")
+
+
+def _tenant_by_slug(slug: str) -> Tenant:
+    return lookup(Tenant.objects.filter(slug=slug.strip().lower()), f"No tenant with slug '{slug}'.")
+
+
+def _session_by_id(raw: str) -> RuntimeSession:
+    return lookup(
+        RuntimeSession.objects.select_related("user", "tenant").filter(pk=uuid_arg(raw)),
+        f"No session with id {raw.strip()}.",
+    )
 
 
 def _sessions(queryset: QuerySet[RuntimeSession]) -> QuerySet[RuntimeSession]:
@@ -139,9 +145,9 @@ class Command(BaseCommand):
     def _list(self, options: dict[str, Any]) -> None:
         sessions = RuntimeSession.objects.all()
         if options["user"]:
-            sessions = sessions.filter(user=user_by_email(options["user"]))
+            sessions = sessions.filter(user=_user_by_email(options["user"]))
         if options["tenant"]:
-            sessions = sessions.filter(tenant=tenant_by_slug(options["tenant"]))
+            sessions = sessions.filter(tenant=_tenant_by_slug(options["tenant"]))
         if options["status"]:
             if options["status"] not in SessionStatus.values:
                 raise CommandError(f"Unknown status '{options['status']}'; use one of {', '.join(SessionStatus.values)}.")
@@ -172,7 +178,7 @@ class Command(BaseCommand):
 
     # --- show ---------------------------------------------------------------------------
     def _show(self, options: dict[str, Any]) -> None:
-        session = session_by_id(options["session_id"])
+        session = _session_by_id(options["session_id"])
         status = session.effective_status()
         if status != session.status:
             status = f"{status} (recorded as {session.status} until the next expiry sweep)"
@@ -226,7 +232,7 @@ class Command(BaseCommand):
             raise CommandError("Nothing to end: give session ids, --user EMAIL or --tenant SLUG.")
 
     def _end_by_id(self, raw_ids: list[str], *, note: str, assume_yes: bool) -> None:
-        ids = list(dict.fromkeys(session_uuid(raw) for raw in raw_ids))
+        ids = list(dict.fromkeys(uuid_arg(raw) for raw in raw_ids))
         found = {s.pk: s for s in _sessions(RuntimeSession.objects.filter(pk__in=ids))}
         missing = [str(i) for i in ids if i not in found]
         if missing:
@@ -253,11 +259,11 @@ class Command(BaseCommand):
         sessions = RuntimeSession.objects.filter(status=SessionStatus.ACTIVE)
         whose = []
         if email:
-            user = user_by_email(email)
+            user = _user_by_email(email)
             sessions = sessions.filter(user=user)
             whose.append(f"user {user.email}")
         if slug:
-            tenant = tenant_by_slug(slug)
+            tenant = _tenant_by_slug(slug)
             sessions = sessions.filter(tenant=tenant)
             whose.append(f"tenant {tenant.slug}")
         targets = list(_sessions(sessions))

@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from symphainy.exceptions import CloseCode
+from core.exceptions import CloseCode
 
 logger = logging.getLogger(__name__)
 

@@ -9,10 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime.services import connections_sweep
+from core.conf import runtime_settings
+from realtime.sweeps import runtime_sweep
 from sessions_runtime import executions
-from sessions_runtime.services import sessions_expire_due
-from symphainy.conf import runtime_settings
 
 
 def _wait_for_local_executions(timeout: float) -> int:
@@ -53,19 +52,13 @@ class Command(BaseCommand):
         wait = options["wait"]
         if wait is None or wait < 0:
             raise CommandError("--wait must be zero or more seconds.")
-        connections = connections_sweep()
-        swept = executions.executions_sweep()
-        expired = sessions_expire_due()
-        pruned = executions.idempotency_records_prune()
+        report = runtime_sweep()
         say = self.stdout.write if options["verbosity"] >= 1 else (lambda line: None)
-        say(f"connections: removed {connections} record(s) of dead server processes")
-        say(
-            f"executions: requeued {swept['requeued']}, failed {swept['failed']}, "
-            f"redispatched {swept['redispatched']}"
-        )
-        say(f"sessions: expired {expired}")
-        say(f"idempotency records: removed {pruned} past their retention")
-        dispatched = swept["requeued"] + swept["redispatched"]
+        say(f"connections: removed {report.connections} record(s) of dead server processes")
+        say(f"executions: requeued {report.requeued}, failed {report.failed}, redispatched {report.redispatched}")
+        say(f"sessions: expired {report.expired}")
+        say(f"idempotency records: removed {report.idempotency_pruned} past their retention")
+        dispatched = report.requeued + report.redispatched
         if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
             say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")
             left = _wait_for_local_executions(wait)

@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from typing import Any, Iterable, Sequence
 
 from django.core.management.base import CommandError
+from django.db.models import QuerySet
 
-from accounts.models import Tenant, User, normalize_email
-from sessions_runtime.models import ActorType, RuntimeSession
-from sessions_runtime.selectors import session_id_parse
-from sessions_runtime.services import Actor
+from core.audit import Actor
+from core.models import ActorType
 
 
 def command_actor() -> Actor:
@@ -24,32 +23,20 @@ def command_actor() -> Actor:
     return Actor(type=ActorType.COMMAND)
 
 
-def user_by_email(email: str) -> User:
-    user = User.objects.filter(email=normalize_email(email)).first()
-    if user is None:
-        raise CommandError(f"No user with email '{email}'.")
-    return user
+def lookup(queryset: QuerySet, missing: str) -> Any:
+    """The first row of `queryset`, or a one-line CommandError saying what is missing."""
+    found = queryset.first()
+    if found is None:
+        raise CommandError(missing)
+    return found
 
 
-def tenant_by_slug(slug: str) -> Tenant:
-    tenant = Tenant.objects.filter(slug=slug.strip().lower()).first()
-    if tenant is None:
-        raise CommandError(f"No tenant with slug '{slug}'.")
-    return tenant
-
-
-def session_uuid(raw: str) -> uuid.UUID:
-    parsed = session_id_parse(raw.strip())
-    if parsed is None:
-        raise CommandError(f"'{raw}' is not a session id (expected a UUID).")
-    return parsed
-
-
-def session_by_id(raw: str) -> RuntimeSession:
-    session = RuntimeSession.objects.select_related("user", "tenant").filter(pk=session_uuid(raw)).first()
-    if session is None:
-        raise CommandError(f"No session with id {raw.strip()}.")
-    return session
+def uuid_arg(raw: str, *, what: str = "session id") -> uuid.UUID:
+    """A UUID from the command line, or a one-line CommandError."""
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        raise CommandError(f"'{raw}' is not a {what} (expected a UUID).") from None
 
 
 def positive_int(raw: str) -> int:

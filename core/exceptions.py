@@ -1,14 +1,34 @@
 """Every error the service can answer with, declared once.
 
 Each class carries its machine code, its HTTP status and its WebSocket close code. They
-are translated in exactly two places: `symphainy.api.exception_handler` (HTTP) and the
-consumer's one `except` (WebSocket).
+are translated in exactly two places: `core.http.exception_handler` (HTTP) and the
+consumer's one `except` (WebSocket). `DEPENDENCY_ERRORS` is what an outage looks like
+from inside the process; both places answer it with 503 / 1013.
 """
 
 from __future__ import annotations
 
+import asyncio
 from enum import IntEnum
 from typing import Any
+
+from channels.exceptions import ChannelFull
+from django.db import InterfaceError, OperationalError
+
+try:  # channels-redis, the Redis cache and the Redis state backend raise redis' errors
+    from redis.exceptions import RedisError
+except ImportError:  # pragma: no cover - redis is a pinned dependency
+    RedisError = OSError  # type: ignore[misc,assignment]
+
+# A database, Redis or channel layer that cannot be reached, or did not answer in time.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    RedisError,
+    ChannelFull,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 class CloseCode(IntEnum):
@@ -104,6 +124,13 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status_code, code = 409, "conflict"
     default_message = "The request conflicts with the current state."
+
+
+class VersionConflict(Conflict):
+    """The document changed since the version the writer read."""
+
+    status_code, code = 412, "version_conflict"
+    default_message = "The state has changed since that version; read it again."
 
 
 class SessionNotWritable(Conflict):

@@ -1,6 +1,6 @@
 """DRF plumbing loaded through REST_FRAMEWORK settings: the JSON parser and pagination.
 
-Kept apart from `symphainy.api`, which imports DRF's views: DRF resolves these classes
+Kept apart from `core.http`, which imports DRF's views: DRF resolves these classes
 while its views module is still being imported.
 """
 
@@ -13,8 +13,8 @@ from rest_framework import exceptions as drf
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import RequestTooLarge
+from core.conf import runtime_settings
+from core.exceptions import RequestTooLarge
 
 
 class BoundedJSONParser(JSONParser):

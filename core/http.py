@@ -11,14 +11,14 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from symphainy.conf import runtime_settings
-from symphainy.exceptions import DependencyUnavailable, RequestTooLarge, ServiceError
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, RequestTooLarge, ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # Django refuses to buffer a body over DATA_UPLOAD_MAX_MEMORY_SIZE before any
         # parser sees it; that is the same 413 the parser gives.
         exc = RequestTooLarge(details={"limit_bytes": runtime_settings.MAX_REQUEST_BYTES})
-    elif isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("database unavailable: %s", exc)
+    elif isinstance(exc, DEPENDENCY_ERRORS):
+        logger.warning("dependency unavailable: %s", exc)
         exc = DependencyUnavailable()
     # Domain errors raised while authenticating travel inside a DRF exception (see
     # accounts.authentication); answer with the domain error itself.

@@ -1,0 +1,32 @@
+"""Background tasks that nothing awaits.
+
+asyncio keeps only a weak reference to a task: one that nobody holds may be collected
+before it finishes (the warning in the docs of `asyncio.create_task`). Every task the
+project starts and does not await goes through `background`, which holds it until done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any, Coroutine
+
+_running: set[asyncio.Task] = set()
+
+
+def background(
+    coroutine: Coroutine[Any, Any, Any],
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    context: contextvars.Context | None = None,
+) -> asyncio.Task:
+    """Start `coroutine` as a task on `loop` (the running one by default), referenced until done."""
+    task = (loop or asyncio.get_running_loop()).create_task(coroutine, context=context)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return task
+
+
+def background_tasks() -> frozenset[asyncio.Task]:
+    """The tasks started here that have not finished yet (tests, shutdown)."""
+    return frozenset(_running)
