@@ -5,7 +5,6 @@ Every HTTP error leaves through here as `{"error", "message", "details"?}`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 
@@ -108,15 +107,3 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 def handler500(request: HttpRequest) -> JsonResponse:
     return _json_error(500, "server_error", "Internal server error.")
-
-
-def client_address(request: HttpRequest) -> str | None:
-    """The caller's address as the throttles see it (X-Forwarded-For only behind
-    TRUSTED_PROXY_COUNT proxies), or None when it is not an IP address."""
-    from rest_framework.throttling import BaseThrottle
-
-    ident = BaseThrottle().get_ident(request)
-    try:
-        return str(ipaddress.ip_address(ident.strip()))
-    except (ValueError, AttributeError):
-        return None

@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User
-from core.audit import Actor, audit_record
+from core.audit import audit_fields, audit_record
+from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import runtime_event_publish, session_ended_broadcast
 from core.exceptions import CloseCode, RequestTooLarge, SessionNotWritable, VersionConflict
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
-from sessions_runtime.intents import SessionIntent, session_intent_validate
 from sessions_runtime.models import (
     EXPIRY_REASONS,
     EndReason,
@@ -31,11 +30,13 @@ from sessions_runtime.models import (
     RuntimeSession,
     SessionStatus,
 )
+from sessions_runtime.selectors import FILE_ADD, STATE_WRITE, access_require_write
+from sessions_runtime.session_intents import SessionIntent, session_intent_validate
 from sessions_runtime.state import StateDocument, state_backend, state_key
 
 
 @transaction.atomic
-def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
+def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     """Validate the intent against policy and create the session it asks for.
 
     The user's row is locked, so concurrent logins of one user are serialized and the
@@ -47,7 +48,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     membership = Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
     session_intent_validate(intent, user=user, tenant=tenant, membership=membership, now=now)
 
-    system = Actor.system()
+    system = Caller.system()
     active = RuntimeSession.objects.filter(user_id=user.pk, status=SessionStatus.ACTIVE)
     _sessions_expire(active, now=now)
     cap = max(1, int(intent.policies.get("max_active_sessions", runtime_settings.MAX_ACTIVE_SESSIONS_PER_USER)))
@@ -55,7 +56,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     if len(live) >= cap:
         oldest = live[: len(live) - cap + 1]
         _sessions_end(
-            RuntimeSession.objects.filter(id__in=oldest), reason=EndReason.SUPERSEDED, actor=system, now=now
+            RuntimeSession.objects.filter(id__in=oldest), reason=EndReason.SUPERSEDED, caller=system, now=now
         )
 
     session = RuntimeSession.objects.create(
@@ -70,7 +71,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     )
     audit_record(
         kind=AuditEvent.Kind.SESSION_CREATED,
-        actor=actor,
+        caller=caller,
         user_id=user.pk,
         tenant_id=tenant.pk,
         session_id=session.pk,
@@ -79,37 +80,27 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     return session
 
 
-def session_touch(*, session: RuntimeSession, now: datetime | None = None) -> bool:
-    """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL.
+def session_touch(*, session_id: uuid.UUID, last_seen_at: datetime, now: datetime | None = None) -> datetime | None:
+    """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL
+    after `last_seen_at` (the one pacer, for REST requests and socket frames alike).
 
-    Returns whether a write happened. A session already past its idle expiry is not
-    revived: the conditional update matches nothing.
+    Returns the new `last_seen_at` when a touch was due (pace from it), None when not. A
+    session already past an expiry is not revived: the conditional update matches nothing.
     """
     now = now or timezone.now()
-    if now - session.last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
-        return False
-    idle_expires_at = session_touch_id(session_id=session.pk, now=now)
-    if idle_expires_at is not None:
-        session.last_seen_at, session.idle_expires_at = now, idle_expires_at
-    return idle_expires_at is not None
-
-
-def session_touch_id(*, session_id: uuid.UUID, now: datetime | None = None) -> datetime | None:
-    """The write behind `session_touch`, for callers that pace themselves (sockets).
-    Returns the new idle expiry, or None when the session is no longer active."""
-    now = now or timezone.now()
-    idle_expires_at = now + runtime_settings.SESSION_IDLE_TTL
-    updated = RuntimeSession.objects.filter(
-        pk=session_id, status=SessionStatus.ACTIVE, idle_expires_at__gt=now, expires_at__gt=now
-    ).update(last_seen_at=now, idle_expires_at=idle_expires_at)
-    return idle_expires_at if updated else None
+    if now - last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
+        return None
+    RuntimeSession.objects.usable(now=now).filter(pk=session_id).update(
+        last_seen_at=now, idle_expires_at=now + runtime_settings.SESSION_IDLE_TTL
+    )
+    return now
 
 
 def session_end(
     *,
     session_id: uuid.UUID,
     reason: str,
-    actor: Actor,
+    caller: Caller,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
 ) -> bool:
@@ -118,7 +109,7 @@ def session_end(
         sessions_end(
             sessions=RuntimeSession.objects.filter(pk=session_id),
             reason=reason,
-            actor=actor,
+            caller=caller,
             close_code=close_code,
             note=note,
         )
@@ -131,13 +122,13 @@ def sessions_end(
     *,
     sessions: QuerySet[RuntimeSession],
     reason: str,
-    actor: Actor,
+    caller: Caller,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
 ) -> int:
     """End every still-active session of `sessions`; returns how many this call ended.
     `note` is free text from an operator, kept in the audit rows beside the reason."""
-    return _sessions_end(sessions, reason=reason, actor=actor, now=timezone.now(), close_code=close_code, note=note)
+    return _sessions_end(sessions, reason=reason, caller=caller, now=timezone.now(), close_code=close_code, note=note)
 
 
 @transaction.atomic
@@ -146,23 +137,18 @@ def sessions_expire_due(*, now: datetime | None = None) -> int:
     return _sessions_expire(RuntimeSession.objects.filter(status=SessionStatus.ACTIVE), now=now or timezone.now())
 
 
-def _sessions_expire(active: QuerySet[RuntimeSession], *, now: datetime) -> int:
-    system = Actor.system()
-    ended = _sessions_end(active.filter(expires_at__lte=now), reason=EndReason.EXPIRED_ABSOLUTE, actor=system, now=now)
-    ended += _sessions_end(
-        active.filter(Q(idle_expires_at__lte=now) & Q(expires_at__gt=now)),
-        reason=EndReason.EXPIRED_IDLE,
-        actor=system,
-        now=now,
+def _sessions_expire(sessions: QuerySet[RuntimeSession], *, now: datetime) -> int:
+    return sum(
+        _sessions_end(sessions.past_expiry(reason=reason, now=now), reason=reason, caller=Caller.system(), now=now)
+        for reason in (EndReason.EXPIRED_ABSOLUTE, EndReason.EXPIRED_IDLE)
     )
-    return ended
 
 
 def _sessions_end(
     sessions: QuerySet[RuntimeSession],
     *,
     reason: str,
-    actor: Actor,
+    caller: Caller,
     now: datetime,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
@@ -182,18 +168,16 @@ def _sessions_end(
     status = SessionStatus.EXPIRED if reason in EXPIRY_REASONS else SessionStatus.ENDED
     ids = [row[0] for row in rows]
     RuntimeSession.objects.filter(id__in=ids, status=SessionStatus.ACTIVE).update(
-        status=status, ended_at=now, end_reason=reason, ended_by_type=actor.type, ended_by=actor.user
+        status=status, ended_at=now, end_reason=reason, ended_by_type=caller.kind, ended_by_id=caller.user_id
     )
     AuditEvent.objects.bulk_create(
         AuditEvent(
             at=now,
             kind=AuditEvent.Kind.SESSION_ENDED,
-            actor_type=actor.type,
-            actor=actor.user,
+            **audit_fields(caller),
             user_id=user_id,
             tenant_id=tenant_id,
             session_id=session_id,
-            client_address=actor.client_address,
             data={"reason": reason, "note": note} if note else {"reason": reason},
         )
         for session_id, user_id, tenant_id in rows
@@ -225,10 +209,11 @@ def session_state_read(*, session: RuntimeSession) -> StateDocument:
 
 @transaction.atomic
 def session_state_write(
-    *, session: RuntimeSession, data: dict[str, Any], expected_version: int, merge: bool = False
+    *, caller: Caller, session: RuntimeSession, data: dict[str, Any], expected_version: int, merge: bool = False
 ) -> StateDocument:
     """Replace (or merge-patch) the session's state if `expected_version` is current;
     announce the new version to the session's sockets after commit."""
+    access_require_write(caller=caller, owner_id=session.user_id, what=STATE_WRITE)
     if not session.is_usable():
         raise SessionNotWritable()
     key = state_key(tenant_id=session.tenant_id, session_id=session.pk)
@@ -248,13 +233,14 @@ def session_state_write(
 
 # --- File references -------------------------------------------------------------------
 def file_reference_add(
-    *, session: RuntimeSession, user_id: uuid.UUID, name: str, size: int, sha256: str, content_type: str, location: str
+    *, caller: Caller, session: RuntimeSession, name: str, size: int, sha256: str, content_type: str, location: str
 ) -> FileReference:
     """Record a file's metadata in a session; the bytes stay where `location` says."""
+    access_require_write(caller=caller, owner_id=session.user_id, what=FILE_ADD)
     if not session.is_usable():
         raise SessionNotWritable()
     return FileReference.objects.create(
-        session=session, tenant_id=session.tenant_id, user_id=user_id,
+        session=session, tenant_id=session.tenant_id, user_id=caller.user_id,
         name=name, size=size, sha256=sha256, content_type=content_type, location=location,
     )
 
