@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.utils import timezone
+
 from core.caller import Caller
+from core.conf import runtime_settings
 from core.models import AuditEvent
 
 
@@ -25,3 +29,11 @@ def audit_record(
 def audit_fields(caller: Caller) -> dict[str, Any]:
     """The actor's columns of an audit row (for rows built in bulk)."""
     return {"actor_type": caller.kind, "actor_id": caller.user_id, "client_address": caller.client_address}
+
+
+def audit_events_prune(*, older_than: timedelta | None = None, now: datetime | None = None) -> int:
+    """Delete audit rows older than the retention (AUDIT_RETENTION by default)."""
+    keep = older_than if older_than is not None else runtime_settings.AUDIT_RETENTION
+    cutoff = (now or timezone.now()) - keep
+    deleted, _ = AuditEvent.objects.filter(at__lt=cutoff).delete()
+    return deleted

@@ -20,7 +20,8 @@ from core.admin import ReadOnlyAdmin
 from core.caller import Caller
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.services import session_state_read, sessions_end
+from sessions_runtime.services import sessions_end
+from sessions_runtime.state_writes import session_state_read
 
 
 def _pretty(value: Any) -> str:

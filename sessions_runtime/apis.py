@@ -15,25 +15,20 @@ from core.conf import runtime_settings
 from core.drf import Pagination
 from core.exceptions import InvalidRequest, PreconditionRequired
 from sessions_runtime.executions import execution_cancel, execution_get_for_caller, execution_payload
-from sessions_runtime.models import EndReason, ExecutionStatus, SessionStatus
+from sessions_runtime.files import file_reference_add, file_reference_get, file_references_for_session
+from sessions_runtime.models import EndReason, SessionStatus
 from sessions_runtime.selectors import (
     FILE_ADD,
     STATE_WRITE,
     access_require_write,
-    file_reference_get,
-    file_references_for_session,
     session_get_for_caller,
     session_list_for_caller,
 )
-from sessions_runtime.services import (
-    file_reference_add,
-    session_create,
-    session_end,
-    session_state_read,
-    session_state_write,
-)
+from sessions_runtime.serializers import ExecutionSerializer, SubmissionSerializer
+from sessions_runtime.services import session_create, session_end
 from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 from sessions_runtime.state import StateDocument
+from sessions_runtime.state_writes import session_state_read, session_state_write
 from sessions_runtime.submission import intent_submit
 
 
@@ -218,18 +213,9 @@ class IntentSubmitApi(APIView):
         parameters = serializers.DictField(required=False, default=dict)
         idempotency_key = serializers.CharField(max_length=255, required=False)
 
-    class OutputSerializer(serializers.Serializer):
-        class Meta:
-            ref_name = "IntentAccepted"
-
-        execution_id = serializers.UUIDField()
-        intent_id = serializers.UUIDField()
-        status = serializers.CharField()
-        created_at = serializers.DateTimeField()
-
     @extend_schema(
         request=InputSerializer,
-        responses={202: OutputSerializer},
+        responses={202: SubmissionSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
     def post(self, request: Request) -> Response:
@@ -250,34 +236,18 @@ class IntentSubmitApi(APIView):
         return Response(submission.response, status=202, headers=headers)
 
 
-class ExecutionOutputSerializer(serializers.Serializer):
-    class Meta:
-        ref_name = "Execution"
-
-    execution_id = serializers.UUIDField()
-    intent_id = serializers.UUIDField()
-    intent_type = serializers.CharField()
-    session_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=ExecutionStatus.choices)
-    progress = serializers.DictField()
-    result = serializers.JSONField(allow_null=True)
-    error = serializers.JSONField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
 def _execution(request: Request, execution_id: str):
     return execution_get_for_caller(caller=request.auth, execution_id=execution_id)
 
 
 class ExecutionStatusApi(APIView):
-    @extend_schema(responses={200: ExecutionOutputSerializer})
+    @extend_schema(responses={200: ExecutionSerializer})
     def get(self, request: Request, execution_id: str) -> Response:
         return Response(execution_payload(_execution(request, execution_id)))
 
 
 class ExecutionCancelApi(APIView):
-    @extend_schema(request=None, responses={202: ExecutionOutputSerializer})
+    @extend_schema(request=None, responses={202: ExecutionSerializer})
     def post(self, request: Request, execution_id: str) -> Response:
         execution = execution_cancel(execution=_execution(request, execution_id))
         return Response(execution_payload(execution), status=202)

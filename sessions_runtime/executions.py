@@ -21,22 +21,12 @@ from core.metrics import EXECUTION_DURATION
 from core.models import AuditEvent
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
 from sessions_runtime.selectors import access_visible
+from sessions_runtime.serializers import ExecutionSerializer
 
 
 def execution_payload(execution: Execution) -> dict[str, Any]:
     """The execution as the API and the events show it."""
-    return {
-        "execution_id": str(execution.pk),
-        "intent_id": str(execution.intent_id),
-        "intent_type": execution.intent_type,
-        "session_id": str(execution.session_id),
-        "status": execution.status,
-        "progress": execution.progress,
-        "result": execution.result,
-        "error": execution.error,
-        "created_at": execution.created_at.isoformat(),
-        "updated_at": execution.updated_at.isoformat(),
-    }
+    return dict(ExecutionSerializer(execution).data)
 
 
 def execution_announce(execution: Execution, event_type: str) -> None:

@@ -15,7 +15,7 @@ from accounts.models import Membership, Permission
 from core.caller import Caller
 from core.exceptions import NotFound, PermissionDenied
 from core.ids import uuid_parse
-from sessions_runtime.models import FileReference, RuntimeSession
+from sessions_runtime.models import RuntimeSession
 
 
 def session_get_for_token(
@@ -107,15 +107,3 @@ def session_list_for_caller(
 def session_get_owned(*, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID) -> RuntimeSession | None:
     """A session only if it belongs to exactly this user in exactly this tenant."""
     return RuntimeSession.objects.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()
-
-
-def file_references_for_session(*, session: RuntimeSession) -> QuerySet[FileReference]:
-    return FileReference.objects.filter(session_id=session.pk, tenant_id=session.tenant_id)
-
-
-def file_reference_get(*, session: RuntimeSession, file_id: object) -> FileReference:
-    parsed = uuid_parse(file_id)
-    reference = file_references_for_session(session=session).filter(pk=parsed).first() if parsed else None
-    if reference is None:
-        raise NotFound("File not found.")
-    return reference

@@ -5,10 +5,9 @@ commands all call these; none of them writes a session row itself.
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import datetime, timedelta
-from typing import Any, Iterable
+from datetime import datetime
+from typing import Iterable
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -18,21 +17,18 @@ from accounts.models import Membership, Tenant, User
 from core.audit import audit_fields, audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import runtime_event_publish, session_ended_broadcast
-from core.exceptions import CloseCode, RequestTooLarge, SessionNotWritable, VersionConflict
+from core.events import session_ended_broadcast
+from core.exceptions import CloseCode
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
 from sessions_runtime.models import (
     EXPIRY_REASONS,
     EndReason,
-    FileReference,
     RuntimeSession,
     SessionStatus,
 )
-from sessions_runtime.selectors import FILE_ADD, STATE_WRITE, access_require_write
 from sessions_runtime.session_intents import SessionIntent, session_intent_validate
-from sessions_runtime.state import StateDocument, state_backend, state_key
 
 
 @transaction.atomic
@@ -187,68 +183,3 @@ def _sessions_end(
         session_ended_broadcast(session_id, reason=reason, close_code=close_code)
     transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))
     return len(ids)
-
-
-# --- Session state ----------------------------------------------------------------------
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if value is None:
-            result.pop(name, None)
-        else:
-            result[name] = _merge_patch(result.get(name), value)
-    return result
-
-
-def session_state_read(*, session: RuntimeSession) -> StateDocument:
-    return state_backend().read(state_key(tenant_id=session.tenant_id, session_id=session.pk))
-
-
-@transaction.atomic
-def session_state_write(
-    *, caller: Caller, session: RuntimeSession, data: dict[str, Any], expected_version: int, merge: bool = False
-) -> StateDocument:
-    """Replace (or merge-patch) the session's state if `expected_version` is current;
-    announce the new version to the session's sockets after commit."""
-    access_require_write(caller=caller, owner_id=session.user_id, what=STATE_WRITE)
-    if not session.is_usable():
-        raise SessionNotWritable()
-    key = state_key(tenant_id=session.tenant_id, session_id=session.pk)
-    backend = state_backend()
-    if merge:
-        current = backend.read(key)
-        if current.version != expected_version:
-            raise VersionConflict()
-        data = _merge_patch(current.data, data)
-    limit = runtime_settings.STATE_MAX_BYTES
-    if len(json.dumps(data, separators=(",", ":")).encode("utf-8")) > limit:
-        raise RequestTooLarge(f"Session state is limited to {limit} bytes of JSON.", details={"limit_bytes": limit})
-    document = backend.write(key, data, expected_version=expected_version)
-    runtime_event_publish(session.pk, "session.state_changed", {"session_id": str(session.pk), "version": document.version})
-    return document
-
-
-# --- File references -------------------------------------------------------------------
-def file_reference_add(
-    *, caller: Caller, session: RuntimeSession, name: str, size: int, sha256: str, content_type: str, location: str
-) -> FileReference:
-    """Record a file's metadata in a session; the bytes stay where `location` says."""
-    access_require_write(caller=caller, owner_id=session.user_id, what=FILE_ADD)
-    if not session.is_usable():
-        raise SessionNotWritable()
-    return FileReference.objects.create(
-        session=session, tenant_id=session.tenant_id, user_id=caller.user_id,
-        name=name, size=size, sha256=sha256, content_type=content_type, location=location,
-    )
-
-
-# --- Audit retention -------------------------------------------------------------------
-def audit_events_prune(*, older_than: timedelta | None = None, now: datetime | None = None) -> int:
-    """Delete audit rows older than the retention (AUDIT_RETENTION by default)."""
-    keep = older_than if older_than is not None else runtime_settings.AUDIT_RETENTION
-    cutoff = (now or timezone.now()) - keep
-    deleted, _ = AuditEvent.objects.filter(at__lt=cutoff).delete()
-    return deleted

@@ -27,6 +27,7 @@ from sessions_runtime.executions import execution_announce
 from sessions_runtime.models import Execution, IdempotencyRecord, Intent, RuntimeSession
 from sessions_runtime.runner import execution_dispatch, intent_handler
 from sessions_runtime.selectors import INTENT_SUBMIT, access_owned, access_require_permission
+from sessions_runtime.serializers import SubmissionSerializer
 
 logger = logging.getLogger(__name__)
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -41,15 +42,6 @@ class Submission:
 def _request_hash(session_id: uuid.UUID, intent_type: str, parameters: Any) -> str:
     canonical = json.dumps([str(session_id), intent_type, parameters], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _submission_response(execution: Execution) -> dict[str, Any]:
-    return {
-        "execution_id": str(execution.pk),
-        "intent_id": str(execution.intent_id),
-        "status": execution.status,
-        "created_at": execution.created_at.isoformat(),
-    }
 
 
 def _replay(caller: Caller, key: str, request_hash: str) -> Submission | None:
@@ -145,7 +137,7 @@ def _intent_create(
         intent=intent, session=session, user_id=caller.user_id, tenant_id=caller.tenant_id,
         intent_type=intent_type, created_at=now, updated_at=now,
     )
-    response = _submission_response(execution)
+    response = dict(SubmissionSerializer(execution).data)
     if idempotency_key is not None:
         IdempotencyRecord.objects.create(
             tenant_id=caller.tenant_id, user_id=caller.user_id, key=idempotency_key,

@@ -31,7 +31,7 @@ from sessions_runtime.models import (
     RuntimeSession,
     SessionStatus,
 )
-from sessions_runtime.services import session_state_write
+from sessions_runtime.state_writes import session_state_write
 from tests import factories
 
 pytestmark = pytest.mark.django_db

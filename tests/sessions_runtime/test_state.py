@@ -13,7 +13,6 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
 from core.exceptions import RequestTooLarge, SessionNotWritable, VersionConflict
-from sessions_runtime.services import session_state_read, session_state_write
 from sessions_runtime.state import (
     CONVERSATION_NAMESPACE,
     MemoryStateBackend,
@@ -22,6 +21,7 @@ from sessions_runtime.state import (
     state_backend,
     state_key,
 )
+from sessions_runtime.state_writes import session_state_read, session_state_write
 from tests import factories
 
 BACKENDS = ["database", "memory", "redis"]

@@ -18,7 +18,8 @@ from core.caller import Caller
 from core.commands import confirm, lookup, positive_int, table, uuid_arg, when
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.services import session_end, session_state_read, sessions_end, sessions_expire_due
+from sessions_runtime.services import session_end, sessions_end, sessions_expire_due
+from sessions_runtime.state_writes import session_state_read
 
 MAX_NOTE_LENGTH = 200
 RECENT_EXECUTIONS = 10
