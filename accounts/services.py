@@ -99,6 +99,22 @@ def user_register(
     return _login_session(user=user, membership=membership, action=SessionIntentAction.REGISTER, caller=caller)
 
 
+@transaction.atomic
+def user_create(*, email: str, password: str, name: str = "", is_staff: bool = False, caller: Caller) -> User:
+    """A user made by an operator, with no tenant yet (`tenants add-member` gives them one).
+    The password is checked by the caller's edge, as registration's serializer does."""
+    email = normalize_email(email)
+    if User.objects.filter(email=email).exists():
+        raise EmailTaken()
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password, name=name, is_staff=is_staff)
+    except IntegrityError:
+        raise EmailTaken() from None
+    audit_record(kind=AuditEvent.Kind.USER_CREATED, caller=caller, user_id=user.pk, data={"staff": is_staff})
+    return user
+
+
 def _login_membership(user: User, tenant_id: uuid.UUID | None) -> Membership:
     memberships = Membership.objects.select_related("tenant").filter(user=user)
     if tenant_id is not None:

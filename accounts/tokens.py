@@ -207,3 +207,12 @@ def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPai
             data={"jti": claims.jti},
         )
     raise InvalidToken("This refresh token was already used; its session has been ended.")
+
+
+def token_ledger_prune(*, now: datetime | None = None) -> int:
+    """Delete simplejwt's ledger rows of refresh tokens past their expiry, with their blacklist
+    rows (a cascade): what its `flushexpiredtokens` command does, run by every sweep so the
+    table stops growing. An expired token is refused on its expiry alone, so its row is
+    no longer needed. Returns how many outstanding tokens were removed."""
+    _, per_model = OutstandingToken.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    return per_model.get(OutstandingToken._meta.label, 0)

@@ -6,6 +6,7 @@ Commands only read through these; every change goes through a service.
 
 from __future__ import annotations
 
+import argparse
 import uuid
 from argparse import ArgumentTypeError
 from datetime import UTC, datetime
@@ -13,6 +14,27 @@ from typing import Any, Iterable, Sequence
 
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
+
+
+# Django's own options, which BaseCommand.create_parser puts on the top-level parser only.
+COMMON_OPTIONS = ("verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks")
+
+
+def common_options(parser: argparse.ArgumentParser, subcommands: argparse.Action) -> None:
+    """Accept (and show in help) Django's common options after any subcommand too, so that
+    `manage.py sessions expire -v 0` works as cron users write it. Copied from the command's
+    own parser (same flags, help and choices); the default is SUPPRESS so that an option
+    given before the subcommand is not reset by the subparser's default."""
+    common = [a for a in parser._actions if a.dest in COMMON_OPTIONS]  # argparse has no public list
+    for sub in subcommands.choices.values():
+        group = sub.add_argument_group("common options")
+        for action in common:
+            kwargs: dict[str, Any] = {"dest": action.dest, "default": argparse.SUPPRESS, "help": action.help}
+            if action.nargs == 0:
+                kwargs["action"] = "store_true"
+            else:
+                kwargs.update(type=action.type, choices=action.choices, metavar=action.metavar)
+            group.add_argument(*action.option_strings, **kwargs)
 
 
 def lookup(queryset: QuerySet, missing: str) -> Any:

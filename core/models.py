@@ -22,6 +22,7 @@ class AuditEvent(models.Model):
         LOGIN_SUCCEEDED = "login.succeeded"
         LOGIN_FAILED = "login.failed"
         USER_REGISTERED = "user.registered"
+        USER_CREATED = "user.created"
         USER_DEACTIVATED = "user.deactivated"
         TENANT_CREATED = "tenant.created"
         TENANT_SUSPENDED = "tenant.suspended"

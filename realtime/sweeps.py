@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts.tokens import token_ledger_prune
 from realtime.services import connections_sweep
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.services import sessions_expire_due
@@ -19,14 +20,18 @@ class SweepReport:
     redispatched: int
     expired: int
     idempotency_pruned: int
+    tokens_pruned: int
 
 
 def runtime_sweep() -> SweepReport:
     """Connection records of dead server processes, executions whose runner stopped,
     sessions past an expiry (written down, audited, sockets closed), expired idempotency
-    records."""
+    records, and simplejwt's ledger rows of expired refresh tokens."""
     connections = connections_sweep()
     executions = executions_sweep()
     expired = sessions_expire_due()
     pruned = idempotency_records_prune()
-    return SweepReport(connections=connections, expired=expired, idempotency_pruned=pruned, **executions)
+    tokens = token_ledger_prune()
+    return SweepReport(
+        connections=connections, expired=expired, idempotency_pruned=pruned, tokens_pruned=tokens, **executions
+    )

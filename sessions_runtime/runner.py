@@ -30,6 +30,7 @@ from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
 
 logger = logging.getLogger(__name__)
 WORKER_CHANNEL = "symphainy.executions"
+EXECUTION_RUNNERS = ("asyncio", "worker")  # checked at start-up by sessions_runtime.checks
 
 
 class ExecutionCancelled(Exception):

@@ -9,6 +9,15 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
 django_asgi_app = get_asgi_application()
 
+from django.core import checks  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# ASGI servers run no system checks: a bad setting (say WS_MESSAGE_RATE=lots) stops the
+# process here with the same messages as `manage.py check`, not at the first socket.
+_check_errors = [message for message in checks.run_checks() if message.is_serious()]
+if _check_errors:
+    raise ImproperlyConfigured("\n".join(["System checks failed:", *map(str, _check_errors)]))
+
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from realtime.middleware import RuntimeOriginValidator  # noqa: E402

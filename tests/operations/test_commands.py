@@ -84,8 +84,8 @@ def _subparsers(name: str, app: str):
     "name, app, subcommands",
     [
         ("sessions", "sessions_runtime", {"list", "show", "end", "expire"}),
-        ("tenants", "accounts", {"create", "list", "add-member", "remove-member", "suspend"}),
-        ("users", "accounts", {"list", "deactivate"}),
+        ("tenants", "accounts", {"create", "list", "add-member", "remove-member", "suspend", "activate"}),
+        ("users", "accounts", {"list", "create", "deactivate"}),
     ],
 )
 def test_every_subcommand_has_help(name, app, subcommands):
@@ -95,6 +95,47 @@ def test_every_subcommand_has_help(name, app, subcommands):
         assert sub in parser.format_help()
         assert choices[sub].description, f"{name} {sub} has no description"
         assert choices[sub].format_help().startswith(f"usage: manage.py {name} {sub}")
+
+
+@pytest.mark.parametrize("name, app", [("sessions", "sessions_runtime"), ("tenants", "accounts"), ("users", "accounts")])
+def test_subcommand_help_shows_the_common_options(name, app):
+    _, choices = _subparsers(name, app)
+    for sub, parser in choices.items():
+        text = parser.format_help()
+        for flag in ("-v {0,1,2,3}, --verbosity", "--settings", "--traceback", "--no-color", "--skip-checks"):
+            assert flag in text, f"{name} {sub} help lacks {flag}"
+
+
+@pytest.mark.parametrize("args", [("sessions", "expire", "-v", "0"), ("sessions", "-v", "0", "expire"),
+                                  ("sessions", "expire", "--verbosity=0", "--no-color")])
+def test_common_options_after_or_before_the_subcommand(user, args):
+    session = new_session(user)
+    make_past_idle(session)
+    assert run(*args) == ""
+    assert status_of(session) == SessionStatus.EXPIRED
+
+
+def test_an_option_before_the_subcommand_is_not_reset_by_the_subcommand_default(user):
+    session = new_session(user)
+    make_past_idle(session)
+    assert run("sessions", "--verbosity", "0", "expire", "--dry-run") == ""
+    assert "Would expire 1 session(s)" in run("sessions", "expire", "--dry-run", "-v", "1")
+
+
+def test_the_cron_form_on_the_command_line_exits_0_and_prints_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["SQLITE_PATH"] = str(tmp_path / "cli.sqlite3")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=BASE_DIR, env=env, check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "sessions", "expire", "-v", "0"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_bad_common_option_after_the_subcommand_is_a_command_error():
+    with pytest.raises(CommandError, match="argument -v/--verbosity: invalid choice: 7"):
+        run("sessions", "expire", "-v", "7")
 
 
 def test_runtime_sweep_has_help():
@@ -505,6 +546,90 @@ def test_users_deactivate_ends_every_session(user, no_input):
         run("users", "deactivate", "ghost@example.com")
 
 
+# --- tenants activate -----------------------------------------------------------------
+def test_activate_lets_a_suspended_tenants_members_log_in_again(user, tenant, no_input):
+    session = new_session(user)
+    run("tenants", "suspend", tenant.slug)
+    assert run("tenants", "activate", tenant.slug.upper()) == f"Tenant {tenant.slug} activated.\n"
+    assert Tenant.objects.get(pk=tenant.pk).status == TenantStatus.ACTIVE
+    assert status_of(session) == SessionStatus.ENDED  # the suspension's ends stay ended
+    new_session(user)  # and logging in works again
+    audit = AuditEvent.objects.get(kind=AuditEvent.Kind.TENANT_ACTIVATED, tenant_id=tenant.pk)
+    assert audit.actor_type == ActorType.COMMAND
+
+
+def test_activate_an_active_tenant_changes_nothing(tenant):
+    assert run("tenants", "activate", tenant.slug) == f"Tenant {tenant.slug} was already active.\n"
+    assert run("tenants", "activate", tenant.slug, "-v", "0") == ""
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.TENANT_ACTIVATED).exists()
+
+
+def test_activate_an_unknown_tenant(db):
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
+        run("tenants", "activate", "nope")
+
+
+# --- users create ---------------------------------------------------------------------
+def test_create_generates_a_password_and_prints_it_once(db, tenant):
+    out = run("users", "create", "New@Example.com", "--name", "  New Person ")
+    lines = out.splitlines()
+    assert lines[0].startswith("Created user new@example.com, id ") and "no tenant yet" in lines[0]
+    password = lines[1].removeprefix("Password (shown once): ")
+    assert len(lines) == 2 and len(password) >= 20
+    user = User.objects.get(email="new@example.com")
+    assert (user.name, user.is_active, user.is_staff, user.memberships.count()) == ("New Person", True, False, 0)
+    assert user.check_password(password)
+    audit = AuditEvent.objects.get(kind=AuditEvent.Kind.USER_CREATED, user_id=user.pk)
+    assert audit.actor_type == ActorType.COMMAND and audit.data == {"staff": False}
+    run("tenants", "add-member", tenant.slug, user.email, "--role", "member")
+    assert auth_login(email=user.email, password=password, tenant_id=None).session
+
+
+def test_create_reads_the_password_from_stdin(db, monkeypatch):
+    monkeypatch.setattr("sys.stdin", StringIO("Tr0ub4dor-and-more\nignored\n"))
+    out = run("users", "create", "ops@example.com", "--password-stdin", "--staff", "-v", "0")
+    assert out == ""  # nothing to show: the operator chose the password
+    user = User.objects.get(email="ops@example.com")
+    assert user.is_staff and user.check_password("Tr0ub4dor-and-more")
+
+
+@pytest.mark.parametrize(
+    "args, stdin, message",
+    [
+        (["not-an-email"], "", "'not-an-email' is not an email address"),
+        (["a@example.com", "--password-stdin"], "", "no password on stdin"),
+        (["a@example.com", "--password-stdin"], "short\n", "Password rejected: This password is too short"),
+        (["a@example.com", "--password-stdin"], "12345678901\n", "entirely numeric"),
+        (["a@example.com", "--name", "x" * 151], "", "--name is limited to 150 characters"),
+    ],
+)
+def test_create_bad_arguments(db, monkeypatch, args, stdin, message):
+    monkeypatch.setattr("sys.stdin", StringIO(stdin))
+    with pytest.raises(CommandError, match=message):
+        run("users", "create", *args)
+    assert not User.objects.filter(email="a@example.com").exists()
+
+
+def test_create_an_existing_email(user):
+    with pytest.raises(CommandError, match=f"A user with email '{user.email}' already exists"):
+        run("users", "create", user.email.upper())
+
+
+# --- runtime_sweep --------------------------------------------------------------------
+def test_runtime_sweep_prunes_the_token_ledger_of_expired_tokens_only(user):
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    new_session(user), new_session(user)
+    live, old = OutstandingToken.objects.order_by("id")
+    BlacklistedToken.objects.create(token=old)  # as a rotation leaves it
+    OutstandingToken.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    out = run("runtime_sweep")
+    assert "refresh token ledger: removed 1 expired token(s) and their blacklist rows" in out
+    assert list(OutstandingToken.objects.values_list("pk", flat=True)) == [live.pk]
+    assert not BlacklistedToken.objects.exists()
+    assert "removed 0 expired" in run("runtime_sweep")
+
+
 # --- runtime_sweep --------------------------------------------------------------------
 def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(user, settings):
     now = timezone.now()
@@ -528,6 +653,7 @@ def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(us
         "executions: requeued 0, failed 1, redispatched 0",
         "sessions: expired 1",
         "idempotency records: removed 0 past their retention",
+        "refresh token ledger: removed 0 expired token(s) and their blacklist rows",
     ]
     assert list(Connection.objects.values_list("channel_name", flat=True)) == ["on-alive"]
     assert Execution.objects.get(pk=stuck.pk).status == ExecutionStatus.FAILED

@@ -1,4 +1,4 @@
-"""Operator commands for tenants: `manage.py tenants create|list|add-member|remove-member|suspend`.
+"""Operator commands for tenants: `manage.py tenants create|list|add-member|remove-member|suspend|activate`.
 
 Every change goes through `accounts.services`; ending sessions there closes their sockets.
 """
@@ -13,9 +13,9 @@ from django.utils.text import slugify
 
 from accounts.management.lookups import tenant_by_slug, user_by_email
 from accounts.models import Membership, Role, Tenant, TenantStatus
-from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend
+from accounts.services import membership_add, membership_remove, tenant_activate, tenant_create, tenant_suspend
 from core.caller import Caller
-from core.commands import table, when
+from core.commands import common_options, table, when
 from sessions_runtime.models import SessionStatus
 
 MAX_SLUG_LENGTH = 60  # tenant_create keeps at most this much of a slug
@@ -24,11 +24,11 @@ MAX_NAME_LENGTH = Tenant._meta.get_field("name").max_length
 
 
 class Command(BaseCommand):
-    help = "Tenants and their members: create, list, add-member, remove-member, suspend."
+    help = "Tenants and their members: create, list, add-member, remove-member, suspend, activate."
 
     def add_arguments(self, parser: Any) -> None:
         actions = parser.add_subparsers(
-            dest="action", required=True, metavar="{create,list,add-member,remove-member,suspend}"
+            dest="action", required=True, metavar="{create,list,add-member,remove-member,suspend,activate}"
         )
 
         create = actions.add_parser("create", help="Create a tenant.", description="Create an active tenant.")
@@ -69,6 +69,15 @@ class Command(BaseCommand):
         )
         suspend.add_argument("slug", metavar="SLUG", help="The tenant's slug.")
 
+        activate = actions.add_parser(
+            "activate",
+            help="Let a suspended tenant's members log in again.",
+            description="Activate a suspended tenant: its members can log in again. Sessions ended by the "
+            "suspension stay ended.",
+        )
+        activate.add_argument("slug", metavar="SLUG", help="The tenant's slug.")
+        common_options(parser, actions)
+
     def handle(self, *args: Any, **options: Any) -> None:
         handlers = {
             "create": self._create,
@@ -76,6 +85,7 @@ class Command(BaseCommand):
             "add-member": self._add_member,
             "remove-member": self._remove_member,
             "suspend": self._suspend,
+            "activate": self._activate,
         }
         handlers[options["action"]](options)
 
@@ -144,3 +154,9 @@ class Command(BaseCommand):
         ended = tenant_suspend(tenant=tenant, caller=Caller.command())
         state = "was already suspended" if already else "suspended"
         self.stdout.write(f"Tenant {tenant.slug} {state}; ended {ended} session(s).")
+
+    def _activate(self, options: dict[str, Any]) -> None:
+        tenant = tenant_by_slug(options["slug"])
+        changed = tenant_activate(tenant=tenant, caller=Caller.command())
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"Tenant {tenant.slug} {'activated' if changed else 'was already active'}.")

@@ -1,25 +1,33 @@
-"""Operator commands for users: `manage.py users list|deactivate`."""
+"""Operator commands for users: `manage.py users list|create|deactivate`."""
 
 from __future__ import annotations
 
+import secrets
+import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import validate_email
 from django.db.models import Count, Prefetch, Q
 
 from accounts.management.lookups import tenant_by_slug, user_by_email
-from accounts.models import Membership, User
-from accounts.services import user_deactivate
+from accounts.models import Membership, User, normalize_email
+from accounts.services import user_create, user_deactivate
 from core.caller import Caller
-from core.commands import table, when
+from core.commands import common_options, table, when
 from sessions_runtime.models import SessionStatus
 
 
+NAME_MAX_LENGTH = User._meta.get_field("name").max_length
+
+
 class Command(BaseCommand):
-    help = "Users: list them, or deactivate one (which ends all their sessions)."
+    help = "Users: list them, create one, or deactivate one (which ends all their sessions)."
 
     def add_arguments(self, parser: Any) -> None:
-        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,deactivate}")
+        actions = parser.add_subparsers(dest="action", required=True, metavar="{list,create,deactivate}")
 
         listing = actions.add_parser(
             "list",
@@ -28,6 +36,20 @@ class Command(BaseCommand):
         )
         listing.add_argument("--tenant", metavar="SLUG", help="Only members of this tenant.")
 
+        create = actions.add_parser(
+            "create",
+            help="Create a user (then give them a tenant with 'tenants add-member').",
+            description="Create an active user with no tenant yet. The password is read from stdin with "
+            "--password-stdin, or generated and printed once. Either way it must pass the password validators.",
+        )
+        create.add_argument("email", metavar="EMAIL", help="The user's email (their login).")
+        create.add_argument("--name", default="", metavar="NAME", help="The user's display name.")
+        create.add_argument(
+            "--password-stdin", action="store_true",
+            help="Read the password from the first line of stdin instead of generating one.",
+        )
+        create.add_argument("--staff", action="store_true", help="Let the user log in to the admin.")
+
         deactivate = actions.add_parser(
             "deactivate",
             help="Deactivate a user and end all their sessions.",
@@ -35,9 +57,10 @@ class Command(BaseCommand):
             "session of theirs ends (sockets close with 4401).",
         )
         deactivate.add_argument("email", metavar="EMAIL", help="The user's email.")
+        common_options(parser, actions)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        {"list": self._list, "deactivate": self._deactivate}[options["action"]](options)
+        {"list": self._list, "create": self._create, "deactivate": self._deactivate}[options["action"]](options)
 
     def _list(self, options: dict[str, Any]) -> None:
         users = User.objects.all()
@@ -68,6 +91,32 @@ class Command(BaseCommand):
             self.stdout.write("No users.")
             return
         self.stdout.write(table(["email", "name", "active", "staff", "tenants", "active sessions", "joined"], rows))
+
+    def _create(self, options: dict[str, Any]) -> None:
+        email, name = normalize_email(options["email"]), (options["name"] or "").strip()
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise CommandError(f"'{options['email']}' is not an email address.") from None
+        if len(name) > NAME_MAX_LENGTH:
+            raise CommandError(f"--name is limited to {NAME_MAX_LENGTH} characters.")
+        if User.objects.filter(email=email).exists():
+            raise CommandError(f"A user with email '{email}' already exists.")
+        generated = not options["password_stdin"]
+        # Never a --password option: it would sit in shell history and in `ps` output.
+        password = secrets.token_urlsafe(18) if generated else sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise CommandError("--password-stdin: no password on stdin.")
+        try:
+            validate_password(password, user=User(email=email, name=name))
+        except ValidationError as error:
+            raise CommandError("Password rejected: " + " ".join(error.messages)) from None
+        user = user_create(email=email, password=password, name=name, is_staff=options["staff"], caller=Caller.command())
+        staff = " (staff)" if user.is_staff else ""
+        if options["verbosity"] >= 1:
+            self.stdout.write(f"Created user {user.email}{staff}, id {user.pk}; no tenant yet (use 'tenants add-member').")
+        if generated:  # printed whatever the verbosity: it is shown nowhere else
+            self.stdout.write(f"Password (shown once): {password}")
 
     def _deactivate(self, options: dict[str, Any]) -> None:
         user = user_by_email(options["email"])

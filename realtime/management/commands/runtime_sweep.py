@@ -1,6 +1,7 @@
 """`manage.py runtime_sweep`: the clean-ups a serving process's heartbeat does, run once
 (from cron, or after every server died): connection records of dead server processes,
-executions whose runner stopped, sessions past an expiry, and expired idempotency records."""
+executions whose runner stopped, sessions past an expiry, expired idempotency records and
+simplejwt's ledger rows of expired refresh tokens."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class Command(BaseCommand):
         say(f"executions: requeued {report.requeued}, failed {report.failed}, redispatched {report.redispatched}")
         say(f"sessions: expired {report.expired}")
         say(f"idempotency records: removed {report.idempotency_pruned} past their retention")
+        say(f"refresh token ledger: removed {report.tokens_pruned} expired token(s) and their blacklist rows")
         dispatched = report.requeued + report.redispatched
         if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
             say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")

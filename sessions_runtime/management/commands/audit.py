@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from core.audit import audit_events_prune
+from core.commands import common_options
 from core.conf import runtime_settings
 from core.models import AuditEvent
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         prune = actions.add_parser("prune", help="Delete audit rows older than the retention.")
         prune.add_argument("--days", type=int, default=None, help="Keep this many days instead of the setting.")
         prune.add_argument("--dry-run", action="store_true", help="Count what would go; delete nothing.")
+        common_options(parser, actions)
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["days"]
@@ -32,4 +34,5 @@ class Command(BaseCommand):
             self.stdout.write(f"Would delete {count} audit events older than {keep.days} days.")
             return
         deleted = audit_events_prune(older_than=keep)
-        self.stdout.write(f"Deleted {deleted} audit events older than {keep.days} days.")
+        if options["verbosity"] >= 1:  # -v 0 for cron
+            self.stdout.write(f"Deleted {deleted} audit events older than {keep.days} days.")

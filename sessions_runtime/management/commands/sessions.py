@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts.models import Tenant, User, normalize_email
 from core.caller import Caller
-from core.commands import confirm, lookup, positive_int, table, uuid_arg, when
+from core.commands import common_options, confirm, lookup, positive_int, table, uuid_arg, when
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
 from sessions_runtime.services import session_end, sessions_end, sessions_expire_due
@@ -131,6 +131,7 @@ class Command(BaseCommand):
             "sockets. Never asks; exits 0 when there is nothing to do. Use -v 0 to print nothing.",
         )
         expire.add_argument("--dry-run", action="store_true", help="Only list what would expire; change nothing.")
+        common_options(parser, actions)
 
     def handle(self, *args: Any, **options: Any) -> None:
         {"list": self._list, "show": self._show, "end": self._end, "expire": self._expire}[options["action"]](options)
