@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
+from accounts.passwords import password_hashing_slot
 from accounts.tokens import TokenPair, tokens_issue
 from core.audit import audit_record
 from core.caller import Caller
@@ -88,7 +89,7 @@ def user_register(
     if User.objects.filter(email=email).exists():
         raise EmailTaken()
     try:
-        with transaction.atomic():
+        with password_hashing_slot(), transaction.atomic():
             user = User.objects.create_user(email=email, password=password, name=name)
     except IntegrityError:
         raise EmailTaken() from None
@@ -134,7 +135,8 @@ def auth_login(
     is audited (without the password) and leaves nothing else behind.
     """
     email = normalize_email(email)
-    user = authenticate(request=None, email=email, password=password)
+    with password_hashing_slot():
+        user = authenticate(request=None, email=email, password=password)
     failure = Caller(client_address=client_address)
     if user is None:
         audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=failure, data={"email": email[:254], "reason": "credentials"})

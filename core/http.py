@@ -78,6 +78,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     set_rollback()
     if isinstance(exc, ServiceError):
         headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return Response(exc.as_body(), status=exc.status_code, headers=headers)
     if isinstance(exc, drf.APIException):
         return _drf_response(exc)

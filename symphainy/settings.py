@@ -298,6 +298,9 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "IDEMPOTENCY_TTL_SECONDS": ("IDEMPOTENCY_TTL", lambda n: _env_seconds(n, 0)),
     "AUDIT_RETENTION_SECONDS": ("AUDIT_RETENTION", lambda n: _env_seconds(n, 0)),
     "ADMIN_LOGIN_FAILURES_PER_MINUTE": ("ADMIN_LOGIN_FAILURES_PER_MINUTE", lambda n: _env_int(n, 0)),
+    "LOGIN_HASH_CONCURRENCY": ("LOGIN_HASH_CONCURRENCY", lambda n: _env_int(n, 0)),
+    "LOGIN_HASH_QUEUE": ("LOGIN_HASH_QUEUE", lambda n: _env_int(n, 0)),
+    "LOGIN_HASH_WAIT_SECONDS": ("LOGIN_HASH_WAIT", lambda n: _env_seconds(n, 0)),
     "DEMO_EMAIL": ("DEMO_EMAIL", _env),
     "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
 }
