@@ -1,8 +1,9 @@
 """Admin for runtime sessions and executions.
 
 Sessions are inspected here and ended through the session service (with the acting admin
-recorded); they are never added or edited by hand. List pages make no per-row queries:
-related rows are joined and socket counts annotated.
+recorded), after a confirmation page; they are never added or edited by hand. Executions
+are cancelled through the execution service. List pages make no per-row queries: related
+rows are joined, socket counts and the next expiry annotated.
 """
 
 from __future__ import annotations
@@ -11,17 +12,29 @@ import json
 import uuid
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
+from django.db.models.functions import Least
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_http_methods
 
-from core.admin import IdOrEmailSearch, ReadOnlyAdmin
+from core.admin import IdOrEmailSearch, OperatorListMedia, ReadOnlyAdmin, short_id
 from core.caller import Caller
+from core.exceptions import ExecutionFinished
 from realtime.models import Connection
+from sessions_runtime.executions import execution_cancel
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.services import sessions_end
+from sessions_runtime.services import session_end, sessions_end
 from sessions_runtime.state_writes import session_state_read
+
+END_NOTE_MAX_LENGTH = 200  # as `sessions end --reason`
 
 
 def _pretty(value: Any) -> str:
@@ -43,11 +56,32 @@ class EffectiveStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _admin_caller(request: HttpRequest) -> Caller:
+    return Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
+
+
+def progress_text(execution: Execution) -> str:
+    """'12/40 (30%), 1 failed' from the handler's counters; '-' before it reports any."""
+    progress = execution.progress or {}
+    total, processed, failed = (int(progress.get(k) or 0) for k in ("total", "processed", "failed"))
+    if not total and not processed:
+        return "-"
+    text = f"{processed}/{total} ({processed * 100 // total}%)" if total else f"{processed}"
+    return f"{text}, {failed} failed" if failed else text
+
+
+class EndSessionsForm(forms.Form):
+    note = forms.CharField(
+        required=False, max_length=END_NOTE_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        help_text=f"Optional, kept in the audit trail beside the reason 'admin' (at most {END_NOTE_MAX_LENGTH} characters).",
+    )
+
+
 class ConnectionInline(admin.TabularInline):
     model = Connection
     extra = 0
     can_delete = False
-    fields = ["channel_name", "server_instance", "opened_at", "client_address", "user_agent"]
+    fields = ["opened_at", "client_address", "user_agent", "server_instance", "channel_name"]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -58,9 +92,13 @@ class ExecutionInline(admin.TabularInline):
     model = Execution
     extra = 0
     can_delete = False
-    fields = ["id", "intent_type", "status", "progress", "created_at", "finished_at"]
+    fields = ["id", "intent_type", "status", "progress_shown", "created_at", "finished_at"]
     readonly_fields = fields
     show_change_link = True
+
+    @admin.display(description="progress")
+    def progress_shown(self, execution: Execution) -> str:
+        return progress_text(execution)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -68,9 +106,12 @@ class ExecutionInline(admin.TabularInline):
 
 @admin.register(RuntimeSession)
 class RuntimeSessionAdmin(ReadOnlyAdmin):
+    Media = OperatorListMedia
+    # What an operator needs, narrow enough for 1366 px; the full id and creation time are on the page.
     list_display = [
-        "id", "user", "tenant", "status_shown", "created_at", "last_seen_at", "expires_at", "live_sockets", "end_reason",
+        "short_id", "user", "tenant", "status_shown", "last_seen_at", "next_expiry", "live_sockets", "end_reason",
     ]
+    list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]
     list_filter = [EffectiveStatusFilter, "tenant"]
     search_fields = ["user__email", "tenant__slug", "tenant__name"]
@@ -78,6 +119,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     actions = ["end_sessions"]
     inlines = [ConnectionInline, ExecutionInline]
+    change_form_template = "admin/sessions_runtime/runtimesession/change_form.html"
     fields = [
         "id", "user", "tenant", "status_shown", "created_at", "last_seen_at", "idle_expires_at", "expires_at",
         "ended_at", "end_reason", "ended_by_type", "ended_by", "metadata_shown", "intent_shown", "state_shown",
@@ -85,7 +127,9 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).annotate(socket_count=Count("connections"))
+        return super().get_queryset(request).annotate(
+            socket_count=Count("connections"), next_expiry_at=Least("idle_expires_at", "expires_at")
+        )
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
         try:
@@ -93,9 +137,21 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         except ValueError:
             return super().get_search_results(request, queryset, search_term)
 
+    @admin.display(description="id", ordering="id")
+    def short_id(self, session: RuntimeSession) -> str:
+        return short_id(session.pk)
+
     @admin.display(description="status")
     def status_shown(self, session: RuntimeSession) -> str:
         return session.effective_status()
+
+    @admin.display(description="next expiry", ordering="next_expiry_at")
+    def next_expiry(self, session: RuntimeSession) -> Any:
+        """The sooner of the idle and absolute expiry, for an active session (the idle one
+        usually comes first)."""
+        if session.status != SessionStatus.ACTIVE:
+            return None
+        return min(session.idle_expires_at, session.expires_at)
 
     @admin.display(description="live sockets", ordering="socket_count")
     def live_sockets(self, session: RuntimeSession) -> int:
@@ -118,22 +174,79 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         return request.user.has_perm("sessions_runtime.end_runtimesession")
 
     @admin.action(description="End selected sessions", permissions=["end"])
-    def end_sessions(self, request: HttpRequest, queryset: QuerySet[RuntimeSession]) -> None:
-        caller = Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
-        ended = sessions_end(
-            sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")), reason=EndReason.ADMIN, caller=caller
-        )
-        self.message_user(request, f"Ended {ended} sessions; their sockets are closing.", messages.SUCCESS)
+    def end_sessions(self, request: HttpRequest, queryset: QuerySet[RuntimeSession]) -> TemplateResponse | None:
+        """First a confirmation page listing the sessions (as Django's delete action does),
+        with an optional note; ended on its POST with `post=yes`."""
+        form = EndSessionsForm(request.POST if request.POST.get("post") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            ended = sessions_end(
+                sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")),
+                reason=EndReason.ADMIN, caller=_admin_caller(request), note=form.cleaned_data["note"].strip(),
+            )
+            self.message_user(request, f"Ended {ended} sessions; their sockets are closing.", messages.SUCCESS)
+            return None
+        targets = list(queryset.select_related("user", "tenant").filter(status=SessionStatus.ACTIVE))
+        return self._end_confirmation(request, targets=targets, form=form, action="end_sessions",
+                                      selected=request.POST.getlist(ACTION_CHECKBOX_NAME))
+
+    def _end_confirmation(
+        self, request: HttpRequest, *, targets: list[RuntimeSession], form: EndSessionsForm,
+        action: str | None = None, selected: list[str] | None = None,
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "End sessions" if action else "End session",
+            "opts": self.model._meta,
+            "targets": targets,
+            "form": form,
+            "action": action,
+            "selected": selected or [],
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "changelist_url": reverse("admin:sessions_runtime_runtimesession_changelist"),
+        }
+        return TemplateResponse(request, "admin/sessions_runtime/runtimesession/end_confirmation.html", context)
+
+    def get_urls(self) -> list[Any]:
+        end = self.admin_site.admin_view(require_http_methods(["GET", "POST"])(self.end_view))
+        return [path("<uuid:session_id>/end/", end, name="sessions_runtime_runtimesession_end"), *super().get_urls()]
+
+    def end_view(self, request: HttpRequest, session_id: uuid.UUID) -> HttpResponse:
+        """The "End session" button of a session's page: GET confirms, POST ends it through
+        `session_end` (CSRF-checked by the admin site)."""
+        if not self.has_end_permission(request):
+            raise PermissionDenied
+        session = get_object_or_404(RuntimeSession.objects.select_related("user", "tenant"), pk=session_id)
+        page = reverse("admin:sessions_runtime_runtimesession_change", args=[session.pk])
+        form = EndSessionsForm(request.POST if request.method == "POST" else None)
+        if form.is_bound and form.is_valid():
+            if session_end(session_id=session.pk, reason=EndReason.ADMIN, caller=_admin_caller(request),
+                           note=form.cleaned_data["note"].strip()):
+                self.message_user(request, "Session ended; its sockets are closing.", messages.SUCCESS)
+            else:
+                self.message_user(request, "The session had already ended.", messages.WARNING)
+            return HttpResponseRedirect(page)
+        targets = [session] if session.status == SessionStatus.ACTIVE else []
+        return self._end_confirmation(request, targets=targets, form=form)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_end_session": self.has_end_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(Execution)
 class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
-    list_display = ["id", "intent_type", "status", "user", "tenant", "session_id", "created_at", "finished_at"]
+    Media = OperatorListMedia
+    list_display = [
+        "short_id", "intent_type", "status", "progress_shown", "user", "tenant", "session_link", "created_at",
+        "finished_at",
+    ]
+    list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]
     list_filter = ["status", "intent_type"]
     search_fields = ["=id", "user__email"]
+    actions = ["cancel_executions"]
     fields = [
-        "id", "intent_type", "status", "session", "user", "tenant", "progress", "result_shown", "error_shown",
+        "id", "intent_type", "status", "session", "user", "tenant", "progress_shown", "result_shown", "error_shown",
         "cancel_requested", "attempts", "worker", "created_at", "started_at", "finished_at", "heartbeat_at",
     ]
     readonly_fields = fields
@@ -145,3 +258,33 @@ class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     @admin.display(description="error")
     def error_shown(self, execution: Execution) -> str:
         return _pretty(execution.error)
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, execution: Execution) -> str:
+        return short_id(execution.pk)
+
+    @admin.display(description="progress")
+    def progress_shown(self, execution: Execution) -> str:
+        return progress_text(execution)
+
+    @admin.display(description="session", ordering="session_id")
+    def session_link(self, execution: Execution) -> str:
+        url = reverse("admin:sessions_runtime_runtimesession_change", args=[execution.session_id])
+        return format_html('<a href="{}">{}</a>', url, short_id(execution.session_id))
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("sessions_runtime.cancel_execution")
+
+    @admin.action(description="Cancel selected executions", permissions=["cancel"])
+    def cancel_executions(self, request: HttpRequest, queryset: QuerySet[Execution]) -> None:
+        """Through the execution service, one by one: a created one is cancelled at once, a
+        running one at its handler's next progress report; finished ones are left alone."""
+        cancelled = finished = 0
+        for execution in queryset:
+            try:
+                execution_cancel(execution=execution)
+                cancelled += 1
+            except ExecutionFinished:
+                finished += 1
+        note = f" {finished} had already finished." if finished else ""
+        self.message_user(request, f"Cancelling {cancelled} executions.{note}", messages.SUCCESS)

@@ -195,6 +195,7 @@ class Execution(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [("cancel_execution", "Can cancel executions")]
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="execution_status_heartbeat"),

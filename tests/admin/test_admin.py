@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Role, User
 from core.models import ActorType, AuditEvent
 from realtime.models import Connection
-from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
+from sessions_runtime.models import EndReason, Execution, ExecutionStatus, Intent, RuntimeSession, SessionStatus
 from tests import factories
 
 
@@ -34,6 +34,25 @@ def _sessions(count: int) -> list[dict]:
     return bodies
 
 
+def _execution(session: RuntimeSession, *, status: str = ExecutionStatus.RUNNING, **fields) -> Execution:
+    intent = Intent.objects.create(
+        session=session, user_id=session.user_id, tenant_id=session.tenant_id, intent_type="batch", parameters={}
+    )
+    return Execution.objects.create(
+        intent=intent, session=session, user_id=session.user_id, tenant_id=session.tenant_id, intent_type="batch",
+        status=status, **fields,
+    )
+
+
+def _populate(count: int) -> None:
+    """Sessions, each with a live socket and an execution, so every list page has rows."""
+    for body in _sessions(count):
+        session = RuntimeSession.objects.get(pk=body["session_id"])
+        Connection.objects.create(session=session, user_id=session.user_id, channel_name=f"chan-{session.pk}",
+                                  server_instance="web-1:1:abc", client_address="192.0.2.7", user_agent="curl/8")
+        _execution(session, progress={"total": 4, "processed": 1, "succeeded": 1, "failed": 0})
+
+
 def _queries(client, url: str) -> int:
     with CaptureQueriesContext(connection) as captured:
         response = client.get(url)
@@ -54,9 +73,9 @@ def _queries(client, url: str) -> int:
     ],
 )
 def test_list_pages_make_no_per_row_queries(admin_client, url):
-    _sessions(3)
+    _populate(3)
     few = _queries(admin_client, url)
-    _sessions(25)
+    _populate(25)
     many = _queries(admin_client, url)
     assert many == few
 
@@ -82,15 +101,22 @@ def test_session_detail_shows_state_connections_and_executions(admin_client):
     assert "&quot;answer&quot;: 42" in page and "chan-1" in page
 
 
-def test_end_selected_sessions_goes_through_the_service(admin_client, staff):
+def test_end_selected_sessions_asks_first_then_goes_through_the_service(admin_client, staff):
     bodies = _sessions(3)
     chosen = [b["session_id"] for b in bodies[:2]]
+    url = "/admin/sessions_runtime/runtimesession/"
+    confirm = admin_client.post(url, {"action": "end_sessions", "_selected_action": chosen})
+    page = confirm.content.decode()
+    assert confirm.status_code == 200 and "End 2 active sessions?" in page
+    assert all(session_id in page for session_id in chosen) and bodies[2]["session_id"] not in page
+    assert 'name="post" value="yes"' in page and "csrfmiddlewaretoken" in page
+    assert RuntimeSession.objects.filter(status=SessionStatus.ENDED).count() == 0  # asking ends nothing
+
     response = admin_client.post(
-        "/admin/sessions_runtime/runtimesession/",
-        {"action": "end_sessions", "_selected_action": chosen},
+        url, {"action": "end_sessions", "_selected_action": chosen, "post": "yes", "note": " laptop stolen "},
         follow=True,
     )
-    assert response.status_code == 200
+    assert response.status_code == 200 and "Ended 2 sessions" in response.content.decode()
     ended = RuntimeSession.objects.filter(pk__in=chosen)
     assert {s.status for s in ended} == {SessionStatus.ENDED}
     assert {s.end_reason for s in ended} == {EndReason.ADMIN}
@@ -98,6 +124,75 @@ def test_end_selected_sessions_goes_through_the_service(admin_client, staff):
     assert RuntimeSession.objects.get(pk=bodies[2]["session_id"]).status == SessionStatus.ACTIVE
     audit = AuditEvent.objects.filter(kind=AuditEvent.Kind.SESSION_ENDED, actor_type=ActorType.ADMIN)
     assert audit.count() == 2
+    assert {row.data["note"] for row in audit} == {"laptop stolen"}
+
+
+def test_end_confirmation_refuses_an_overlong_note(admin_client):
+    body = _sessions(1)[0]
+    response = admin_client.post(
+        "/admin/sessions_runtime/runtimesession/",
+        {"action": "end_sessions", "_selected_action": [body["session_id"]], "post": "yes", "note": "x" * 201},
+    )
+    assert response.status_code == 200 and "at most 200 characters" in response.content.decode()
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+
+
+def test_the_end_button_on_a_sessions_page(admin_client, staff):
+    body = _sessions(1)[0]
+    session_id = body["session_id"]
+    change = admin_client.get(f"/admin/sessions_runtime/runtimesession/{session_id}/change/").content.decode()
+    end_url = f"/admin/sessions_runtime/runtimesession/{session_id}/end/"
+    assert f'href="{end_url}"' in change and "End session" in change
+    confirm = admin_client.get(end_url)
+    assert confirm.status_code == 200 and "End 1 active session?" in confirm.content.decode()
+    assert RuntimeSession.objects.get(pk=session_id).status == SessionStatus.ACTIVE
+
+    response = admin_client.post(end_url, {"note": "asked by the user"})
+    assert response.status_code == 302 and response["Location"].endswith(f"/{session_id}/change/")
+    session = RuntimeSession.objects.get(pk=session_id)
+    assert (session.status, session.end_reason, session.ended_by_id) == (SessionStatus.ENDED, EndReason.ADMIN, staff.pk)
+    row = AuditEvent.objects.get(kind=AuditEvent.Kind.SESSION_ENDED, session_id=session_id)
+    assert row.actor_type == ActorType.ADMIN and row.data["note"] == "asked by the user"
+    # An ended session has no button, and a second POST ends nothing.
+    assert end_url not in admin_client.get(f"/admin/sessions_runtime/runtimesession/{session_id}/change/").content.decode()
+    assert "already ended" in admin_client.post(end_url, {}, follow=True).content.decode()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.SESSION_ENDED, session_id=session_id).count() == 1
+
+
+def test_the_end_button_needs_csrf_and_the_end_permission(client, staff, db):
+    from django.contrib.auth.models import Permission
+    from django.test import Client
+
+    body = _sessions(1)[0]
+    end_url = f"/admin/sessions_runtime/runtimesession/{body['session_id']}/end/"
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff)
+    assert strict.post(end_url, {}).status_code == 403
+
+    viewer = User.objects.create_user(email="viewer@example.com", password=factories.PASSWORD, is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_runtimesession"))
+    client.force_login(viewer)
+    change = client.get(f"/admin/sessions_runtime/runtimesession/{body['session_id']}/change/")
+    assert change.status_code == 200 and end_url not in change.content.decode()
+    assert client.get(end_url).status_code == 403
+    assert client.post(end_url, {}).status_code == 403
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+    assert client.put(end_url).status_code == 405
+
+
+def test_session_list_shows_short_id_next_expiry_with_seconds_and_zone(admin_client):
+    from datetime import timedelta
+
+    body = _sessions(1)[0]
+    session = RuntimeSession.objects.get(pk=body["session_id"])
+    idle = session.idle_expires_at.replace(microsecond=0) - timedelta(seconds=1)  # the sooner one
+    RuntimeSession.objects.filter(pk=session.pk).update(idle_expires_at=idle)
+    page = admin_client.get("/admin/sessions_runtime/runtimesession/").content.decode()
+    assert f">{session.pk.hex[:8]}</a>" in page and "Next expiry" in page and "Live sockets" in page
+    assert idle.strftime("%Y-%m-%d %H:%M:%S") + " UTC" in page
+    assert session.expires_at.strftime("%Y-%m-%d %H:%M:%S") not in page  # the later, absolute one is not shown
+    by_expiry = admin_client.get("/admin/sessions_runtime/runtimesession/", {"o": "6"})  # sort by the annotation
+    assert by_expiry.status_code == 200
 
 
 def test_sessions_cannot_be_added_changed_or_deleted_by_hand(admin_client):
@@ -152,6 +247,66 @@ def test_execution_list_filters(admin_client):
     assert Execution.objects.count() == 0
 
 
+def test_executions_show_progress_and_link_their_session(admin_client):
+    session = RuntimeSession.objects.get(pk=_sessions(1)[0]["session_id"])
+    execution = _execution(session, progress={"total": 40, "processed": 12, "succeeded": 11, "failed": 1})
+    page = admin_client.get("/admin/sessions_runtime/execution/").content.decode()
+    assert "12/40 (30%), 1 failed" in page and f">{execution.pk.hex[:8]}</a>" in page
+    assert f'href="/admin/sessions_runtime/runtimesession/{session.pk}/change/">{session.pk.hex[:8]}</a>' in page
+
+
+def test_cancel_selected_executions_goes_through_the_service(admin_client):
+    session = RuntimeSession.objects.get(pk=_sessions(1)[0]["session_id"])
+    waiting = _execution(session, status=ExecutionStatus.CREATED)
+    running = _execution(session, status=ExecutionStatus.RUNNING)
+    done = _execution(session, status=ExecutionStatus.COMPLETED)
+    response = admin_client.post(
+        "/admin/sessions_runtime/execution/",
+        {"action": "cancel_executions", "_selected_action": [str(e.pk) for e in (waiting, running, done)]},
+        follow=True,
+    )
+    assert "Cancelling 2 executions. 1 had already finished." in response.content.decode()
+    waiting, running, done = (Execution.objects.get(pk=e.pk) for e in (waiting, running, done))
+    assert waiting.status == ExecutionStatus.CANCELLED  # not started: at once
+    assert (running.status, running.cancel_requested) == (ExecutionStatus.RUNNING, True)  # at its next report
+    assert (done.status, done.cancel_requested) == (ExecutionStatus.COMPLETED, False)
+
+
+def test_cancelling_executions_needs_its_permission(client, db):
+    from django.contrib.auth.models import Permission
+
+    session = RuntimeSession.objects.get(pk=_sessions(1)[0]["session_id"])
+    running = _execution(session)
+    viewer = User.objects.create_user(email="viewer@example.com", password=factories.PASSWORD, is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_execution"))
+    client.force_login(viewer)
+    page = client.get("/admin/sessions_runtime/execution/")
+    assert page.status_code == 200 and "cancel_executions" not in page.content.decode()
+    client.post("/admin/sessions_runtime/execution/", {"action": "cancel_executions", "_selected_action": [str(running.pk)]})
+    assert not Execution.objects.get(pk=running.pk).cancel_requested
+    viewer.user_permissions.add(Permission.objects.get(codename="cancel_execution"))
+    assert "cancel_executions" in client.get("/admin/sessions_runtime/execution/").content.decode()
+
+
+def test_connections_say_who_which_session_since_when_from_where_and_which_process(admin_client):
+    session = RuntimeSession.objects.select_related("user").get(pk=_sessions(1)[0]["session_id"])
+    Connection.objects.create(
+        session=session, user=session.user, channel_name="specific.abc!xyz", server_instance="web-2:4242:deadbeef",
+        client_address="198.51.100.4", user_agent="Mozilla/5.0 " + "X" * 200,
+    )
+    page = admin_client.get("/admin/realtime/connection/").content.decode()
+    table = page[page.index('id="result_list"'):]
+    headers = table[:table.index("</thead>")]
+    assert headers.index("User") < headers.index("Session") < headers.index("Opened at")
+    assert "Channel name" not in headers and "specific.abc!xyz" not in page
+    for shown in (session.user.email, session.pk.hex[:8], "198.51.100.4", "web-2:4242:deadbeef", "Mozilla/5.0 XXX"):
+        assert shown in page
+    assert table.count("X" * 200) == 1  # the whole agent only in the cell's title; the cell is cut
+    assert "Mozilla/5.0 " + "X" * 47 + "…" in table
+    assert " UTC" in table
+    assert admin_client.get("/admin/realtime/connection/", {"q": "198.51.100.4"}).status_code == 200
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_the_end_action_closes_a_live_socket():
     from channels.db import database_sync_to_async
@@ -169,7 +324,8 @@ async def test_the_end_action_closes_a_live_socket():
     sock = await make_socket(body["access_token"]).open()
     assert (await sock.receive())["type"] == "session.ready"
     response = await database_sync_to_async(client.post)(
-        "/admin/sessions_runtime/runtimesession/", {"action": "end_sessions", "_selected_action": [body["session_id"]]}
+        "/admin/sessions_runtime/runtimesession/",
+        {"action": "end_sessions", "_selected_action": [body["session_id"]], "post": "yes"},
     )
     assert response.status_code == 302
     assert await sock.receive_close(timeout=2) == 4409
