@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User, normalize_email
+from accounts.models import Tenant, User, normalize_email
 from accounts.services import LoginResult, auth_login, auth_logout, auth_logout_all, user_register
 from accounts.throttles import (
     LoginAccountThrottle,
@@ -164,10 +164,15 @@ class MeApi(APIView):
         email = serializers.EmailField(source="user.email")
         name = serializers.CharField(source="user.name")
         tenant_id = serializers.UUIDField(source="caller.tenant_id")
+        tenant_name = serializers.CharField(help_text="The tenant's display name, for showing instead of its id.")
         roles = serializers.ListField(source="caller.roles", child=serializers.CharField())
         permissions = serializers.ListField(source="caller.permissions", child=serializers.CharField())
         session_id = serializers.UUIDField(source="caller.session_id")
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer({"user": request.user, "caller": request.auth}).data)
+        # One more query than the token check: the session snapshot carries ids, not names.
+        tenant_name = Tenant.objects.filter(pk=request.auth.tenant_id).values_list("name", flat=True).first() or ""
+        return Response(
+            self.OutputSerializer({"user": request.user, "caller": request.auth, "tenant_name": tenant_name}).data
+        )

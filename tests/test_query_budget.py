@@ -19,10 +19,12 @@ def login_body(db):
 
 
 def test_an_authenticated_rest_request_takes_one_query(login_body, django_assert_num_queries):
+    """The token check is one query; /api/auth/me adds one for the tenant's name."""
     client = factories.bearer(APIClient(), login_body["access_token"])
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2) as captured:
         response = client.get("/api/auth/me")
     assert response.status_code == 200
+    assert "accounts_tenant" in captured.captured_queries[-1]["sql"]
 
 
 def test_the_handshake_takes_two_queries(login_body, django_assert_num_queries):

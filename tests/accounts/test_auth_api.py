@@ -294,7 +294,7 @@ def test_me_reads_roles_from_the_database(logged_in, user):
     me = api.get("/api/auth/me").json()
     assert me == {
         "user_id": str(user.pk), "email": user.email, "name": "", "tenant_id": body["tenant_id"],
-        "roles": ["member"], "permissions": ["read", "write"], "session_id": body["session_id"],
+        "tenant_name": user.memberships.get().tenant.name, "roles": ["member"], "permissions": ["read", "write"], "session_id": body["session_id"],
     }
     Membership.objects.filter(user=user).update(role=Role.ADMIN)
     assert api.get("/api/auth/me").json()["roles"] == ["admin"]
@@ -338,3 +338,4 @@ def test_concurrent_logins_of_one_user_keep_the_cap(settings):
     assert statuses == [200] * 8
     assert RuntimeSession.objects.filter(user=user, status=SessionStatus.ACTIVE).count() == 3
     assert RuntimeSession.objects.filter(user=user, end_reason=EndReason.SUPERSEDED).count() == 5
+

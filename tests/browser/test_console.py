@@ -180,6 +180,7 @@ def test_the_page_links_its_own_assets_only(client):
     html = response.content.decode()
     assert '<script type="module" src="/static/console/console.js">' in html
     assert 'href="/static/console/console.css"' in html
+    assert '<link rel="icon" type="image/svg+xml" href="/static/console/favicon.svg">' in html
     assert "http://" not in html and "https://" not in html  # no CDN, no external asset
     for label in ("login-email", "login-password", "message-text", "intent-items", "intent-delay"):
         assert f'<label for="{label}">' in html
@@ -191,7 +192,7 @@ def test_collectstatic_collects_the_console_assets(tmp_path, settings):
 
     settings.STATIC_ROOT = tmp_path
     call_command("collectstatic", interactive=False, verbosity=0)
-    for name in ("symphainy-client.js", "console.js", "console.css"):
+    for name in ("symphainy-client.js", "console.js", "console.css", "favicon.svg"):
         assert (tmp_path / "console" / name).is_file()
         assert (tmp_path / "console" / f"{name}.gz").is_file()  # whitenoise's compressed copy
 
@@ -221,9 +222,12 @@ def test_login_through_the_form_opens_one_socket_only_after_login(console):
 
     [ready] = console.frames_of("session.ready")
     assert page.locator("#session-id").inner_text() == ready["session_id"]
-    assert page.locator("#session-tenant").inner_text() == ready["tenant_id"]
+    # The tenant by name (from /api/auth/me), its id on hover; the next expiry is the idle one.
+    expect(page.locator("#session-tenant")).to_have_text(re.compile(r"^Tenant \d+$"))
+    assert page.locator("#session-tenant").get_attribute("title") == ready["tenant_id"]
     expect(page.locator("#session-roles")).to_have_text("member")
-    expect(page.locator("#session-expires")).not_to_be_empty()
+    expect(page.locator("#session-expires")).to_contain_text("(idle)")
+    expect(page.locator("#sessions-body td").nth(3)).to_contain_text("(idle)")
     expect(page.locator("#event-log")).to_contain_text("session.ready")
     # The sessions list shows login's session, marked, with an "End" button.
     expect(page.locator("#sessions-body")).to_contain_text("(this one)")
@@ -289,6 +293,45 @@ def test_a_batch_intent_shows_its_progress_up_to_100_percent(console):
     if os.environ.get("SYMPHAINY_UPDATE_DOCS_SCREENSHOT") == "1":  # refresh docs/console.png
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOT)
+
+
+def test_a_running_batch_can_be_cancelled_from_the_page(console):
+    page = console.open().login().page
+    cancel = page.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_hidden()
+    page.get_by_label("Items, one per line").fill("\n".join(f"item {n}" for n in range(50)))
+    page.get_by_label("Delay per item (seconds)").fill("0.2")
+    page.get_by_role("button", name="Run batch").click()
+    expect(page.locator("#intent-progress-text")).to_contain_text("running")
+    expect(cancel).to_be_visible()
+    cancel.click()
+    expect(page.locator("#intent-progress-text")).to_contain_text("cancelled")
+    expect(cancel).to_be_hidden()
+    [accepted] = console.frames_of("intent.accepted")
+    [cancelled] = console.frames_of("execution.cancelled")
+    assert cancelled["data"]["execution_id"] == accepted["execution_id"]
+    assert cancelled["data"]["progress"]["processed"] < 50
+    expect(page.locator("#event-log")).to_contain_text(f"requested for execution {accepted['execution_id']}")
+
+
+def test_the_console_fits_a_phone_screen(console):
+    page = console.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    console.open()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    console.login()
+    expect(page.locator("#sessions-body")).to_contain_text("(this one)")
+    expect(page.locator("#session-tenant")).to_have_text(re.compile(r"^Tenant \d+$"))
+    path = _screenshot(page, "console-390.png")
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a 390 px phone ({path})"
+    for selector in ("#sessions-body", "#event-log", "#session-id", "#intent-form"):
+        right = page.locator(selector).evaluate("node => node.getBoundingClientRect().right")
+        assert right <= 390, f"{selector} ends at {right}px"
+    end = page.get_by_role("button", name=re.compile("^End session "))
+    assert end.evaluate("node => node.getBoundingClientRect().right") <= 390  # the End button is reachable
+    expect(page.locator("#sessions-body td.optional").first).to_be_hidden()  # "Created" gives way
+    expect(page.locator("#sessions-body td").nth(3)).to_contain_text("(idle)")
 
 
 def test_ending_the_session_through_the_api_reports_it_and_never_reconnects(console):

@@ -12,6 +12,10 @@ const MAX_LOG_ENTRIES = 60;
 const executions = new Map();
 let currentExecution = null;
 let replyMessageId = null;
+/** From /api/auth/me: the tenant's display name (the login answer carries only its id). */
+let tenantName = null;
+/** The page's own session as /api/sessions last listed it: its idle expiry moves with use. */
+let currentSessionRow = null;
 
 // --- Small helpers --------------------------------------------------------------------
 
@@ -23,6 +27,14 @@ function when(iso) {
   if (!iso) return "–";
   const date = new Date(iso);
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+/** The sooner of a session's idle and absolute expiry, and which one it is. */
+function nextExpiry(session) {
+  const idle = session.idle_expires_at;
+  const absolute = session.expires_at;
+  if (idle && new Date(idle) < new Date(absolute)) return { at: idle, kind: "idle" };
+  return { at: absolute, kind: "absolute" };
 }
 
 function describe(error) {
@@ -63,8 +75,11 @@ $("login-form").addEventListener("submit", async (event) => {
     $("login-password").value = "";
     $("login-notice").hidden = true;
     showApp(true);
+    tenantName = null;
+    currentSessionRow = null;
     renderSession();
     status("Logged in. Opening the socket…");
+    loadMe();
     loadSessions();
     loadState();
     await client.connect();
@@ -111,10 +126,26 @@ function renderSession() {
   const session = client.session;
   if (!session) return;
   $("session-id").textContent = session.sessionId;
-  $("session-tenant").textContent = session.tenantId;
+  $("session-tenant").textContent = tenantName || session.tenantId;
+  $("session-tenant").title = session.tenantId;
   $("session-roles").textContent = session.roles.join(", ");
-  $("session-expires").textContent = when(session.sessionExpiresAt);
+  // Until the sessions list arrives only the absolute expiry is known; the idle one
+  // (usually sooner) comes with the list, and moves forward as the session is used.
+  const next = currentSessionRow
+    ? nextExpiry(currentSessionRow)
+    : { at: session.sessionExpiresAt, kind: "absolute" };
+  $("session-expires").textContent = `${when(next.at)} (${next.kind})`;
   $("token-expires").textContent = when(session.tokenExpiresAt);
+}
+
+async function loadMe() {
+  try {
+    const me = await client.api("GET", "/api/auth/me");
+    tenantName = me.tenant_name || null;
+    renderSession();
+  } catch (error) {
+    logEvent("me", `could not load the tenant's name: ${describe(error)}`);
+  }
 }
 
 client.on("tokens", () => {
@@ -203,6 +234,21 @@ $("intent-form").addEventListener("submit", (event) => {
   }
 });
 
+$("intent-cancel").addEventListener("click", async () => {
+  const executionId = currentExecution;
+  if (!executionId) return;
+  const button = $("intent-cancel");
+  button.disabled = true;
+  try {
+    // 202: cancelled at once if it had not started, else at the handler's next progress report.
+    await client.api("POST", `/api/execution/${executionId}/cancel`);
+    logEvent("cancel", `requested for execution ${executionId}`);
+  } catch (error) {
+    logEvent("cancel", `could not cancel ${executionId}: ${describe(error)}`);
+    button.disabled = false;
+  }
+});
+
 client.on("intent.accepted", (frame) => {
   currentExecution = frame.execution_id;
   logEvent("intent.accepted", `execution ${frame.execution_id}`);
@@ -219,9 +265,15 @@ function onExecution(type) {
 ["execution.created", "execution.started", "execution.progress", "execution.completed", "execution.failed", "execution.cancelled"]
   .forEach(onExecution);
 
+const UNFINISHED = new Set(["created", "running"]);
+
 function renderProgress(execution) {
   const bar = $("intent-progress");
   const text = $("intent-progress-text");
+  const cancel = $("intent-cancel");
+  const running = Boolean(execution && UNFINISHED.has(execution.status || "running"));
+  if (cancel.hidden === running) cancel.disabled = false; // a new run gets a fresh button
+  cancel.hidden = !running;
   if (!execution) {
     bar.value = 0;
     return;
@@ -268,16 +320,20 @@ async function loadSessions() {
     return;
   }
   const current = client.session && client.session.sessionId;
+  currentSessionRow = page.results.find((session) => session.session_id === current) || currentSessionRow;
+  renderSession();
   body.replaceChildren(...page.results.map((session) => sessionRow(session, current)));
 }
 
-function row(cells) {
+/** A table row; `optional` lists the indexes of cells a phone screen may hide. */
+function row(cells, optional = []) {
   const tr = document.createElement("tr");
-  for (const cell of cells) {
+  cells.forEach((cell, index) => {
     const td = document.createElement("td");
+    if (optional.includes(index)) td.className = "optional";
     td.append(cell);
     tr.append(td);
-  }
+  });
   return tr;
 }
 
@@ -297,7 +353,15 @@ function sessionRow(session, current) {
     action.addEventListener("click", () => endSession(session.session_id, action));
   }
   const statusText = session.end_reason ? `${session.status} (${session.end_reason})` : session.status;
-  return row([idCell, statusText, when(session.created_at), when(session.expires_at), String(session.connections), action]);
+  let expiry = "–";
+  if (session.status === "active") {
+    const next = nextExpiry(session);
+    expiry = `${when(next.at)} (${next.kind})`;
+  }
+  return row(
+    [idCell, statusText, when(session.created_at), expiry, String(session.connections), action],
+    [2, 4],
+  );
 }
 
 async function endSession(sessionId, button) {
