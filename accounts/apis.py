@@ -20,6 +20,8 @@ from accounts.throttles import (
     RegisterAddressThrottle,
 )
 from accounts.tokens import TokenPair, token_refresh
+from core.conf import runtime_settings
+from core.exceptions import RegistrationClosed
 from core.http import client_address
 
 
@@ -89,6 +91,9 @@ class RegisterApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: LoginOutputSerializer}, auth=[])
     def post(self, request: Request) -> Response:
+        # Self-registration only; operators create accounts with manage.py whatever this says.
+        if not runtime_settings.REGISTRATION_OPEN:
+            raise RegistrationClosed()
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = user_register(

@@ -16,6 +16,7 @@ from django.conf import settings
 from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
+from core.metrics import SOCKET_REFUSALS
 from realtime.services import socket_authorize, socket_authorize_cached
 from sessions_runtime.access import access_cache_get
 
@@ -95,7 +96,8 @@ class TokenAuthMiddleware(BaseMiddleware):
 
 
 class RuntimeOriginValidator(OriginValidator):
-    """Channels' origin check against ALLOWED_HOSTS plus WS_ALLOWED_ORIGINS, read at each
+    """Channels' origin check against ALLOWED_HOSTS plus CORS_ALLOWED_ORIGINS (the list
+    django-cors-headers reads for HTTP), read at each
     handshake so settings changes apply. A missing Origin is refused (HTTP 403)."""
 
     def __init__(self, application: Any) -> None:
@@ -104,8 +106,14 @@ class RuntimeOriginValidator(OriginValidator):
     @property  # type: ignore[override]
     def allowed_origins(self) -> list[str]:
         hosts = [h for h in settings.ALLOWED_HOSTS if h != "*"]
-        return [*hosts, *runtime_settings.WS_ALLOWED_ORIGINS]
+        return [*hosts, *settings.CORS_ALLOWED_ORIGINS]
 
     @allowed_origins.setter
     def allowed_origins(self, value: list[str]) -> None:
         pass
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        allowed = super().valid_origin(parsed_origin)
+        if not allowed:
+            SOCKET_REFUSALS.labels(reason="origin").inc()
+        return allowed

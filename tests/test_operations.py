@@ -10,11 +10,44 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("path", ["/health", "/ready"])
-def test_health_and_ready_check_the_database_and_the_channel_layer(path):
-    response = APIClient().get(path)
+def test_ready_checks_the_database_and_the_channel_layer():
+    response = APIClient().get("/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "channel_layer": "ok"}}
+
+
+def test_health_is_liveness_only_and_asks_no_dependency(monkeypatch):
+    monkeypatch.setattr("symphainy.health.database_check", lambda: False)
+    monkeypatch.setattr("symphainy.health.channel_layer_check", lambda: False)
+    response = APIClient().get("/health")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+    assert APIClient().get("/ready").status_code == 503
+
+
+@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
+def test_probes_and_scrapes_by_ip_are_not_refused_by_allowed_hosts(settings, path):
+    settings.ALLOWED_HOSTS = ["gateway.example.com"]
+    assert APIClient().get(path, HTTP_HOST="10.1.2.3:8000").status_code == 200
+    # Every other path still validates the Host.
+    assert APIClient().get("/api/auth/me", HTTP_HOST="10.1.2.3:8000").status_code == 400
+
+
+def test_metrics_answer_only_allowed_networks_or_the_token(settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "METRICS_ALLOWED_NETWORKS": ["10.0.0.0/8"], "METRICS_TOKEN": "s3cret"}
+    client = APIClient()
+    response = client.get("/metrics")  # from 127.0.0.1
+    assert response.status_code == 403 and response.json()["error"] == "permission_denied"
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="10.9.9.9").status_code == 200
+
+
+def test_metrics_count_http_requests_by_view_and_status_class():
+    client = APIClient()
+    client.get("/api/auth/me")
+    text = client.get("/metrics").content.decode()
+    assert 'symphainy_http_requests_total{method="GET",status="4xx",view="auth-me"} 1.0' in text
+    assert "symphainy_http_request_duration_seconds_bucket" in text
 
 
 def test_ready_is_503_when_the_database_is_down(monkeypatch):
@@ -37,7 +70,7 @@ def test_metrics_count_logins_by_outcome():
     text = client.get("/metrics").content.decode()
     assert 'symphainy_logins_total{outcome="failed"}' in text
     assert 'symphainy_logins_total{outcome="succeeded"}' in text
-    for name in ("symphainy_open_sockets", "symphainy_handshakes_total", "symphainy_session_ends_total", "symphainy_execution_duration_seconds"):
+    for name in ("symphainy_socket_closes_total", "symphainy_socket_refusals_total", "symphainy_open_sockets", "symphainy_handshakes_total", "symphainy_session_ends_total", "symphainy_execution_duration_seconds"):
         assert name in text
 
 
