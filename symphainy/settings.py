@@ -391,7 +391,15 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # gunicorn's own lines (deploy/gunicorn.conf.py uses this dict) and daphne's access
+        # lines (symphainy.serve) go through the same handler: one format per run.
+        "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Python warnings, which Django routes to logging, in the same format too.
+        "py.warnings": {"handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Tests ------------------------------------------------------------------------------
