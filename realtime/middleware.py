@@ -17,6 +17,7 @@ from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 from core.metrics import SOCKET_REFUSALS
+from core.middleware import request_id_from, request_id_var
 from realtime.services import socket_authorize, socket_authorize_cached
 from sessions_runtime.access import access_cache_get
 
@@ -80,6 +81,10 @@ async def authorize(credentials: SocketCredentials) -> Any:
         return ServerError()
 
 
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    return next((value.decode("latin1") for key, value in scope.get("headers") or [] if key == name), "")
+
+
 class TokenAuthMiddleware(BaseMiddleware):
     """Runs the handshake check and hands its outcome to the consumer in the scope.
 
@@ -88,6 +93,9 @@ class TokenAuthMiddleware(BaseMiddleware):
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # The socket's log lines carry an id, as requests' do: the handshake's X-Request-ID
+        # when sane, else a fresh one. The consumer runs in this task's context.
+        request_id_var.set(request_id_from(_header(scope, b"x-request-id")))
         credentials, query_string = credentials_from_scope(scope)
         scope = dict(scope, query_string=query_string)
         scope[SCOPE_CREDENTIALS] = credentials

@@ -80,3 +80,47 @@ def test_request_id_is_returned_and_a_sane_incoming_one_kept():
     assert len(generated) == 32
     assert client.get("/health", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
     assert client.get("/health", HTTP_X_REQUEST_ID="bad id\n")["X-Request-ID"] != "bad id\n"
+
+
+def test_django_request_lines_carry_the_request_id():
+    import logging
+
+    from core.middleware import RequestIdFilter
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        APIClient().get("/api/nothing/here", HTTP_X_REQUEST_ID="req-404")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.request_id for record in records] == ["req-404"]
+
+
+async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
+    from channels.testing import WebsocketCommunicator
+
+    from core.exceptions import NotAuthenticated
+    from core.middleware import request_id_var
+    from symphainy.asgi import application
+
+    seen: list[str] = []
+
+    async def authorize(credentials):
+        seen.append(request_id_var.get())
+        return NotAuthenticated()
+
+    monkeypatch.setattr("realtime.middleware.authorize", authorize)
+    communicator = WebsocketCommunicator(
+        application, "/api/runtime/agent", headers=[(b"origin", b"http://127.0.0.1"), (b"x-request-id", b"sock-1")]
+    )
+    await communicator.connect(timeout=5)
+    await communicator.disconnect()
+    assert seen == ["sock-1"]
