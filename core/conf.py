@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_TOKEN_DELAY": 0.02,
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     "AUDIT_RETENTION": timedelta(days=90),
+    "ADMIN_LOGIN_FAILURES_PER_MINUTE": 10,
+    # Concurrent password hashes per process (0: one per core), logins waiting for one, and
+    # how long each may wait (accounts.passwords).
+    "LOGIN_HASH_CONCURRENCY": 0,
+    "LOGIN_HASH_QUEUE": 100,
+    "LOGIN_HASH_WAIT": timedelta(seconds=15),
     # Self-registration (POST /api/auth/register); production usually turns it off.
     "REGISTRATION_OPEN": True,
     # Who may read /metrics: client networks (CIDR), or the bearer token when set.

@@ -5,7 +5,6 @@ Every HTTP error leaves through here as `{"error", "message", "details"?}`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 
@@ -79,6 +78,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     set_rollback()
     if isinstance(exc, ServiceError):
         headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return Response(exc.as_body(), status=exc.status_code, headers=headers)
     if isinstance(exc, drf.APIException):
         return _drf_response(exc)
@@ -108,15 +109,3 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 def handler500(request: HttpRequest) -> JsonResponse:
     return _json_error(500, "server_error", "Internal server error.")
-
-
-def client_address(request: HttpRequest) -> str | None:
-    """The caller's address as the throttles see it (X-Forwarded-For only behind
-    TRUSTED_PROXY_COUNT proxies), or None when it is not an IP address."""
-    from rest_framework.throttling import BaseThrottle
-
-    ident = BaseThrottle().get_ident(request)
-    try:
-        return str(ipaddress.ip_address(ident.strip()))
-    except (ValueError, AttributeError):
-        return None

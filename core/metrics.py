@@ -84,7 +84,7 @@ def metrics_allowed(request: HttpRequest) -> bool:
     """The METRICS_TOKEN bearer, or a client address in METRICS_ALLOWED_NETWORKS."""
     # Imported here: core.http imports DRF, whose import loads the authentication
     # classes, whose modules import the counters above.
-    from core.http import client_address
+    from core.drf import client_address
 
     token = runtime_settings.METRICS_TOKEN
     if token:

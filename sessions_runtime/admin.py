@@ -16,13 +16,12 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin
-from core.audit import Actor
-from core.models import ActorType
+from core.admin import IdOrEmailSearch, ReadOnlyAdmin
+from core.caller import Caller
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.selectors import session_status_filter
-from sessions_runtime.services import session_state_read, sessions_end
+from sessions_runtime.services import sessions_end
+from sessions_runtime.state_writes import session_state_read
 
 
 def _pretty(value: Any) -> str:
@@ -40,7 +39,7 @@ class EffectiveStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() in SessionStatus.values:
-            return queryset.filter(session_status_filter(self.value()))
+            return queryset.with_status(self.value())
         return queryset
 
 
@@ -115,17 +114,20 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         document = session_state_read(session=session)
         return _pretty({"version": document.version, "data": document.data})
 
-    @admin.action(description="End selected sessions")
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("sessions_runtime.end_runtimesession")
+
+    @admin.action(description="End selected sessions", permissions=["end"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[RuntimeSession]) -> None:
-        actor = Actor(type=ActorType.ADMIN, user=request.user, client_address=request.META.get("REMOTE_ADDR"))
+        caller = Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
         ended = sessions_end(
-            sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")), reason=EndReason.ADMIN, actor=actor
+            sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")), reason=EndReason.ADMIN, caller=caller
         )
         self.message_user(request, f"Ended {ended} sessions; their sockets are closing.", messages.SUCCESS)
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdmin):
+class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     list_display = ["id", "intent_type", "status", "user", "tenant", "session_id", "created_at", "finished_at"]
     list_select_related = ["user", "tenant"]
     list_filter = ["status", "intent_type"]
@@ -135,12 +137,6 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "cancel_requested", "attempts", "worker", "created_at", "started_at", "finished_at", "heartbeat_at",
     ]
     readonly_fields = fields
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        try:
-            return queryset.filter(pk=uuid.UUID(search_term.strip())), False
-        except ValueError:
-            return queryset.filter(user__email__icontains=search_term), False
 
     @admin.display(description="result")
     def result_shown(self, execution: Execution) -> str:
