@@ -109,8 +109,12 @@ def test_django_request_lines_carry_the_request_id():
     assert [record.request_id for record in records] == ["req-404"]
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
+    from channels.db import database_sync_to_async
     from channels.testing import WebsocketCommunicator
+
+    from realtime.services import socket_refusals_flush
 
     from core.exceptions import NotAuthenticated
     from core.middleware import request_id_var
@@ -129,3 +133,5 @@ async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
     await communicator.connect(timeout=5)
     await communicator.disconnect()
     assert seen == ["sock-1"]
+    # The refusal is counted for the audit trail; written now, not left to the next test.
+    await database_sync_to_async(socket_refusals_flush)()
