@@ -8,9 +8,14 @@ PORT ?= 8000
 
 .PHONY: run test venv clean
 
+# `make run` installs the runtime only; `make test` adds the test tools.
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 venv: $(BIN)/.installed
@@ -18,10 +23,13 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT)
+	@# The demo user only on the embedded SQLite, or when asked for (SEED_DEMO=1).
+	@if [ -z "$$DATABASE_URL" ] || [ "$$SEED_DEMO" = "1" ]; then \
+	  $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT); \
+	else echo "DATABASE_URL is set: no demo seed (SEED_DEMO=1 to seed)"; fi
 	$(BIN)/python -m symphainy.serve -b $(HOST) -p $(PORT) --websocket-max-message-size 131072
 
-test: venv
+test: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
 
 clean:

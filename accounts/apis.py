@@ -20,7 +20,9 @@ from accounts.throttles import (
     RegisterAddressThrottle,
 )
 from accounts.tokens import TokenPair, token_refresh
+from core.conf import runtime_settings
 from core.drf import client_address
+from core.exceptions import RegistrationClosed
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -89,6 +91,9 @@ class RegisterApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: LoginOutputSerializer}, auth=[])
     def post(self, request: Request) -> Response:
+        # Self-registration only; operators create accounts with manage.py whatever this says.
+        if not runtime_settings.REGISTRATION_OPEN:
+            raise RegistrationClosed()
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result = user_register(

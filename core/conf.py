@@ -21,7 +21,6 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ACTIVE_SESSIONS_PER_USER": 10,
     "MAX_REQUEST_BYTES": 1024 * 1024,
     "SESSION_METADATA_MAX_BYTES": 16 * 1024,
-    "WS_ALLOWED_ORIGINS": [],
     "WS_MAX_SOCKETS_PER_USER": 20,
     "WS_MAX_MESSAGE_BYTES": 64 * 1024,
     "WS_MAX_SEND_BUFFER_BYTES": 1024 * 1024,
@@ -51,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_HASH_CONCURRENCY": 0,
     "LOGIN_HASH_QUEUE": 100,
     "LOGIN_HASH_WAIT": timedelta(seconds=15),
+    # Self-registration (POST /api/auth/register); production usually turns it off.
+    "REGISTRATION_OPEN": True,
+    # Who may read /metrics: client networks (CIDR), or the bearer token when set.
+    "METRICS_ALLOWED_NETWORKS": ["127.0.0.0/8", "::1/128"],
+    "METRICS_TOKEN": None,
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
 }

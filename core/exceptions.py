@@ -106,6 +106,11 @@ class PermissionDenied(ServiceError):
     default_message = "You are not allowed to do this."
 
 
+class RegistrationClosed(PermissionDenied):
+    code = "registration_closed"
+    default_message = "Self-registration is closed on this server; ask an administrator for an account."
+
+
 class TenantAccessDenied(PermissionDenied):
     code = "tenant_access_denied"
     default_message = "You are not an active member of that tenant."

@@ -1,5 +1,5 @@
-"""A minimal client: log in over HTTP, then open the runtime socket with the subprotocol
-form and print what arrives.
+"""A minimal client: log in over HTTP, open the runtime socket with the subprotocol form,
+ping, print what arrives, and exit.
 
     .venv/bin/python examples/client.py --email demo@symphainy.local --password symphainy-demo-pass
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
+import urllib.error
 import urllib.request
 
 import websockets
@@ -41,11 +43,7 @@ async def run(base_url: str, email: str, password: str, pings: int) -> None:
         for _ in range(pings):
             await socket.send(json.dumps({"type": "ping"}))
             print("<", await socket.recv())
-        try:
-            async for frame in socket:
-                print("<", frame)
-        except websockets.ConnectionClosed as closed:
-            print(f"closed: {closed.rcvd.code if closed.rcvd else 'no close frame'}")
+    print("socket closed; done")
 
 
 def main() -> None:
@@ -59,6 +57,11 @@ def main() -> None:
         asyncio.run(run(args.url.rstrip("/"), args.email, args.password, args.pings))
     except KeyboardInterrupt:
         pass
+    except urllib.error.HTTPError as error:
+        sys.exit(f"{args.url}: HTTP {error.code}: {error.read().decode(errors='replace')[:200]}")
+    except (OSError, websockets.WebSocketException) as error:
+        # urllib.error.URLError is an OSError: the server is down or unreachable.
+        sys.exit(f"cannot reach the server at {args.url}: {getattr(error, 'reason', error)}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from core.exceptions import (
     TokenExpired,
     UnknownMessageType,
 )
-from core.metrics import HANDSHAKES, OPEN_SOCKETS
+from core.metrics import HANDSHAKES, OPEN_SOCKETS, SOCKET_CLOSES, SOCKET_REFUSALS
 from core.tasks import background
 from realtime import heartbeat
 from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
@@ -106,6 +106,8 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
 
     async def _refuse(self, error: ServiceError) -> None:
         HANDSHAKES.labels(outcome=str(int(error.close_code))).inc()
+        if error.close_code == CloseCode.RATE_LIMITED:
+            SOCKET_REFUSALS.labels(reason="cap").inc()
         socket_refusal_count(close_code=int(error.close_code))
         await self._close(error)
         try:
@@ -149,6 +151,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self._gone = True
+        SOCKET_CLOSES.labels(code=str(code)).inc()
         if self._timer is not None:
             self._timer.cancel()
         if self._joined and self.grant is not None:
@@ -181,6 +184,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         if size > limit:
             raise RequestTooLarge(f"Frames are limited to {limit} bytes.")
         if self._bucket is not None and not self._bucket.take():
+            SOCKET_REFUSALS.labels(reason="rate").inc()
             raise RateLimited("Too many messages.")
         if bytes_data is not None:
             raise BinaryNotSupported()

@@ -16,6 +16,8 @@ from django.conf import settings
 from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
+from core.metrics import SOCKET_REFUSALS
+from core.middleware import request_id_from, request_id_var
 from realtime.services import socket_authorize, socket_authorize_cached
 from sessions_runtime.access import access_cache_get
 
@@ -79,6 +81,10 @@ async def authorize(credentials: SocketCredentials) -> Any:
         return ServerError()
 
 
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    return next((value.decode("latin1") for key, value in scope.get("headers") or [] if key == name), "")
+
+
 class TokenAuthMiddleware(BaseMiddleware):
     """Runs the handshake check and hands its outcome to the consumer in the scope.
 
@@ -87,6 +93,9 @@ class TokenAuthMiddleware(BaseMiddleware):
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        # The socket's log lines carry an id, as requests' do: the handshake's X-Request-ID
+        # when sane, else a fresh one. The consumer runs in this task's context.
+        request_id_var.set(request_id_from(_header(scope, b"x-request-id")))
         credentials, query_string = credentials_from_scope(scope)
         scope = dict(scope, query_string=query_string)
         scope[SCOPE_CREDENTIALS] = credentials
@@ -95,7 +104,8 @@ class TokenAuthMiddleware(BaseMiddleware):
 
 
 class RuntimeOriginValidator(OriginValidator):
-    """Channels' origin check against ALLOWED_HOSTS plus WS_ALLOWED_ORIGINS, read at each
+    """Channels' origin check against ALLOWED_HOSTS plus CORS_ALLOWED_ORIGINS (the list
+    django-cors-headers reads for HTTP), read at each
     handshake so settings changes apply. A missing Origin is refused (HTTP 403)."""
 
     def __init__(self, application: Any) -> None:
@@ -104,8 +114,14 @@ class RuntimeOriginValidator(OriginValidator):
     @property  # type: ignore[override]
     def allowed_origins(self) -> list[str]:
         hosts = [h for h in settings.ALLOWED_HOSTS if h != "*"]
-        return [*hosts, *runtime_settings.WS_ALLOWED_ORIGINS]
+        return [*hosts, *settings.CORS_ALLOWED_ORIGINS]
 
     @allowed_origins.setter
     def allowed_origins(self, value: list[str]) -> None:
         pass
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        allowed = super().valid_origin(parsed_origin)
+        if not allowed:
+            SOCKET_REFUSALS.labels(reason="origin").inc()
+        return allowed

@@ -1,13 +1,18 @@
-"""Liveness and readiness: is the database reachable, is the channel layer reachable."""
+"""Liveness (`/health`: the process answers; no dependency is asked, so a Redis blip does
+not get every process restarted) and readiness (`/ready`: the database and the channel
+layer answer), and the middleware that lets probes and scrapes in by IP."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
+from django.http import HttpRequest, HttpResponse
+from django.urls import resolve
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -51,7 +56,19 @@ def channel_layer_check() -> bool:
         return False
 
 
-class HealthApi(APIView):
+class LivenessApi(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(
+        auth=[],
+        responses={(200, "application/json"): inline_serializer("Liveness", {"status": serializers.CharField()})},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class ReadinessApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
@@ -70,3 +87,28 @@ class HealthApi(APIView):
         }
         healthy = all(value == "ok" for value in checks.values())
         return Response({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+
+
+PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+class ProbeMiddleware:
+    """Serves the probe and scrape paths before any middleware validates the Host header.
+
+    Kubernetes probes and Prometheus come by pod IP, which ALLOWED_HOSTS rightly refuses
+    (400); opening ALLOWED_HOSTS to "*" would let any Host through everywhere. These three
+    paths build no URL from the Host, so they are dispatched here, through the URLconf,
+    whatever the Host says. Every other path goes on to the usual checks.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info not in PROBE_PATHS:
+            return self.get_response(request)
+        match = resolve(request.path_info)
+        request.resolver_match = match
+        response = match.func(request, *match.args, **match.kwargs)
+        # A DRF Response is rendered by Django's handler after the view; not reached here.
+        return response.render() if hasattr(response, "render") else response

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -30,6 +31,7 @@ from core.logs import redact
 
 APPLICATION = "symphainy.asgi:application"
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("daphne.access")
 
 
 def send_buffer_limit() -> int:
@@ -100,7 +102,25 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code=code)
 
 
+class LoggingAccessLog(AccessLogGenerator):
+    """Daphne's access lines, written through the `daphne.access` logger instead of straight
+    to a stream, so they take the run's LOG_FORMAT (JSON lines among JSON lines)."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=None)
+
+    def write_entry(self, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None, user: Any = None) -> None:
+        access_logger.info('%s - - "%s" %s %s', host, request, status or "-", length or "-")
+
+
 class RedactingServer(Server):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # `--access-log -` (stdout) becomes the logger; a named file keeps daphne's own writer.
+        action_logger = kwargs.get("action_logger")
+        if isinstance(action_logger, AccessLogGenerator) and action_logger.stream is sys.stdout:
+            kwargs["action_logger"] = LoggingAccessLog()
+        super().__init__(*args, **kwargs)
+
     def log_action(self, protocol: str, action: str, details: dict[str, Any]) -> None:
         if isinstance(details.get("path"), str):
             details = {**details, "path": redact(details["path"])}

@@ -9,6 +9,7 @@ knobs are declared in `core.conf` and read through `core.conf.runtime_settings`;
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -52,6 +53,16 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in (_env(name, default) or "").split(",") if item.strip()]
 
 
+def _env_networks(name: str) -> list[str]:
+    networks = _env_list(name, "")
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list networks such as 10.0.0.0/8, not {network!r}") from None
+    return networks
+
+
 def _env_seconds(name: str, default: int) -> timedelta:
     return timedelta(seconds=_env_int(name, default))
 
@@ -62,8 +73,16 @@ DEBUG = _env_bool("DEBUG", False)
 # until a real SECRET_KEY is set.
 SECRET_KEY = _env("SECRET_KEY", "django-insecure-symphainy-local-development-key-change-me")
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
-# Origins allowed to open the WebSocket besides the allowed hosts themselves.
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+# Frontends on other origins: one list, read by django-cors-headers for HTTP and by the
+# socket's origin check (realtime.middleware). WS_ALLOWED_ORIGINS is its older name.
+CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS", _env("WS_ALLOWED_ORIGINS", "") or "")
+CORS_URLS_REGEX = r"^/(api/|openapi\.json$)"
+CORS_ALLOW_HEADERS = (
+    "accept", "authorization", "content-type", "origin", "user-agent",
+    "if-match", "idempotency-key", "x-request-id",
+)
+CORS_EXPOSE_HEADERS = ("etag", "retry-after", "www-authenticate", "x-request-id")
 
 INSTALLED_APPS = [
     "daphne",
@@ -78,6 +97,9 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    # Swagger UI's files, pinned and served from this server: /docs works offline.
+    "drf_spectacular_sidecar",
+    "corsheaders",
     "channels",
     "core",
     "accounts",
@@ -88,6 +110,12 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
+    "core.metrics.RequestMetricsMiddleware",
+    # /health, /ready and /metrics, answered before anything validates the Host header
+    # (probes and scrapes come by IP), and before the HTTPS redirect.
+    "symphainy.health.ProbeMiddleware",
+    # As high as possible, before anything that answers (its docs): preflights included.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -100,6 +128,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "symphainy.urls"
 ASGI_APPLICATION = "symphainy.asgi.application"
+WSGI_APPLICATION = "symphainy.wsgi.application"
 AUTH_USER_MODEL = "accounts.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -253,6 +282,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Identity, runtime sessions and the live sockets that may talk to them.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
@@ -275,7 +307,6 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
     "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
     "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),
-    "WS_ALLOWED_ORIGINS": ("WS_ALLOWED_ORIGINS", lambda n: _env_list(n, "")),
     "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
     "WS_MAX_MESSAGE_BYTES": ("WS_MAX_MESSAGE_BYTES", lambda n: _env_int(n, 0)),
     "WS_MAX_SEND_BUFFER_BYTES": ("WS_MAX_SEND_BUFFER_BYTES", lambda n: _env_int(n, 0)),
@@ -301,6 +332,9 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "LOGIN_HASH_CONCURRENCY": ("LOGIN_HASH_CONCURRENCY", lambda n: _env_int(n, 0)),
     "LOGIN_HASH_QUEUE": ("LOGIN_HASH_QUEUE", lambda n: _env_int(n, 0)),
     "LOGIN_HASH_WAIT_SECONDS": ("LOGIN_HASH_WAIT", lambda n: _env_seconds(n, 0)),
+    "REGISTRATION_OPEN": ("REGISTRATION_OPEN", lambda n: _env_bool(n)),
+    "METRICS_ALLOWED_NETWORKS": ("METRICS_ALLOWED_NETWORKS", _env_networks),
+    "METRICS_TOKEN": ("METRICS_TOKEN", _env),
     "DEMO_EMAIL": ("DEMO_EMAIL", _env),
     "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
 }
@@ -363,7 +397,15 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # gunicorn's own lines (deploy/gunicorn.conf.py uses this dict) and daphne's access
+        # lines (symphainy.serve) go through the same handler: one format per run.
+        "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # Python warnings, which Django routes to logging, in the same format too.
+        "py.warnings": {"handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Tests ------------------------------------------------------------------------------

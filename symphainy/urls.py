@@ -4,13 +4,14 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from accounts.admin import admin_login
 from core.metrics import metrics_view
-from symphainy.health import HealthApi
+from symphainy.health import LivenessApi, ReadinessApi
 
 urlpatterns = [
     path("api/auth/", include("accounts.urls")),
     path("api/", include("sessions_runtime.urls")),
-    path("health", HealthApi.as_view(), name="health"),
-    path("ready", HealthApi.as_view(), name="ready"),
+    # Also dispatched by symphainy.health.ProbeMiddleware, before Host validation.
+    path("health", LivenessApi.as_view(), name="health"),
+    path("ready", ReadinessApi.as_view(), name="ready"),
     path("metrics", metrics_view, name="metrics"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),

@@ -167,7 +167,7 @@ def test_malformed_json_is_400_and_creates_nothing(caller, raw):
 @pytest.mark.parametrize("host", ["evil.example.com", "127.0.0.1:8000@evil.example.com", "localhost\r\nX: y"])
 def test_a_spoofed_host_is_400(settings, host):
     settings.ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
-    response = APIClient().get("/health", HTTP_HOST=host)
+    response = APIClient().get("/api/auth/me", HTTP_HOST=host)
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
 

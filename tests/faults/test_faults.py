@@ -207,7 +207,7 @@ def test_redis_stops_and_returns(tmp_path):
             assert time.monotonic() - started < 8
             assert server.request("GET", "/api/auth/me", token=kept["access_token"])[0] == 200
             fresh = login(server)
-            status, health = server.request("GET", "/health")
+            status, health = server.request("GET", "/ready")
             assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
             # A session ended during the outage stays ended when Redis returns.
             assert server.request("DELETE", f"/api/session/{ended['session_id']}", token=ended["access_token"])[0] == 204
@@ -215,7 +215,7 @@ def test_redis_stops_and_returns(tmp_path):
             # Redis back, same address, no restart of the service.
             redis.start()
             deadline = time.monotonic() + 15
-            while server.request("GET", "/health")[0] != 200:
+            while server.request("GET", "/ready")[0] != 200:
                 assert time.monotonic() < deadline, "the service did not see Redis come back"
                 time.sleep(0.2)
             ws = loop.run_until_complete(open_ready(server, fresh))
@@ -248,7 +248,7 @@ def test_postgres_goes_away_and_the_service_recovers_by_itself(tmp_path):
                 server.request("POST", "/api/auth/login", credentials),
                 server.request("GET", "/api/auth/me", token=body["access_token"]),
                 server.request("POST", "/api/session/create", {}, token=body["access_token"]),
-                server.request("GET", "/health"),
+                server.request("GET", "/ready"),
             ]
             for status, payload in outage:
                 assert status == 503, (status, payload)

@@ -222,7 +222,7 @@ async def test_cross_origin_is_refused_at_the_handshake(origin):
 
 
 async def test_configured_extra_origin_is_accepted(settings):
-    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_ALLOWED_ORIGINS": ["https://app.example.com"]}
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"], origin=b"https://app.example.com")
     await sock.close()

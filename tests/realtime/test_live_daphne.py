@@ -189,7 +189,7 @@ def test_redis_unreachable_closes_handshakes_with_1013_and_rest_keeps_working(tm
     with running(tmp_path, REDIS_URL="redis://127.0.0.1:1/0") as broken:
         body = login(broken)
         assert broken.request("GET", "/api/auth/me", token=body["access_token"])[0] == 200
-        status, health = broken.request("GET", "/health")
+        status, health = broken.request("GET", "/ready")
         assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
         url = broken.ws + PATH
         assert run(close_code(url, subprotocols=["symphainy.v1", f"bearer.{body['access_token']}"])) == 1013

@@ -1,4 +1,7 @@
-"""Create (or reset) the demo tenant and user that the README's run command uses."""
+"""Create the demo tenant and user that the README's run command uses.
+
+An existing user keeps its password and its active flag: the seed never resets a
+password an operator changed, nor re-activates a user an operator deactivated."""
 
 from __future__ import annotations
 
@@ -29,12 +32,12 @@ class Command(BaseCommand):
             name="Demo tenant", slug="demo", caller=Caller.command()
         )
         user = User.objects.filter(email=email).first()
-        if user is None:
-            user = User.objects.create_user(email=email, password=password, name="Demo User")
-        else:
-            user.set_password(password)
-            user.is_active = True
-            user.save(update_fields=["password", "is_active"])
+        if user is not None:
+            self.stdout.write(
+                f"Demo user {email} exists already: left as it is (password and active flag unchanged)."
+            )
+            return
+        user = User.objects.create_user(email=email, password=password, name="Demo User")
         membership_add(user=user, tenant=tenant, role=Role.OWNER, caller=Caller.command())
         base = options["base_url"].rstrip("/")
         self.stdout.write(

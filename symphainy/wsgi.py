@@ -1,0 +1,9 @@
+"""WSGI entry point, served by gunicorn: the HTTP half of the production layout
+(`deploy/`). Sockets are served by daphne through `symphainy.asgi`."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
+application = get_wsgi_application()
