@@ -9,14 +9,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
 django_asgi_app = get_asgi_application()
 
-from django.core import checks  # noqa: E402
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from core.checks import checks_enforce  # noqa: E402
 
-# ASGI servers run no system checks: a bad setting (say WS_MESSAGE_RATE=lots) stops the
-# process here with the same messages as `manage.py check`, not at the first socket.
-_check_errors = [message for message in checks.run_checks() if message.is_serious()]
-if _check_errors:
-    raise ImproperlyConfigured("\n".join(["System checks failed:", *map(str, _check_errors)]))
+checks_enforce()  # a bad setting (say WS_MESSAGE_RATE=lots) stops daphne here, as it stops `check`
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -44,7 +44,13 @@ def test_the_defaults_pass(settings):
         ("BATCH_ITEM_DELAY", -0.5, "core.E004", "zero or more seconds"),
         ("DEMO_EMAIL", "  ", "core.E005", "non-empty string"),
         ("SERVER_INSTANCE", "", "core.E005", "non-empty string or unset"),
-        ("WS_ALLOWED_ORIGINS", "https://a.example", "core.E005", "list of origins"),
+        ("LOGIN_HASH_WAIT", timedelta(0), "core.E002", "longer than zero"),
+        ("LOGIN_HASH_QUEUE", -1, "core.E003", "at least 0"),
+        ("LOGIN_HASH_CONCURRENCY", 1.5, "core.E003", "at least 0"),
+        ("METRICS_TOKEN", "", "core.E005", "non-empty string or unset"),
+        ("REGISTRATION_OPEN", "no", "core.E005", "True or False"),
+        ("METRICS_ALLOWED_NETWORKS", "10.0.0.0/8", "core.E005", "list of networks"),
+        ("METRICS_ALLOWED_NETWORKS", ["10.0.0.0/8", "intranet"], "core.E005", "'intranet'"),
         ("WS_MESSAGE_RATE", "lots", "realtime.E001", "'lots'"),
         ("WS_MESSAGE_RATE", "0/10s", "realtime.E001", "at least 1"),
         ("WS_MESSAGE_RATE", 60, "realtime.E001", "60"),
@@ -73,6 +79,9 @@ def test_good_values_other_than_the_defaults_pass(settings):
         SESSION_TOUCH_INTERVAL=timedelta(0),
         STATE_BACKEND="redis",
         EXECUTION_RUNNER="worker",
+        LOGIN_HASH_QUEUE=0,
+        REGISTRATION_OPEN=False,
+        METRICS_ALLOWED_NETWORKS=["10.0.0.0/8", "fd00::/8", "192.0.2.1"],
     ) == []
     assert ids(errors_for(settings, WS_MESSAGE_RATE="5/s", STATE_BACKEND="sessions_runtime.state.MemoryStateBackend",
                           AGENT_TOKEN_DELAY=0)) == []
@@ -95,8 +104,10 @@ def test_a_bad_environment_value_stops_manage_py_check(tmp_path):
     assert "(realtime.E001) SYMPHAINY['WS_MESSAGE_RATE']" in result.stderr and "'lots'" in result.stderr
 
 
-def test_a_bad_environment_value_stops_a_server_at_start_up(tmp_path):
-    # Importing the ASGI application is what every server does first; it must refuse.
-    result = _run(["-c", "import symphainy.asgi"], tmp_path, EXECUTION_RUNNER="celery")
+@pytest.mark.parametrize("module", ["symphainy.asgi", "symphainy.wsgi"])
+def test_a_bad_environment_value_stops_a_server_at_start_up(tmp_path, module):
+    # Importing the application is what daphne and gunicorn do first; it must refuse.
+    result = _run(["-c", f"import {module}"], tmp_path, EXECUTION_RUNNER="celery")
     assert result.returncode != 0
     assert "System checks failed" in result.stderr and "(sessions_runtime.E002)" in result.stderr
+    assert _run(["-c", f"import {module}"], tmp_path).returncode == 0
