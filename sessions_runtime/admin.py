@@ -191,7 +191,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 
     def _end_confirmation(
         self, request: HttpRequest, *, targets: list[RuntimeSession], form: EndSessionsForm,
-        action: str | None = None, selected: list[str] | None = None,
+        action: str | None = None, selected: list[str] | None = None, back_url: str | None = None,
     ) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
@@ -203,6 +203,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
             "selected": selected or [],
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "changelist_url": reverse("admin:sessions_runtime_runtimesession_changelist"),
+            "back_url": back_url or reverse("admin:sessions_runtime_runtimesession_changelist"),
         }
         return TemplateResponse(request, "admin/sessions_runtime/runtimesession/end_confirmation.html", context)
 
@@ -226,7 +227,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
                 self.message_user(request, "The session had already ended.", messages.WARNING)
             return HttpResponseRedirect(page)
         targets = [session] if session.status == SessionStatus.ACTIVE else []
-        return self._end_confirmation(request, targets=targets, form=form)
+        return self._end_confirmation(request, targets=targets, form=form, back_url=page)
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_end_session": self.has_end_permission(request)}

@@ -145,6 +145,7 @@ def test_the_end_button_on_a_sessions_page(admin_client, staff):
     assert f'href="{end_url}"' in change and "End session" in change
     confirm = admin_client.get(end_url)
     assert confirm.status_code == 200 and "End 1 active session?" in confirm.content.decode()
+    assert f'href="/admin/sessions_runtime/runtimesession/{session_id}/change/" class="button cancel-link"' in confirm.content.decode()
     assert RuntimeSession.objects.get(pk=session_id).status == SessionStatus.ACTIVE
 
     response = admin_client.post(end_url, {"note": "asked by the user"})
