@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_RETENTION": timedelta(days=90),
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
+    # Lets the public development SECRET_KEY through the start-up check with DEBUG off
+    # (`make run`, the tests); never set it in production.
+    "INSECURE_DEV_KEY": False,
 }
 
 

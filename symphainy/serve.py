@@ -1,11 +1,13 @@
-"""Run the service under daphne with credential-free access logs.
+"""The daphne fixes this application needs, and `python -m symphainy.serve`.
 
-`python -m symphainy.serve [daphne options]` is daphne's own command line with three
-changes: the application defaults to `symphainy.asgi:application`; every path that
-reaches the access log has its token query parameters redacted (the legacy socket
-transport carries `?access_token=`); and the close codes 1009, 1011 and 1013 reach the
-client, as do the protocol-violation codes 1002 and 1007 (see
-`SymphainyWebSocketProtocol`). Daphne's WebSocket ping keeps idle sockets honest:
+`daphne_protections_install()` changes daphne in place: every path that reaches the
+access log has its token query parameters redacted (the legacy socket transport carries
+`?access_token=`); the close codes 1009, 1011 and 1013 reach the client, as do the
+protocol-violation codes 1002 and 1007; a peer that stops reading is dropped (see
+`SymphainyWebSocketProtocol`). `symphainy.asgi` installs them whenever daphne imports it,
+so `daphne symphainy.asgi:application` and `manage.py runserver` get them too.
+`python -m symphainy.serve [daphne options]` is daphne's own command line with the
+application defaulting to `symphainy.asgi:application`. Daphne's WebSocket ping keeps idle sockets honest:
 `--ping-interval` (default 20 s) and `--ping-timeout` (default 30 s) drop peers that stop
 answering.
 """
@@ -100,28 +102,44 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code=code)
 
 
-class RedactingServer(Server):
-    def log_action(self, protocol: str, action: str, details: dict[str, Any]) -> None:
-        if isinstance(details.get("path"), str):
-            details = {**details, "path": redact(details["path"])}
-        super().log_action(protocol, action, details)
+_server_log_action = Server.log_action
 
 
-class RedactingCommandLineInterface(CommandLineInterface):
-    server_class = RedactingServer
+def _redacting_log_action(self: Server, protocol: str, action: str, details: dict[str, Any]) -> None:
+    if isinstance(details.get("path"), str):
+        details = {**details, "path": redact(details["path"])}
+    _server_log_action(self, protocol, action, details)
+
+
+def _skip_pformat(value: object) -> str:
+    return "<protocol options>"
+
+
+def daphne_protections_install() -> None:
+    """Patch daphne's classes (idempotent). Daphne's command line and its runserver both
+    build `daphne.server.Server` and `WebSocketFactory` themselves, with no hook to pass
+    subclasses, so the classes are changed in place before the server starts."""
+    WebSocketFactory.protocol = SymphainyWebSocketProtocol
+    # Every access-log line goes through Server.log_action, whichever logger is attached
+    # (the command line's AccessLogGenerator, runserver's own `log_action`).
+    Server.log_action = _redacting_log_action  # type: ignore[method-assign]
+    # Autobahn pretty-prints its whole protocol configuration for a debug log line on
+    # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
+    # in a profile of handshakes. The line is not needed; the formatting is skipped.
+    autobahn_protocol.pformat = _skip_pformat
+
+
+def daphne_protections_installed() -> bool:
+    return WebSocketFactory.protocol is SymphainyWebSocketProtocol and Server.log_action is _redacting_log_action
 
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
-    WebSocketFactory.protocol = SymphainyWebSocketProtocol
-    # Autobahn pretty-prints its whole protocol configuration for a debug log line on
-    # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
-    # in a profile of handshakes. The line is not needed; the formatting is skipped.
-    autobahn_protocol.pformat = lambda value: "<protocol options>"
+    daphne_protections_install()
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", a) for a in args):
         args.append(APPLICATION)
-    RedactingCommandLineInterface().run(args)
+    CommandLineInterface().run(args)
 
 
 if __name__ == "__main__":

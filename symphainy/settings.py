@@ -17,6 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from redis import exceptions as redis_exceptions
 
+from core.checks import DEVELOPMENT_SECRET_KEY
 from core.conf import DEFAULTS as PRODUCT_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -58,9 +59,9 @@ def _env_seconds(name: str, default: int) -> timedelta:
 
 # --- Core -------------------------------------------------------------------------------
 DEBUG = _env_bool("DEBUG", False)
-# The embedded key only serves local runs and tests; `check --deploy` flags it (W009)
-# until a real SECRET_KEY is set.
-SECRET_KEY = _env("SECRET_KEY", "django-insecure-symphainy-local-development-key-change-me")
+# The embedded key only serves local runs and tests: with DEBUG off the service refuses
+# to start on it (core.E001) unless SYMPHAINY_INSECURE_DEV_KEY=1 says this is such a run.
+SECRET_KEY = _env("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 # Origins allowed to open the WebSocket besides the allowed hosts themselves.
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -299,6 +300,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "AUDIT_RETENTION_SECONDS": ("AUDIT_RETENTION", lambda n: _env_seconds(n, 0)),
     "DEMO_EMAIL": ("DEMO_EMAIL", _env),
     "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
+    "SYMPHAINY_INSECURE_DEV_KEY": ("INSECURE_DEV_KEY", _env_bool),
 }
 SYMPHAINY = {key: read(name) for name, (key, read) in _PRODUCT_ENV.items() if _env(name) is not None}  # type: ignore[operator]
 
