@@ -6,6 +6,7 @@ Every HTTP error leaves through here as `{"error", "message", "details"?}`.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from typing import Any
 
@@ -108,6 +109,17 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 def handler500(request: HttpRequest) -> JsonResponse:
     return _json_error(500, "server_error", "Internal server error.")
+
+
+def request_too_large_response_bytes(limit: int) -> bytes:
+    """A complete HTTP/1.1 413 response with the contract's body, for a server that must
+    answer before the request reaches Django (see `symphainy.serve.BoundedWebRequest`)."""
+    body = json.dumps(RequestTooLarge(details={"limit_bytes": limit}).as_body(), separators=(",", ":")).encode()
+    head = (
+        "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
 
 
 def client_address(request: HttpRequest) -> str | None:

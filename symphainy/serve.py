@@ -23,6 +23,8 @@ from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
 from daphne.cli import CommandLineInterface
+from daphne import http_protocol
+from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -102,6 +104,50 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code=code)
 
 
+def _request_body_limit() -> int:
+    from core.conf import runtime_settings
+
+    return runtime_settings.MAX_REQUEST_BYTES
+
+
+class BoundedWebRequest(WebRequest):
+    """Twisted reads a whole request body (into a temporary file past 100 KB) before
+    daphne sees the request, so the limit is applied here: a `Content-Length` over
+    MAX_REQUEST_BYTES is refused before any body byte is read, and a chunked body is cut
+    off as soon as it passes the limit. Either way: 413 with the contract's body, then close."""
+
+    _body_refused = False
+    _body_received = 0
+
+    def _refuse_body(self) -> None:
+        from core.http import request_too_large_response_bytes  # needs Django set up
+
+        self._body_refused = True
+        self.content = None
+        transport = self.channel.transport
+        transport.write(request_too_large_response_bytes(_request_body_limit()))
+        transport.loseConnection()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > _request_body_limit():
+            self._refuse_body()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._body_refused:
+            return
+        self._body_received += len(data)
+        if self._body_received > _request_body_limit():
+            self._refuse_body()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._body_refused:
+            super().requestReceived(command, path, version)
+
+
 _server_log_action = Server.log_action
 
 
@@ -120,6 +166,8 @@ def daphne_protections_install() -> None:
     build `daphne.server.Server` and `WebSocketFactory` themselves, with no hook to pass
     subclasses, so the classes are changed in place before the server starts."""
     WebSocketFactory.protocol = SymphainyWebSocketProtocol
+    # HTTPFactory.buildProtocol looks the request class up in its module on each connection.
+    http_protocol.WebRequest = BoundedWebRequest  # type: ignore[misc]
     # Every access-log line goes through Server.log_action, whichever logger is attached
     # (the command line's AccessLogGenerator, runserver's own `log_action`).
     Server.log_action = _redacting_log_action  # type: ignore[method-assign]
@@ -130,7 +178,11 @@ def daphne_protections_install() -> None:
 
 
 def daphne_protections_installed() -> bool:
-    return WebSocketFactory.protocol is SymphainyWebSocketProtocol and Server.log_action is _redacting_log_action
+    return (
+        WebSocketFactory.protocol is SymphainyWebSocketProtocol
+        and Server.log_action is _redacting_log_action
+        and http_protocol.WebRequest is BoundedWebRequest
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
