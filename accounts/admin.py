@@ -14,12 +14,11 @@ from django.http import HttpRequest
 
 from accounts.models import Membership, Tenant, User
 from accounts.services import membership_remove, tenant_suspend, user_deactivate
-from core.audit import Actor
-from core.models import ActorType
+from core.caller import Caller
 
 
-def _actor(request: HttpRequest) -> Actor:
-    return Actor(type=ActorType.ADMIN, user=request.user, client_address=request.META.get("REMOTE_ADDR"))
+def _caller(request: HttpRequest) -> Caller:
+    return Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
 
 
 class UserCreationAdminForm(BaseUserCreationForm):
@@ -50,7 +49,7 @@ class _MembershipFormsetMixin:
             return super().save_formset(request, form, formset, change)  # type: ignore[misc]
         instances = formset.save(commit=False)
         for membership in formset.deleted_objects:
-            membership_remove(user=membership.user, tenant=membership.tenant, actor=_actor(request))
+            membership_remove(user=membership.user, tenant=membership.tenant, caller=_caller(request))
         for membership in instances:
             membership.save()
         formset.save_m2m()
@@ -77,7 +76,7 @@ class UserAdmin(_MembershipFormsetMixin, DjangoUserAdmin):
 
     @admin.action(description="Deactivate selected users (ends their sessions, closes sockets with 4401)")
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        ended = sum(user_deactivate(user=user, actor=_actor(request)) for user in queryset)
+        ended = sum(user_deactivate(user=user, caller=_caller(request)) for user in queryset)
         self.message_user(request, f"Deactivated {queryset.count()} users; ended {ended} sessions.", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
@@ -85,7 +84,7 @@ class UserAdmin(_MembershipFormsetMixin, DjangoUserAdmin):
         was_active = change and User.objects.filter(pk=obj.pk, is_active=True).exists()
         super().save_model(request, obj, form, change)
         if was_active and not obj.is_active:
-            user_deactivate(user=obj, actor=_actor(request))
+            user_deactivate(user=obj, caller=_caller(request))
 
 
 @admin.register(Tenant)
@@ -99,5 +98,5 @@ class TenantAdmin(_MembershipFormsetMixin, admin.ModelAdmin):
 
     @admin.action(description="Suspend selected tenants (ends their sessions)")
     def suspend_tenants(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        ended = sum(tenant_suspend(tenant=tenant, actor=_actor(request)) for tenant in queryset)
+        ended = sum(tenant_suspend(tenant=tenant, caller=_caller(request)) for tenant in queryset)
         self.message_user(request, f"Suspended {queryset.count()} tenants; ended {ended} sessions.", messages.SUCCESS)

@@ -20,7 +20,7 @@ from accounts.throttles import (
     RegisterAddressThrottle,
 )
 from accounts.tokens import TokenPair, token_refresh
-from core.http import client_address
+from core.drf import client_address
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -144,14 +144,14 @@ class RefreshApi(APIView):
 class LogoutApi(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request) -> Response:
-        auth_logout(ctx=request.auth, client_address=client_address(request))
+        auth_logout(caller=request.auth)
         return Response(status=204)
 
 
 class LogoutAllApi(APIView):
     @extend_schema(request=None, responses={204: None})
     def post(self, request: Request) -> Response:
-        auth_logout_all(ctx=request.auth, client_address=client_address(request))
+        auth_logout_all(caller=request.auth)
         return Response(status=204)
 
 
@@ -163,11 +163,11 @@ class MeApi(APIView):
         user_id = serializers.UUIDField(source="user.pk")
         email = serializers.EmailField(source="user.email")
         name = serializers.CharField(source="user.name")
-        tenant_id = serializers.UUIDField(source="tenant.pk")
-        roles = serializers.ListField(child=serializers.CharField())
-        permissions = serializers.ListField(child=serializers.CharField())
-        session_id = serializers.UUIDField(source="session.pk")
+        tenant_id = serializers.UUIDField(source="caller.tenant_id")
+        roles = serializers.ListField(source="caller.roles", child=serializers.CharField())
+        permissions = serializers.ListField(source="caller.permissions", child=serializers.CharField())
+        session_id = serializers.UUIDField(source="caller.session_id")
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(request.auth).data)
+        return Response(self.OutputSerializer({"user": request.user, "caller": request.auth}).data)

@@ -8,7 +8,9 @@ from rest_framework import exceptions as drf
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from accounts.tokens import AuthContext, access_token_authenticate
+from accounts.tokens import access_token_authenticate
+from core.caller import Caller
+from core.drf import client_address
 from core.exceptions import InvalidToken, ServiceError
 from sessions_runtime.services import session_touch
 
@@ -27,11 +29,12 @@ class ServiceAuthenticationFailed(drf.AuthenticationFailed):
 
 
 class SessionTokenAuthentication(BaseAuthentication):
-    """`Authorization: Bearer <access token>`; sets `request.auth` to an `AuthContext`."""
+    """`Authorization: Bearer <access token>`; sets `request.user` to the `User` and
+    `request.auth` to the `Caller` the token stands for."""
 
     keyword = b"bearer"
 
-    def authenticate(self, request: Request) -> tuple[Any, AuthContext] | None:
+    def authenticate(self, request: Request) -> tuple[Any, Caller] | None:
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword:
             return None
@@ -42,11 +45,11 @@ class SessionTokenAuthentication(BaseAuthentication):
                 raw = header[1].decode("ascii")
             except UnicodeDecodeError:
                 raise InvalidToken() from None
-            ctx = access_token_authenticate(raw)
+            session, caller = access_token_authenticate(raw, client_address=client_address(request))
         except ServiceError as error:
             raise ServiceAuthenticationFailed(error) from error
-        session_touch(session=ctx.session)
-        return ctx.user, ctx
+        session_touch(session_id=session.pk, last_seen_at=session.last_seen_at)
+        return session.user, caller
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'

@@ -15,15 +15,16 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
-from accounts.tokens import AuthContext, TokenPair, tokens_issue
-from core.audit import Actor, audit_record
+from accounts.tokens import TokenPair, tokens_issue
+from core.audit import audit_record
+from core.caller import Caller
 from core.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
 from core.metrics import LOGINS
-from core.models import ActorType, AuditEvent
+from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
-from sessions_runtime.intents import IntentAction, session_intent_build
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import session_create, session_end, sessions_end
+from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,21 +36,21 @@ class LoginResult:
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str | None = None, actor: Actor | None = None) -> Tenant:
+def tenant_create(*, name: str, slug: str | None = None, caller: Caller | None = None) -> Tenant:
     """A tenant with a unique slug derived from its name unless one is given."""
     base = slugify(slug or name)[:60] or "tenant"
     candidate = base
     while Tenant.objects.filter(slug=candidate).exists():
         candidate = f"{base}-{secrets.token_hex(3)}"
     tenant = Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
-    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, actor=actor or Actor.system(), tenant_id=tenant.pk,
+    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, caller=caller or Caller.system(), tenant_id=tenant.pk,
                  data={"slug": tenant.slug})
     return tenant
 
 
 @transaction.atomic
 def membership_add(
-    *, user: User, tenant: Tenant, role: str, primary: bool | None = None, actor: Actor | None = None
+    *, user: User, tenant: Tenant, role: str, primary: bool | None = None, caller: Caller | None = None
 ) -> Membership:
     """Add (or update) a membership. The first membership of a user becomes primary;
     without `primary`, an update keeps whether this one is primary."""
@@ -62,7 +63,7 @@ def membership_add(
         user=user, tenant=tenant, defaults={"role": role, "is_primary": primary}
     )
     if before != (role, primary):  # audited when something changed, not on a repeat
-        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, actor=actor or Actor.system(), user_id=user.pk,
+        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, caller=caller or Caller.system(), user_id=user.pk,
                      tenant_id=tenant.pk, data={"role": role, "previous_role": before and before[0], "primary": primary})
     # Cached session snapshots carry the role: drop them so a change applies at once.
     access_cache_forget(
@@ -71,9 +72,9 @@ def membership_add(
     return membership
 
 
-def _login_session(*, user: User, membership: Membership, action: str, actor: Actor) -> LoginResult:
-    intent = session_intent_build(user=user, tenant=membership.tenant, role=membership.role, action=action)
-    session = session_create(intent=intent, actor=actor)
+def _login_session(*, user: User, membership: Membership, action: str, caller: Caller) -> LoginResult:
+    intent = session_intent_build(user_id=user.pk, tenant_id=membership.tenant_id, role=membership.role, action=action)
+    session = session_create(intent=intent, caller=caller)
     tokens = tokens_issue(session=session)
     return LoginResult(user=user, membership=membership, session=session, tokens=tokens)
 
@@ -91,11 +92,11 @@ def user_register(
             user = User.objects.create_user(email=email, password=password, name=name)
     except IntegrityError:
         raise EmailTaken() from None
-    actor = Actor(type=ActorType.USER, user=user, client_address=client_address)
-    tenant = tenant_create(name=tenant_name or name or email.split("@")[0], actor=actor)
-    membership = membership_add(user=user, tenant=tenant, role=Role.OWNER, primary=True, actor=actor)
-    audit_record(kind=AuditEvent.Kind.USER_REGISTERED, actor=actor, user_id=user.pk, tenant_id=tenant.pk)
-    return _login_session(user=user, membership=membership, action=IntentAction.REGISTER, actor=actor)
+    caller = Caller(user_id=user.pk, client_address=client_address)
+    tenant = tenant_create(name=tenant_name or name or email.split("@")[0], caller=caller)
+    membership = membership_add(user=user, tenant=tenant, role=Role.OWNER, primary=True, caller=caller)
+    audit_record(kind=AuditEvent.Kind.USER_REGISTERED, caller=caller, user_id=user.pk, tenant_id=tenant.pk)
+    return _login_session(user=user, membership=membership, action=SessionIntentAction.REGISTER, caller=caller)
 
 
 def _login_membership(user: User, tenant_id: uuid.UUID | None) -> Membership:
@@ -118,19 +119,19 @@ def auth_login(
     """
     email = normalize_email(email)
     user = authenticate(request=None, email=email, password=password)
-    failure = Actor(type=ActorType.USER, client_address=client_address)
+    failure = Caller(client_address=client_address)
     if user is None:
-        audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, actor=failure, data={"email": email[:254], "reason": "credentials"})
+        audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=failure, data={"email": email[:254], "reason": "credentials"})
         LOGINS.labels(outcome="failed").inc()
         raise InvalidCredentials()
     try:
         with transaction.atomic():
             membership = _login_membership(user, tenant_id)
-            actor = Actor(type=ActorType.USER, user=user, client_address=client_address)
-            result = _login_session(user=user, membership=membership, action=IntentAction.LOGIN, actor=actor)
+            caller = Caller(user_id=user.pk, client_address=client_address)
+            result = _login_session(user=user, membership=membership, action=SessionIntentAction.LOGIN, caller=caller)
             audit_record(
                 kind=AuditEvent.Kind.LOGIN_SUCCEEDED,
-                actor=actor,
+                caller=caller,
                 user_id=user.pk,
                 tenant_id=membership.tenant_id,
                 session_id=result.session.pk,
@@ -140,7 +141,7 @@ def auth_login(
     except TenantAccessDenied as exc:
         audit_record(
             kind=AuditEvent.Kind.LOGIN_FAILED,
-            actor=failure,
+            caller=failure,
             user_id=user.pk,
             data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
         )
@@ -148,54 +149,52 @@ def auth_login(
         raise
 
 
-def auth_logout(*, ctx: AuthContext, client_address: str | None = None) -> None:
+def auth_logout(*, caller: Caller) -> None:
     """End the caller's own session (its sockets close with 4409)."""
-    actor = Actor(type=ActorType.USER, user=ctx.user, client_address=client_address)
-    session_end(session_id=ctx.session.pk, reason=EndReason.LOGOUT, actor=actor)
+    session_end(session_id=caller.session_id, reason=EndReason.LOGOUT, caller=caller)
 
 
-def auth_logout_all(*, ctx: AuthContext, client_address: str | None = None) -> int:
+def auth_logout_all(*, caller: Caller) -> int:
     """End every active session of the caller, in every tenant."""
-    actor = Actor(type=ActorType.USER, user=ctx.user, client_address=client_address)
     return sessions_end(
-        sessions=RuntimeSession.objects.filter(user_id=ctx.user.pk), reason=EndReason.LOGOUT_ALL, actor=actor
+        sessions=RuntimeSession.objects.filter(user_id=caller.user_id), reason=EndReason.LOGOUT_ALL, caller=caller
     )
 
 
 @transaction.atomic
-def user_deactivate(*, user: User, actor: Actor) -> int:
+def user_deactivate(*, user: User, caller: Caller) -> int:
     """Deactivate a user and end all their sessions; their sockets close with 4401."""
     if user.is_active:
         User.objects.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
-        audit_record(kind=AuditEvent.Kind.USER_DEACTIVATED, actor=actor, user_id=user.pk)
+        audit_record(kind=AuditEvent.Kind.USER_DEACTIVATED, caller=caller, user_id=user.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk),
         reason=EndReason.USER_DEACTIVATED,
-        actor=actor,
+        caller=caller,
         close_code=CloseCode.UNAUTHENTICATED,
     )
 
 
 @transaction.atomic
-def membership_remove(*, user: User, tenant: Tenant, actor: Actor) -> int:
+def membership_remove(*, user: User, tenant: Tenant, caller: Caller) -> int:
     """Remove a user from a tenant and end their sessions in it."""
     removed, _ = Membership.objects.filter(user=user, tenant=tenant).delete()
     if removed:
-        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_REMOVED, actor=actor, user_id=user.pk, tenant_id=tenant.pk)
+        audit_record(kind=AuditEvent.Kind.MEMBERSHIP_REMOVED, caller=caller, user_id=user.pk, tenant_id=tenant.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk, tenant_id=tenant.pk),
         reason=EndReason.MEMBERSHIP_REMOVED,
-        actor=actor,
+        caller=caller,
     )
 
 
 @transaction.atomic
-def tenant_suspend(*, tenant: Tenant, actor: Actor) -> int:
+def tenant_suspend(*, tenant: Tenant, caller: Caller) -> int:
     """Suspend a tenant and end every session in it."""
     if Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.ACTIVE).update(status=TenantStatus.SUSPENDED):
-        audit_record(kind=AuditEvent.Kind.TENANT_SUSPENDED, actor=actor, tenant_id=tenant.pk)
+        audit_record(kind=AuditEvent.Kind.TENANT_SUSPENDED, caller=caller, tenant_id=tenant.pk)
     tenant.status = TenantStatus.SUSPENDED
     return sessions_end(
-        sessions=RuntimeSession.objects.filter(tenant_id=tenant.pk), reason=EndReason.TENANT_SUSPENDED, actor=actor
+        sessions=RuntimeSession.objects.filter(tenant_id=tenant.pk), reason=EndReason.TENANT_SUSPENDED, caller=caller
     )

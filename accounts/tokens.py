@@ -1,8 +1,8 @@
 """Tokens: issuing them for a session, rotating refresh tokens, and the one token check.
 
-`access_token_authenticate` is the only function that turns a bearer token into an
-authenticated context. The DRF authentication class and the WebSocket middleware both
-call it, so the rules below exist once:
+`access_token_authenticate` is the only function that turns a bearer token into a
+`Caller`; `claims_authenticate` is its database half, which the socket gateway shares
+(after answering from a session-access snapshot when it can). The rules below exist once:
 signature (one pinned algorithm), expiry, issuer, token type, user active, membership
 current, tenant active, and the token's own session active. Tenant and role come from
 the database, never from the token.
@@ -24,8 +24,9 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 from rest_framework_simplejwt.utils import datetime_to_epoch
 
-from accounts.models import Tenant, User, role_permissions
-from core.audit import Actor, audit_record
+from accounts.models import role_permissions
+from core.audit import audit_record
+from core.caller import Caller
 from core.exceptions import InvalidToken, TokenExpired
 from core.models import ActorType, AuditEvent
 from sessions_runtime.access import SessionAccess, access_check
@@ -69,25 +70,6 @@ class TokenPair:
         return max(0, int((self.access_expires_at - timezone.now()).total_seconds()))
 
 
-@dataclass(frozen=True, slots=True)
-class AuthContext:
-    """Who is calling, in which tenant and session, with what role (from the database)."""
-
-    user: User
-    tenant: Tenant
-    session: RuntimeSession
-    role: str
-    token: TokenClaims
-
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return (self.role,)
-
-    @property
-    def permissions(self) -> tuple[str, ...]:
-        return role_permissions(self.role)
-
-
 def _uuid_claim(payload: dict, claim: str) -> uuid.UUID:
     value = payload.get(claim)
     if not isinstance(value, str):
@@ -124,27 +106,35 @@ def token_decode(raw: object, *, expected_type: str) -> TokenClaims:
     )
 
 
-def _context(session: RuntimeSession | None, claims: TokenClaims) -> AuthContext:
-    access_check(SessionAccess.from_session(session) if session is not None else None)
-    return AuthContext(user=session.user, tenant=session.tenant, session=session, role=session.member_role, token=claims)
-
-
-def access_token_authenticate(raw: object) -> AuthContext:
-    """The one token check: a bearer access token to an authenticated context (one query)."""
-    return claims_authenticate(token_decode(raw, expected_type=ACCESS))
-
-
-def claims_authenticate(claims: TokenClaims, *, with_socket_count: bool = False) -> AuthContext:
-    """The database half of the token check, for claims already verified by `token_decode`;
-    sockets call it at the handshake (with their user's open-socket count, same query) and
-    again on a timer to notice a session that ended meanwhile."""
-    session = session_get_for_token(
-        session_id=claims.session_id,
-        user_id=claims.user_id,
-        tenant_id=claims.tenant_id,
-        with_socket_count=with_socket_count,
+def caller_for(access: SessionAccess, *, session_id: uuid.UUID | None = None, client_address: str | None = None) -> Caller:
+    """The caller a checked token stands for: its user and tenant, the role the database
+    gives them there, in the token's own session (or `session_id`, another of theirs)."""
+    role = access.role or ""
+    return Caller(
+        kind=ActorType.USER,
+        user_id=access.user_id,
+        tenant_id=access.tenant_id,
+        session_id=session_id or access.session_id,
+        role=role,
+        permissions=role_permissions(role),
+        client_address=client_address or None,
     )
-    return _context(session, claims)
+
+
+def access_token_authenticate(raw: object, *, client_address: str | None = None) -> tuple[RuntimeSession, Caller]:
+    """The one token check: a bearer access token to its session (with its user) and the
+    caller it stands for (one query)."""
+    return claims_authenticate(token_decode(raw, expected_type=ACCESS), client_address=client_address)
+
+
+def claims_authenticate(claims: TokenClaims, *, client_address: str | None = None) -> tuple[RuntimeSession, Caller]:
+    """The database half of the token check, for claims already verified by `token_decode`;
+    sockets call it at the handshake and again on a timer to notice a session that ended
+    meanwhile."""
+    session = session_get_for_token(session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id)
+    access = SessionAccess.from_session(session) if session is not None else None
+    access_check(access)
+    return session, caller_for(access, client_address=client_address)
 
 
 def tokens_issue(*, session: RuntimeSession) -> TokenPair:
@@ -201,19 +191,16 @@ def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPai
     claims = token_decode(raw, expected_type=REFRESH)
     with transaction.atomic():
         if _refresh_token_consume(claims):
-            session = session_get_for_token(
-                session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id
-            )
-            _context(session, claims)
+            session, _ = claims_authenticate(claims)
             return tokens_issue(session=session)
 
-    system = Actor(type=ActorType.SYSTEM, client_address=client_address)
+    system = Caller(kind=ActorType.SYSTEM, client_address=client_address)
     with transaction.atomic():
-        session_end(session_id=claims.session_id, reason=EndReason.TOKEN_REUSE, actor=system)
+        session_end(session_id=claims.session_id, reason=EndReason.TOKEN_REUSE, caller=system)
         owner = RuntimeSession.objects.filter(pk=claims.session_id).values("user_id", "tenant_id").first() or {}
         audit_record(
             kind=AuditEvent.Kind.REFRESH_TOKEN_REUSED,
-            actor=system,
+            caller=system,
             user_id=owner.get("user_id"),
             tenant_id=owner.get("tenant_id"),
             session_id=claims.session_id,

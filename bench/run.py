@@ -149,14 +149,14 @@ from accounts.models import Role
 from accounts.services import membership_add, tenant_create
 from accounts.models import User
 from accounts.tokens import tokens_issue
-from sessions_runtime.intents import IntentAction, session_intent_build
+from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 from sessions_runtime.services import Actor, session_create
 tenant = tenant_create(name="bench")
 out = []
 for i in range({count}):
     user = User.objects.create_user(email=f"bench{{i}}@example.com", password="bench-password-123")
     m = membership_add(user=user, tenant=tenant, role=Role.MEMBER)
-    s = session_create(intent=session_intent_build(user=user, tenant=tenant, role=m.role, action=IntentAction.COMMAND), actor=Actor.system())
+    s = session_create(intent=session_intent_build(user=user, tenant=tenant, role=m.role, action=SessionIntentAction.COMMAND), actor=Actor.system())
     t = tokens_issue(session=s)
     out.append({{"email": user.email, "user_id": str(user.pk), "session_id": str(s.pk), "access": t.access_token}})
 print(json.dumps(out))

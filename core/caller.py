@@ -22,7 +22,7 @@ class Caller:
     # socket was opened on (`?session_id=`), which belongs to the same user and tenant.
     session_id: uuid.UUID | None = None
     role: str | None = None
-    permissions: frozenset[str] = frozenset()
+    permissions: tuple[str, ...] = ()
     client_address: str | None = None
 
     def can(self, permission: str) -> bool:

@@ -14,14 +14,6 @@ from typing import Any, Iterable, Sequence
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
-from core.audit import Actor
-from core.models import ActorType
-
-
-def command_actor() -> Actor:
-    """The actor recorded in the audit trail for every change made by a command."""
-    return Actor(type=ActorType.COMMAND)
-
 
 def lookup(queryset: QuerySet, missing: str) -> Any:
     """The first row of `queryset`, or a one-line CommandError saying what is missing."""

@@ -1,4 +1,5 @@
-"""DRF plumbing loaded through REST_FRAMEWORK settings: the JSON parser and pagination.
+"""DRF plumbing loaded through REST_FRAMEWORK settings (the JSON parser, pagination) and
+used by the authentication class (the client address).
 
 Kept apart from `core.http`, which imports DRF's views: DRF resolves these classes
 while its views module is still being imported.
@@ -6,6 +7,7 @@ while its views module is still being imported.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -38,3 +40,15 @@ class BoundedJSONParser(JSONParser):
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
+
+
+def client_address(request: Any) -> str | None:
+    """The caller's address as the throttles see it (X-Forwarded-For only behind
+    TRUSTED_PROXY_COUNT proxies), or None when it is not an IP address."""
+    from rest_framework.throttling import BaseThrottle
+
+    ident = BaseThrottle().get_ident(request)
+    try:
+        return str(ipaddress.ip_address(ident.strip()))
+    except (ValueError, AttributeError):
+        return None

@@ -5,7 +5,6 @@ Every HTTP error leaves through here as `{"error", "message", "details"?}`.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 from typing import Any
@@ -120,15 +119,3 @@ def request_too_large_response_bytes(limit: int) -> bytes:
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
-
-
-def client_address(request: HttpRequest) -> str | None:
-    """The caller's address as the throttles see it (X-Forwarded-For only behind
-    TRUSTED_PROXY_COUNT proxies), or None when it is not an IP address."""
-    from rest_framework.throttling import BaseThrottle
-
-    ident = BaseThrottle().get_ident(request)
-    try:
-        return str(ipaddress.ip_address(ident.strip()))
-    except (ValueError, AttributeError):
-        return None

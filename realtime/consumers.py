@@ -12,13 +12,14 @@ import asyncio
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
 
-from accounts.models import role_permissions
 from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
 from core.events import session_group, user_group
@@ -51,8 +52,8 @@ from realtime.services import (
     socket_refusal_count,
 )
 from sessions_runtime.agents import agent_message_parse, agent_message_run
-from sessions_runtime.executions import Submitter, intent_submit
-from sessions_runtime.services import session_touch_id
+from sessions_runtime.services import session_touch
+from sessions_runtime.submission import intent_submit
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     # Per-socket state, kept small: idle sockets are the memory budget.
     grant: SocketGrant | None = None
     _bucket: TokenBucket | None = None
-    _last_touch: float = 0.0
+    _last_seen: datetime | None = None
     _timer: asyncio.TimerHandle | None = None
     _joined: bool = False
     _gone: bool = False
@@ -131,7 +132,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         local_socket_opened(grant.user_id)
         OPEN_SOCKETS.inc()
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
-        self._last_touch = time.monotonic()
+        self._last_seen = timezone.now()
         await self._send(
             {
                 "type": "session.ready",
@@ -226,10 +227,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             raise InvalidRequest("intent.submit takes 'intent_type' (string), 'parameters' (object), 'idempotency_key'?")
         grant = self.grant
         submission = await database_sync_to_async(intent_submit)(
-            submitter=Submitter(
-                user_id=grant.user_id, tenant_id=grant.tenant_id,
-                permissions=role_permissions(grant.role), client_address=self._client_address() or None,
-            ),
+            caller=grant.caller(self._client_address()),
             session_id=grant.session_id,
             intent_type=intent_type,
             parameters=parameters,
@@ -242,16 +240,16 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         grant = self.grant
         background(
             agent_message_run(
-                session_id=grant.session_id, user_id=grant.user_id, tenant_id=grant.tenant_id,
-                text=text, context=context, conversation_id=conversation_id,
+                caller=grant.caller(self._client_address()), text=text, context=context, conversation_id=conversation_id,
             )
         )
 
     async def _touch(self) -> None:
-        now = time.monotonic()
-        if now - self._last_touch >= runtime_settings.SESSION_TOUCH_INTERVAL.total_seconds():
-            self._last_touch = now
-            await database_sync_to_async(session_touch_id)(session_id=self.grant.session_id)
+        # Paced by the same rule as REST requests; only a due touch costs a thread hop.
+        if timezone.now() - self._last_seen >= runtime_settings.SESSION_TOUCH_INTERVAL:
+            self._last_seen = await database_sync_to_async(session_touch)(
+                session_id=self.grant.session_id, last_seen_at=self._last_seen
+            ) or self._last_seen
 
     # --- Events from the channel layer (server-internal types only) -----------------
     async def session_ended(self, event: dict[str, Any]) -> None:

@@ -12,15 +12,18 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.tokens import AuthContext, TokenClaims, claims_authenticate
+from accounts.models import role_permissions
+from accounts.tokens import TokenClaims, claims_authenticate
+from core.caller import Caller
 from core.conf import runtime_settings
 from core.exceptions import NotFound, RateLimited, SessionNotActive
+from core.ids import uuid_parse
 from core.models import ActorType, AuditEvent
 from core.process import server_instance_id
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.access import SessionAccess, access_cache_put, access_check
 from sessions_runtime.models import RuntimeSession
-from sessions_runtime.selectors import session_get_owned, session_id_parse
+from sessions_runtime.selectors import session_get_for_token, session_get_owned
 
 # A process whose heartbeat is older than this is taken for dead.
 INSTANCE_STALE_AFTER = timedelta(seconds=90)
@@ -37,21 +40,28 @@ class SocketGrant:
     role: str
     claims: TokenClaims
 
+    def caller(self, client_address: str | None = None) -> Caller:
+        """The caller this socket stands for, in the session it was opened on."""
+        return Caller(
+            user_id=self.user_id, tenant_id=self.tenant_id, session_id=self.session_id, role=self.role,
+            permissions=role_permissions(self.role), client_address=client_address or None,
+        )
+
 
 def _requested_session_id(requested: object | None, own: uuid.UUID) -> uuid.UUID:
     if requested is None:
         return own
-    session_id = session_id_parse(requested)
+    session_id = uuid_parse(requested)
     if session_id is None:
         raise NotFound("Session not found.")
     return session_id
 
 
-def _target_session(ctx: AuthContext, requested: object | None) -> RuntimeSession:
-    session_id = _requested_session_id(requested, ctx.session.pk)
-    if session_id == ctx.session.pk:
-        return ctx.session
-    session = session_get_owned(session_id=session_id, user_id=ctx.user.pk, tenant_id=ctx.tenant.pk)
+def _target_session(own: RuntimeSession, requested: object | None) -> RuntimeSession:
+    session_id = _requested_session_id(requested, own.pk)
+    if session_id == own.pk:
+        return own
+    session = session_get_owned(session_id=session_id, user_id=own.user_id, tenant_id=own.tenant_id)
     if session is None:
         raise NotFound("Session not found.")
     if not session.is_usable():
@@ -96,10 +106,15 @@ def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None
     session (exists, active, same user and tenant), then the per-user socket cap. Leaves
     the token session's snapshot in the access cache. Raises the ServiceError whose close
     code the socket is refused with."""
-    ctx = claims_authenticate(claims, with_socket_count=True)
-    access = SessionAccess.from_session(ctx.session)
+    # The token's session, its user's role and open-socket count: one query (the REST
+    # token check does not need the count, so this does not go through it).
+    own = session_get_for_token(
+        session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, with_socket_count=True
+    )
+    access = SessionAccess.from_session(own) if own is not None else None
+    access_check(access)
     access_cache_put(access)
-    session = _target_session(ctx, requested_session_id)
+    session = _target_session(own, requested_session_id)
     _check_socket_cap(access.user_id, access.user_socket_count)
     return _grant(access, claims, session_id=session.pk, expires_at=session.expires_at)
 
@@ -127,9 +142,9 @@ def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
         grant.claims.session_id,
     ):
         raise NotFound("The token belongs to another user or session.")
-    ctx = claims_authenticate(claims)
-    session = _target_session(ctx, grant.session_id)
-    return _grant(SessionAccess.from_session(ctx.session), claims, session_id=session.pk, expires_at=session.expires_at)
+    own, _ = claims_authenticate(claims)
+    session = _target_session(own, grant.session_id)
+    return _grant(SessionAccess.from_session(own), claims, session_id=session.pk, expires_at=session.expires_at)
 
 
 def connection_record(

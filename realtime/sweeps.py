@@ -6,8 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from realtime.services import connections_sweep
-from sessions_runtime.executions import executions_sweep, idempotency_records_prune
+from sessions_runtime.runner import executions_sweep
 from sessions_runtime.services import sessions_expire_due
+from sessions_runtime.submission import idempotency_records_prune
 
 
 @dataclass(frozen=True, slots=True)

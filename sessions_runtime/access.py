@@ -24,11 +24,10 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.utils import timezone
 
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, InvalidToken, SessionNotActive
-from sessions_runtime.models import SessionStatus
+from sessions_runtime.models import SessionStatus, expiry_reason
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +46,9 @@ class SessionAccess:
     user_socket_count: int = 0
 
     def usable(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        return self.status == SessionStatus.ACTIVE and now < self.expires_at and now < self.idle_expires_at
+        return self.status == SessionStatus.ACTIVE and not expiry_reason(
+            expires_at=self.expires_at, idle_expires_at=self.idle_expires_at, now=now
+        )
 
     @classmethod
     def from_session(cls, session: Any) -> "SessionAccess":

@@ -17,12 +17,11 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
-from core.audit import Actor
-from core.models import ActorType
+from core.caller import Caller
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.selectors import session_status_filter
-from sessions_runtime.services import session_state_read, sessions_end
+from sessions_runtime.services import sessions_end
+from sessions_runtime.state_writes import session_state_read
 
 
 def _pretty(value: Any) -> str:
@@ -40,7 +39,7 @@ class EffectiveStatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() in SessionStatus.values:
-            return queryset.filter(session_status_filter(self.value()))
+            return queryset.with_status(self.value())
         return queryset
 
 
@@ -117,9 +116,9 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="End selected sessions")
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[RuntimeSession]) -> None:
-        actor = Actor(type=ActorType.ADMIN, user=request.user, client_address=request.META.get("REMOTE_ADDR"))
+        caller = Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
         ended = sessions_end(
-            sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")), reason=EndReason.ADMIN, actor=actor
+            sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")), reason=EndReason.ADMIN, caller=caller
         )
         self.message_user(request, f"Ended {ended} sessions; their sockets are closing.", messages.SUCCESS)
 

@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from channels.db import database_sync_to_async
 from django.utils.module_loading import import_string
 
+from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import runtime_event_send
 from core.exceptions import InvalidRequest, VersionConflict
@@ -90,11 +91,10 @@ def conversation_append(
     logger.warning("conversation %s not saved after repeated conflicts", conversation_id)
 
 
-async def agent_message_run(
-    *, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID,
-    text: str, context: dict[str, Any], conversation_id: str,
-) -> None:
-    """Run the configured agent and stream its tokens to the session's sockets."""
+async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any], conversation_id: str) -> None:
+    """Run the configured agent in the caller's session and stream its tokens to the
+    session's sockets."""
+    session_id, user_id, tenant_id = caller.session_id, caller.user_id, caller.tenant_id
     message_id = str(uuid.uuid4())
     base = {"conversation_id": conversation_id, "message_id": message_id}
     await runtime_event_send(session_id, "agent.started", base)

@@ -14,33 +14,22 @@ from rest_framework.views import APIView
 from core.conf import runtime_settings
 from core.drf import Pagination
 from core.exceptions import InvalidRequest, PreconditionRequired
-from core.http import client_address
-from core.models import ActorType
-from sessions_runtime.executions import (
-    Submitter,
-    execution_cancel,
-    execution_get_for_actor,
-    execution_payload,
-    intent_submit,
-)
-from sessions_runtime.intents import IntentAction, session_intent_build
-from sessions_runtime.models import EndReason, ExecutionStatus, SessionStatus
+from sessions_runtime.executions import execution_cancel, execution_get_for_caller, execution_payload
+from sessions_runtime.files import file_reference_add, file_reference_get, file_references_for_session
+from sessions_runtime.models import EndReason, SessionStatus
 from sessions_runtime.selectors import (
-    file_reference_get,
-    file_references_for_session,
-    session_check_write,
-    session_get_for_actor,
-    session_list_for_actor,
+    FILE_ADD,
+    STATE_WRITE,
+    access_require_write,
+    session_get_for_caller,
+    session_list_for_caller,
 )
-from sessions_runtime.services import (
-    Actor,
-    file_reference_add,
-    session_create,
-    session_end,
-    session_state_read,
-    session_state_write,
-)
+from sessions_runtime.serializers import ExecutionSerializer, SubmissionSerializer
+from sessions_runtime.services import session_create, session_end
+from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 from sessions_runtime.state import StateDocument
+from sessions_runtime.state_writes import session_state_read, session_state_write
+from sessions_runtime.submission import intent_submit
 
 
 class SessionOutputSerializer(serializers.Serializer):
@@ -66,10 +55,6 @@ class SessionOutputSerializer(serializers.Serializer):
         return session.expiry_reason() if session.effective_status() == SessionStatus.EXPIRED else None
 
 
-def _actor(request: Request) -> Actor:
-    return Actor(type=ActorType.USER, user=request.user, client_address=client_address(request))
-
-
 class SessionCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -87,32 +72,32 @@ class SessionCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        ctx = request.auth
+        caller = request.auth
         intent = session_intent_build(
-            user=ctx.user,
-            tenant=ctx.tenant,
-            role=ctx.role,
-            action=IntentAction.API_CREATE,
+            user_id=caller.user_id,
+            tenant_id=caller.tenant_id,
+            role=caller.role,
+            action=SessionIntentAction.API_CREATE,
             metadata=data.validated_data["metadata"],
         )
-        session = session_create(intent=intent, actor=_actor(request))
+        session = session_create(intent=intent, caller=caller)
         return Response(SessionOutputSerializer(session).data, status=201)
 
 
 class SessionDetailApi(APIView):
     @extend_schema(responses={200: SessionOutputSerializer})
     def get(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(SessionOutputSerializer(session).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
         own = session.user_id == request.user.pk
         session_end(
             session_id=session.pk,
             reason=EndReason.DELETED if own else EndReason.ADMIN,
-            actor=_actor(request),
+            caller=request.auth,
         )
         return Response(status=204)
 
@@ -137,8 +122,8 @@ class SessionListApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        sessions = session_list_for_actor(
-            actor=request.auth,
+        sessions = session_list_for_caller(
+            caller=request.auth,
             status=filters.validated_data.get("status"),
             tenant_scope=filters.validated_data["scope"] == "tenant",
         )
@@ -184,17 +169,18 @@ class SessionStateApi(APIView):
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return _state_response(session_state_read(session=session))
 
     def _write(self, request: Request, session_id: str, *, merge: bool) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
-        session_check_write(actor=request.auth, session=session, what="Writing session state")
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
+        # Refused before the body and If-Match are read, so a viewer learns 403 first.
+        access_require_write(caller=request.auth, owner_id=session.user_id, what=STATE_WRITE)
         expected = _if_match(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         document = session_state_write(
-            session=session, data=data.validated_data["data"], expected_version=expected, merge=merge
+            caller=request.auth, session=session, data=data.validated_data["data"], expected_version=expected, merge=merge
         )
         return _state_response(document)
 
@@ -217,13 +203,6 @@ class SessionStateApi(APIView):
 
 
 # --- Intents and executions ------------------------------------------------------------
-def _submitter(request: Request) -> Submitter:
-    ctx = request.auth
-    return Submitter(
-        user_id=ctx.user.pk, tenant_id=ctx.tenant.pk, permissions=ctx.permissions, client_address=client_address(request)
-    )
-
-
 class IntentSubmitApi(APIView):
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -234,18 +213,9 @@ class IntentSubmitApi(APIView):
         parameters = serializers.DictField(required=False, default=dict)
         idempotency_key = serializers.CharField(max_length=255, required=False)
 
-    class OutputSerializer(serializers.Serializer):
-        class Meta:
-            ref_name = "IntentAccepted"
-
-        execution_id = serializers.UUIDField()
-        intent_id = serializers.UUIDField()
-        status = serializers.CharField()
-        created_at = serializers.DateTimeField()
-
     @extend_schema(
         request=InputSerializer,
-        responses={202: OutputSerializer},
+        responses={202: SubmissionSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
     def post(self, request: Request) -> Response:
@@ -256,7 +226,7 @@ class IntentSubmitApi(APIView):
         if header_key is not None and body_key is not None and header_key != body_key:
             raise InvalidRequest("Idempotency-Key and idempotency_key differ.")
         submission = intent_submit(
-            submitter=_submitter(request),
+            caller=request.auth,
             session_id=data.validated_data["session_id"],
             intent_type=data.validated_data["intent_type"],
             parameters=data.validated_data["parameters"],
@@ -266,37 +236,18 @@ class IntentSubmitApi(APIView):
         return Response(submission.response, status=202, headers=headers)
 
 
-class ExecutionOutputSerializer(serializers.Serializer):
-    class Meta:
-        ref_name = "Execution"
-
-    execution_id = serializers.UUIDField()
-    intent_id = serializers.UUIDField()
-    intent_type = serializers.CharField()
-    session_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=ExecutionStatus.choices)
-    progress = serializers.DictField()
-    result = serializers.JSONField(allow_null=True)
-    error = serializers.JSONField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
-
-
 def _execution(request: Request, execution_id: str):
-    ctx = request.auth
-    return execution_get_for_actor(
-        user_id=ctx.user.pk, tenant_id=ctx.tenant.pk, permissions=ctx.permissions, execution_id=execution_id
-    )
+    return execution_get_for_caller(caller=request.auth, execution_id=execution_id)
 
 
 class ExecutionStatusApi(APIView):
-    @extend_schema(responses={200: ExecutionOutputSerializer})
+    @extend_schema(responses={200: ExecutionSerializer})
     def get(self, request: Request, execution_id: str) -> Response:
         return Response(execution_payload(_execution(request, execution_id)))
 
 
 class ExecutionCancelApi(APIView):
-    @extend_schema(request=None, responses={202: ExecutionOutputSerializer})
+    @extend_schema(request=None, responses={202: ExecutionSerializer})
     def post(self, request: Request, execution_id: str) -> Response:
         execution = execution_cancel(execution=_execution(request, execution_id))
         return Response(execution_payload(execution), status=202)
@@ -320,21 +271,21 @@ class FileReferenceSerializer(serializers.Serializer):
 class SessionFilesApi(APIView):
     @extend_schema(responses={200: FileReferenceSerializer(many=True)})
     def get(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(FileReferenceSerializer(file_references_for_session(session=session), many=True).data)
 
     @extend_schema(request=FileReferenceSerializer, responses={201: FileReferenceSerializer})
     def post(self, request: Request, session_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
-        session_check_write(actor=request.auth, session=session, what="Adding files")
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
+        access_require_write(caller=request.auth, owner_id=session.user_id, what=FILE_ADD)
         data = FileReferenceSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reference = file_reference_add(session=session, user_id=request.user.pk, **data.validated_data)
+        reference = file_reference_add(caller=request.auth, session=session, **data.validated_data)
         return Response(FileReferenceSerializer(reference).data, status=201)
 
 
 class SessionFileDetailApi(APIView):
     @extend_schema(responses={200: FileReferenceSerializer})
     def get(self, request: Request, session_id: str, file_id: str) -> Response:
-        session = session_get_for_actor(actor=request.auth, session_id=session_id)
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(FileReferenceSerializer(file_reference_get(session=session, file_id=file_id)).data)

@@ -15,7 +15,7 @@ from typing import Any
 
 from core.conf import runtime_settings
 from core.exceptions import InvalidRequest
-from sessions_runtime.executions import ExecutionContext
+from sessions_runtime.runner import ExecutionContext
 
 MAX_BATCH_ITEMS = 10_000
 MAX_ITEM_DELAY_S = 5.0

@@ -36,6 +36,43 @@ class EndReason(models.TextChoices):
 EXPIRY_REASONS = frozenset({EndReason.EXPIRED_IDLE, EndReason.EXPIRED_ABSOLUTE})
 
 
+def expiry_reason(*, expires_at: datetime, idle_expires_at: datetime, now: datetime | None = None) -> str | None:
+    """The expiry rule in Python, for a session row or a snapshot of one: absolute first,
+    then idle (`_past_expiry` is the same rule in SQL)."""
+    now = now or timezone.now()
+    if now >= expires_at:
+        return EndReason.EXPIRED_ABSOLUTE
+    if now >= idle_expires_at:
+        return EndReason.EXPIRED_IDLE
+    return None
+
+
+def _past_expiry(now: datetime, reason: str | None = None) -> models.Q:
+    """The expiry rule in SQL (`RuntimeSession.expiry_reason` is the same rule in Python):
+    absolute first, then idle."""
+    absolute = models.Q(expires_at__lte=now)
+    idle = models.Q(idle_expires_at__lte=now, expires_at__gt=now)
+    return {EndReason.EXPIRED_ABSOLUTE: absolute, EndReason.EXPIRED_IDLE: idle, None: absolute | idle}[reason]
+
+
+class RuntimeSessionQuerySet(models.QuerySet):
+    def past_expiry(self, *, reason: str | None = None, now: datetime | None = None) -> "RuntimeSessionQuerySet":
+        """Active sessions past an expiry (or past this one), not yet written down as expired."""
+        return self.filter(_past_expiry(now or timezone.now(), reason), status=SessionStatus.ACTIVE)
+
+    def with_status(self, status: str, *, now: datetime | None = None) -> "RuntimeSessionQuerySet":
+        """By the status clients see: an active session past an expiry counts as expired."""
+        now = now or timezone.now()
+        if status == SessionStatus.ACTIVE:
+            return self.filter(status=SessionStatus.ACTIVE).exclude(_past_expiry(now))
+        if status == SessionStatus.EXPIRED:
+            return self.filter(models.Q(status=SessionStatus.EXPIRED) | models.Q(_past_expiry(now), status=SessionStatus.ACTIVE))
+        return self.filter(status=status)
+
+    def usable(self, *, now: datetime | None = None) -> "RuntimeSessionQuerySet":
+        return self.with_status(SessionStatus.ACTIVE, now=now)
+
+
 class RuntimeSession(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runtime_sessions")
@@ -55,6 +92,8 @@ class RuntimeSession(models.Model):
     # The validated session intent's execution contract, kept for inspection.
     intent = models.JSONField(default=dict, blank=True)
 
+    objects = RuntimeSessionQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -68,13 +107,8 @@ class RuntimeSession(models.Model):
         return f"{self.id} ({self.status})"
 
     def expiry_reason(self, now: datetime | None = None) -> str | None:
-        """Which expiry has passed, if any: absolute first, then idle."""
-        now = now or timezone.now()
-        if now >= self.expires_at:
-            return EndReason.EXPIRED_ABSOLUTE
-        if now >= self.idle_expires_at:
-            return EndReason.EXPIRED_IDLE
-        return None
+        """Which expiry has passed, if any (see `_past_expiry`)."""
+        return expiry_reason(expires_at=self.expires_at, idle_expires_at=self.idle_expires_at, now=now)
 
     def effective_status(self, now: datetime | None = None) -> str:
         """The status as clients see it: an active session past an expiry is `expired`

@@ -5,37 +5,34 @@ commands all call these; none of them writes a session row itself.
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Iterable
+from datetime import datetime
+from typing import Iterable
 
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Membership, Tenant, User
-from core.audit import Actor, audit_record
+from core.audit import audit_fields, audit_record
+from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import runtime_event_publish, session_ended_broadcast
-from core.exceptions import CloseCode, RequestTooLarge, SessionNotWritable, VersionConflict
+from core.events import session_ended_broadcast
+from core.exceptions import CloseCode
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
-from sessions_runtime.intents import SessionIntent, session_intent_validate
 from sessions_runtime.models import (
     EXPIRY_REASONS,
     EndReason,
-    FileReference,
     RuntimeSession,
     SessionStatus,
 )
-from sessions_runtime.state import StateDocument, state_backend, state_key
+from sessions_runtime.session_intents import SessionIntent, session_intent_validate
 
 
 @transaction.atomic
-def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
+def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     """Validate the intent against policy and create the session it asks for.
 
     The user's row is locked, so concurrent logins of one user are serialized and the
@@ -47,7 +44,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     membership = Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
     session_intent_validate(intent, user=user, tenant=tenant, membership=membership, now=now)
 
-    system = Actor.system()
+    system = Caller.system()
     active = RuntimeSession.objects.filter(user_id=user.pk, status=SessionStatus.ACTIVE)
     _sessions_expire(active, now=now)
     cap = max(1, int(intent.policies.get("max_active_sessions", runtime_settings.MAX_ACTIVE_SESSIONS_PER_USER)))
@@ -55,7 +52,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     if len(live) >= cap:
         oldest = live[: len(live) - cap + 1]
         _sessions_end(
-            RuntimeSession.objects.filter(id__in=oldest), reason=EndReason.SUPERSEDED, actor=system, now=now
+            RuntimeSession.objects.filter(id__in=oldest), reason=EndReason.SUPERSEDED, caller=system, now=now
         )
 
     session = RuntimeSession.objects.create(
@@ -70,7 +67,7 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     )
     audit_record(
         kind=AuditEvent.Kind.SESSION_CREATED,
-        actor=actor,
+        caller=caller,
         user_id=user.pk,
         tenant_id=tenant.pk,
         session_id=session.pk,
@@ -79,37 +76,27 @@ def session_create(*, intent: SessionIntent, actor: Actor) -> RuntimeSession:
     return session
 
 
-def session_touch(*, session: RuntimeSession, now: datetime | None = None) -> bool:
-    """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL.
+def session_touch(*, session_id: uuid.UUID, last_seen_at: datetime, now: datetime | None = None) -> datetime | None:
+    """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL
+    after `last_seen_at` (the one pacer, for REST requests and socket frames alike).
 
-    Returns whether a write happened. A session already past its idle expiry is not
-    revived: the conditional update matches nothing.
+    Returns the new `last_seen_at` when a touch was due (pace from it), None when not. A
+    session already past an expiry is not revived: the conditional update matches nothing.
     """
     now = now or timezone.now()
-    if now - session.last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
-        return False
-    idle_expires_at = session_touch_id(session_id=session.pk, now=now)
-    if idle_expires_at is not None:
-        session.last_seen_at, session.idle_expires_at = now, idle_expires_at
-    return idle_expires_at is not None
-
-
-def session_touch_id(*, session_id: uuid.UUID, now: datetime | None = None) -> datetime | None:
-    """The write behind `session_touch`, for callers that pace themselves (sockets).
-    Returns the new idle expiry, or None when the session is no longer active."""
-    now = now or timezone.now()
-    idle_expires_at = now + runtime_settings.SESSION_IDLE_TTL
-    updated = RuntimeSession.objects.filter(
-        pk=session_id, status=SessionStatus.ACTIVE, idle_expires_at__gt=now, expires_at__gt=now
-    ).update(last_seen_at=now, idle_expires_at=idle_expires_at)
-    return idle_expires_at if updated else None
+    if now - last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
+        return None
+    RuntimeSession.objects.usable(now=now).filter(pk=session_id).update(
+        last_seen_at=now, idle_expires_at=now + runtime_settings.SESSION_IDLE_TTL
+    )
+    return now
 
 
 def session_end(
     *,
     session_id: uuid.UUID,
     reason: str,
-    actor: Actor,
+    caller: Caller,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
 ) -> bool:
@@ -118,7 +105,7 @@ def session_end(
         sessions_end(
             sessions=RuntimeSession.objects.filter(pk=session_id),
             reason=reason,
-            actor=actor,
+            caller=caller,
             close_code=close_code,
             note=note,
         )
@@ -131,13 +118,13 @@ def sessions_end(
     *,
     sessions: QuerySet[RuntimeSession],
     reason: str,
-    actor: Actor,
+    caller: Caller,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
 ) -> int:
     """End every still-active session of `sessions`; returns how many this call ended.
     `note` is free text from an operator, kept in the audit rows beside the reason."""
-    return _sessions_end(sessions, reason=reason, actor=actor, now=timezone.now(), close_code=close_code, note=note)
+    return _sessions_end(sessions, reason=reason, caller=caller, now=timezone.now(), close_code=close_code, note=note)
 
 
 @transaction.atomic
@@ -146,23 +133,18 @@ def sessions_expire_due(*, now: datetime | None = None) -> int:
     return _sessions_expire(RuntimeSession.objects.filter(status=SessionStatus.ACTIVE), now=now or timezone.now())
 
 
-def _sessions_expire(active: QuerySet[RuntimeSession], *, now: datetime) -> int:
-    system = Actor.system()
-    ended = _sessions_end(active.filter(expires_at__lte=now), reason=EndReason.EXPIRED_ABSOLUTE, actor=system, now=now)
-    ended += _sessions_end(
-        active.filter(Q(idle_expires_at__lte=now) & Q(expires_at__gt=now)),
-        reason=EndReason.EXPIRED_IDLE,
-        actor=system,
-        now=now,
+def _sessions_expire(sessions: QuerySet[RuntimeSession], *, now: datetime) -> int:
+    return sum(
+        _sessions_end(sessions.past_expiry(reason=reason, now=now), reason=reason, caller=Caller.system(), now=now)
+        for reason in (EndReason.EXPIRED_ABSOLUTE, EndReason.EXPIRED_IDLE)
     )
-    return ended
 
 
 def _sessions_end(
     sessions: QuerySet[RuntimeSession],
     *,
     reason: str,
-    actor: Actor,
+    caller: Caller,
     now: datetime,
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
@@ -182,18 +164,16 @@ def _sessions_end(
     status = SessionStatus.EXPIRED if reason in EXPIRY_REASONS else SessionStatus.ENDED
     ids = [row[0] for row in rows]
     RuntimeSession.objects.filter(id__in=ids, status=SessionStatus.ACTIVE).update(
-        status=status, ended_at=now, end_reason=reason, ended_by_type=actor.type, ended_by=actor.user
+        status=status, ended_at=now, end_reason=reason, ended_by_type=caller.kind, ended_by_id=caller.user_id
     )
     AuditEvent.objects.bulk_create(
         AuditEvent(
             at=now,
             kind=AuditEvent.Kind.SESSION_ENDED,
-            actor_type=actor.type,
-            actor=actor.user,
+            **audit_fields(caller),
             user_id=user_id,
             tenant_id=tenant_id,
             session_id=session_id,
-            client_address=actor.client_address,
             data={"reason": reason, "note": note} if note else {"reason": reason},
         )
         for session_id, user_id, tenant_id in rows
@@ -203,66 +183,3 @@ def _sessions_end(
         session_ended_broadcast(session_id, reason=reason, close_code=close_code)
     transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))
     return len(ids)
-
-
-# --- Session state ----------------------------------------------------------------------
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for name, value in patch.items():
-        if value is None:
-            result.pop(name, None)
-        else:
-            result[name] = _merge_patch(result.get(name), value)
-    return result
-
-
-def session_state_read(*, session: RuntimeSession) -> StateDocument:
-    return state_backend().read(state_key(tenant_id=session.tenant_id, session_id=session.pk))
-
-
-@transaction.atomic
-def session_state_write(
-    *, session: RuntimeSession, data: dict[str, Any], expected_version: int, merge: bool = False
-) -> StateDocument:
-    """Replace (or merge-patch) the session's state if `expected_version` is current;
-    announce the new version to the session's sockets after commit."""
-    if not session.is_usable():
-        raise SessionNotWritable()
-    key = state_key(tenant_id=session.tenant_id, session_id=session.pk)
-    backend = state_backend()
-    if merge:
-        current = backend.read(key)
-        if current.version != expected_version:
-            raise VersionConflict()
-        data = _merge_patch(current.data, data)
-    limit = runtime_settings.STATE_MAX_BYTES
-    if len(json.dumps(data, separators=(",", ":")).encode("utf-8")) > limit:
-        raise RequestTooLarge(f"Session state is limited to {limit} bytes of JSON.", details={"limit_bytes": limit})
-    document = backend.write(key, data, expected_version=expected_version)
-    runtime_event_publish(session.pk, "session.state_changed", {"session_id": str(session.pk), "version": document.version})
-    return document
-
-
-# --- File references -------------------------------------------------------------------
-def file_reference_add(
-    *, session: RuntimeSession, user_id: uuid.UUID, name: str, size: int, sha256: str, content_type: str, location: str
-) -> FileReference:
-    """Record a file's metadata in a session; the bytes stay where `location` says."""
-    if not session.is_usable():
-        raise SessionNotWritable()
-    return FileReference.objects.create(
-        session=session, tenant_id=session.tenant_id, user_id=user_id,
-        name=name, size=size, sha256=sha256, content_type=content_type, location=location,
-    )
-
-
-# --- Audit retention -------------------------------------------------------------------
-def audit_events_prune(*, older_than: timedelta | None = None, now: datetime | None = None) -> int:
-    """Delete audit rows older than the retention (AUDIT_RETENTION by default)."""
-    keep = older_than if older_than is not None else runtime_settings.AUDIT_RETENTION
-    cutoff = (now or timezone.now()) - keep
-    deleted, _ = AuditEvent.objects.filter(at__lt=cutoff).delete()
-    return deleted

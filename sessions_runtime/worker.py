@@ -15,7 +15,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 
 from core.tasks import background
-from sessions_runtime.executions import execution_run
+from sessions_runtime.runner import execution_run
 
 
 class ExecutionWorkerConsumer(AsyncConsumer):

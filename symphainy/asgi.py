@@ -25,7 +25,7 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 
 from realtime.middleware import RuntimeOriginValidator  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
-from sessions_runtime.executions import WORKER_CHANNEL  # noqa: E402
+from sessions_runtime.runner import WORKER_CHANNEL  # noqa: E402
 from sessions_runtime.worker import ExecutionWorkerConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(

@@ -49,12 +49,22 @@ def bearer(client: APIClient, access_token: str) -> APIClient:
 
 def make_session(user: User, *, tenant: Tenant | None = None, **metadata: Any):
     """A runtime session of `user` made through the one creation path (a session intent)."""
-    from core.audit import Actor
-    from sessions_runtime.intents import IntentAction, session_intent_build
+    from core.caller import Caller
     from sessions_runtime.services import session_create
+    from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 
     membership = Membership.objects.get(user=user, **({"tenant": tenant} if tenant else {"is_primary": True}))
     intent = session_intent_build(
-        user=user, tenant=membership.tenant, role=membership.role, action=IntentAction.COMMAND, metadata=metadata
+        user_id=user.pk, tenant_id=membership.tenant_id, role=membership.role, action=SessionIntentAction.COMMAND,
+        metadata=metadata,
     )
-    return session_create(intent=intent, actor=Actor.system())
+    return session_create(intent=intent, caller=Caller.system())
+
+
+def caller_for(session, *, role: str = "member"):
+    """The caller a token of `session`'s owner stands for, with `role`."""
+    from accounts.models import role_permissions
+    from core.caller import Caller
+
+    return Caller(user_id=session.user_id, tenant_id=session.tenant_id, session_id=session.pk, role=role,
+                  permissions=role_permissions(role))

@@ -31,8 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from accounts.models import User
 from realtime.models import Connection
 from realtime.services import connections_sweep
-from sessions_runtime.executions import executions_sweep
 from sessions_runtime.models import Execution, ExecutionStatus, RuntimeSession, SessionStatus
+from sessions_runtime.runner import executions_sweep
 from tests import factories
 from tests.conftest import services_server_marks
 from tests.live import ORIGIN, _free_port, database_env, running

@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import socket
-import time
 
 import pytest
 import websockets

@@ -31,7 +31,7 @@ from sessions_runtime.models import (
     RuntimeSession,
     SessionStatus,
 )
-from sessions_runtime.services import session_state_write
+from sessions_runtime.state_writes import session_state_write
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -203,8 +203,8 @@ def test_show_prints_fields_sockets_state_and_executions(user):
     session = new_session(user)
     Connection.objects.create(session=session, user=user, channel_name="chan-1", server_instance="test")
     Connection.objects.create(session=session, user=user, channel_name="chan-2", server_instance="test")
-    session_state_write(session=session, data={"step": 1}, expected_version=0)
-    session_state_write(session=session, data={"step": 2}, expected_version=1)
+    session_state_write(caller=factories.caller_for(session), session=session, data={"step": 1}, expected_version=0)
+    session_state_write(caller=factories.caller_for(session), session=session, data={"step": 2}, expected_version=1)
     intent = Intent.objects.create(session=session, user=user, tenant=session.tenant, intent_type="echo")
     execution = Execution.objects.create(
         intent=intent, session=session, user=user, tenant=session.tenant, intent_type="echo",

@@ -4,7 +4,6 @@ consumer), with WebsocketCommunicator."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import timedelta
 
@@ -17,7 +16,7 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Role
 from accounts.services import membership_remove, tenant_suspend, user_deactivate
 from accounts.tokens import tokens_issue
-from core.audit import Actor
+from core.caller import Caller
 from core.models import ActorType
 from realtime.models import Connection
 from realtime.registry import registry
@@ -413,7 +412,7 @@ async def test_admin_end_closes_the_socket():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
     await database_sync_to_async(session_end)(
-        session_id=uuid.UUID(body["session_id"]), reason=EndReason.ADMIN, actor=Actor(type=ActorType.ADMIN)
+        session_id=uuid.UUID(body["session_id"]), reason=EndReason.ADMIN, caller=Caller(kind=ActorType.ADMIN)
     )
     await _assert_closes(sock, 4409)
 
@@ -421,7 +420,7 @@ async def test_admin_end_closes_the_socket():
 async def test_user_deactivated_closes_4401():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
-    await database_sync_to_async(user_deactivate)(user=user, actor=Actor(type=ActorType.COMMAND))
+    await database_sync_to_async(user_deactivate)(user=user, caller=Caller.command())
     await _assert_closes(sock, 4401)
 
 
@@ -429,7 +428,7 @@ async def test_membership_removed_closes_4409():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
     membership = await database_sync_to_async(Membership.objects.select_related("tenant").get)(user=user)
-    await database_sync_to_async(membership_remove)(user=user, tenant=membership.tenant, actor=Actor(type=ActorType.COMMAND))
+    await database_sync_to_async(membership_remove)(user=user, tenant=membership.tenant, caller=Caller.command())
     await _assert_closes(sock, 4409)
 
 
@@ -437,7 +436,7 @@ async def test_tenant_suspended_closes_4409():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
     membership = await database_sync_to_async(Membership.objects.select_related("tenant").get)(user=user)
-    await database_sync_to_async(tenant_suspend)(tenant=membership.tenant, actor=Actor(type=ActorType.COMMAND))
+    await database_sync_to_async(tenant_suspend)(tenant=membership.tenant, caller=Caller.command())
     await _assert_closes(sock, 4409)
 
 
@@ -456,8 +455,8 @@ async def test_ending_twice_sends_one_event():
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
     sid = uuid.UUID(body["session_id"])
-    assert await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, actor=Actor.system())
-    assert not await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, actor=Actor.system())
+    assert await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, caller=Caller.system())
+    assert not await database_sync_to_async(session_end)(session_id=sid, reason=EndReason.ADMIN, caller=Caller.system())
     await _assert_closes(sock, 4409)
 
 
@@ -543,7 +542,7 @@ async def test_ending_a_session_drops_its_cached_snapshot_at_once():
 async def test_deactivation_drops_the_snapshot_at_once():
     user, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
-    await database_sync_to_async(user_deactivate)(user=user, actor=Actor(type=ActorType.COMMAND))
+    await database_sync_to_async(user_deactivate)(user=user, caller=Caller.command())
     await _assert_closes(sock, 4401)
     again = await make_socket(body["access_token"]).open()
     assert await again.receive_close() == 4401

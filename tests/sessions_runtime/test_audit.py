@@ -76,22 +76,22 @@ def test_prune_rejects_bad_arguments():
 def test_account_changes_are_audited_with_their_actor():
     from accounts.models import Role
     from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend, user_deactivate
-    from core.audit import Actor
+    from core.caller import Caller
     from core.models import ActorType
 
-    command = Actor(type=ActorType.COMMAND)
+    command = Caller.command()
     user = factories.make_user()
     AuditEvent.objects.all().delete()
 
-    tenant = tenant_create(name="Audited", actor=command)
-    membership_add(user=user, tenant=tenant, role=Role.MEMBER, actor=command)
-    membership_add(user=user, tenant=tenant, role=Role.ADMIN, actor=command)
-    membership_remove(user=user, tenant=tenant, actor=command)
-    membership_remove(user=user, tenant=tenant, actor=command)  # already gone: nothing more
-    tenant_suspend(tenant=tenant, actor=command)
-    tenant_suspend(tenant=tenant, actor=command)  # already suspended: nothing more
-    user_deactivate(user=user, actor=command)
-    user_deactivate(user=user, actor=command)
+    tenant = tenant_create(name="Audited", caller=command)
+    membership_add(user=user, tenant=tenant, role=Role.MEMBER, caller=command)
+    membership_add(user=user, tenant=tenant, role=Role.ADMIN, caller=command)
+    membership_remove(user=user, tenant=tenant, caller=command)
+    membership_remove(user=user, tenant=tenant, caller=command)  # already gone: nothing more
+    tenant_suspend(tenant=tenant, caller=command)
+    tenant_suspend(tenant=tenant, caller=command)  # already suspended: nothing more
+    user_deactivate(user=user, caller=command)
+    user_deactivate(user=user, caller=command)
 
     events = list(AuditEvent.objects.order_by("id"))
     assert [e.kind for e in events] == [

@@ -18,11 +18,13 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
+from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import session_group
 from core.models import AuditEvent
-from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
 from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession
+from sessions_runtime.runner import executions_sweep
+from sessions_runtime.submission import intent_submit
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,17 +259,17 @@ class Rollback(Exception):
 def test_events_leave_only_after_commit_and_a_rolled_back_submit_sends_nothing(sent):
     user = factories.make_user()
     session = factories.make_session(user)
-    submitter = Submitter(user_id=user.pk, tenant_id=session.tenant_id, permissions=("read", "write"))
+    caller = Caller(user_id=user.pk, tenant_id=session.tenant_id, role="member", permissions=("read", "write"))
     with pytest.raises(Rollback):
         with transaction.atomic():
-            submission = intent_submit(submitter=submitter, session_id=session.pk, intent_type="echo", parameters={})
+            submission = intent_submit(caller=caller, session_id=session.pk, intent_type="echo", parameters={})
             assert Execution.objects.filter(pk=submission.response["execution_id"]).exists()
             raise Rollback()
     time.sleep(0.3)  # were anything dispatched, it would have run by now
     assert sent == [] and Execution.objects.count() == 0 and Intent.objects.count() == 0
 
     with transaction.atomic():
-        submission = intent_submit(submitter=submitter, session_id=session.pk, intent_type="echo", parameters={})
+        submission = intent_submit(caller=caller, session_id=session.pk, intent_type="echo", parameters={})
         assert sent == []  # not yet: the transaction is still open
     execution = finished(submission.response["execution_id"])
     assert execution.status == ExecutionStatus.COMPLETED

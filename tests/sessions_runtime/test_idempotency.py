@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
-from sessions_runtime import executions
+from sessions_runtime import submission
 from sessions_runtime.models import Execution, IdempotencyRecord, Intent
 from tests import factories
 
@@ -135,14 +135,14 @@ def _in_thread(target, *args) -> threading.Thread:
 def test_while_the_first_request_is_in_flight_a_second_is_409(monkeypatch):
     api, body, _ = as_user()
     entered, release = threading.Event(), threading.Event()
-    original = executions._intent_create
+    original = submission._intent_create
 
     def slow_create(*args, **kwargs):
         entered.set()
         assert release.wait(10)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(executions, "_intent_create", slow_create)
+    monkeypatch.setattr(submission, "_intent_create", slow_create)
     results = {}
     first = _in_thread(lambda: results.setdefault("first", post(factories.bearer(APIClient(), body["access_token"]), body, header="k")))
     assert entered.wait(10)
@@ -173,7 +173,7 @@ def test_racing_duplicates_make_exactly_one_execution(monkeypatch, lock):
     api, body, _ = as_user()
     if lock == "database constraint only":
         # Every racer passes the in-flight lock: the unique key on the record must hold.
-        monkeypatch.setattr(executions, "cache", NoLock())
+        monkeypatch.setattr(submission, "cache", NoLock())
     racers, barrier, responses = 8, threading.Barrier(8), []
 
     def racer() -> None:

@@ -13,7 +13,6 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
 from core.exceptions import RequestTooLarge, SessionNotWritable, VersionConflict
-from sessions_runtime.services import session_state_read, session_state_write
 from sessions_runtime.state import (
     CONVERSATION_NAMESPACE,
     MemoryStateBackend,
@@ -22,6 +21,7 @@ from sessions_runtime.state import (
     state_backend,
     state_key,
 )
+from sessions_runtime.state_writes import session_state_read, session_state_write
 from tests import factories
 
 BACKENDS = ["database", "memory", "redis"]
@@ -101,15 +101,15 @@ def test_what_a_read_returns_is_the_callers_copy(backend, session):
 
 
 def test_a_merge_patch_merges_objects_and_null_removes(backend, session):
-    session_state_write(session=session, data={"a": 1, "b": {"c": 1, "d": 2}, "gone": True}, expected_version=0)
-    document = session_state_write(
+    session_state_write(caller=factories.caller_for(session), session=session, data={"a": 1, "b": {"c": 1, "d": 2}, "gone": True}, expected_version=0)
+    document = session_state_write(caller=factories.caller_for(session),
         session=session, data={"b": {"c": None, "e": 3}, "gone": None, "f": [1, 2]}, expected_version=1, merge=True
     )
     assert document.version == 2
     assert document.data == {"a": 1, "b": {"d": 2, "e": 3}, "f": [1, 2]}
     assert backend.read(key_of(session)).data == document.data
     with pytest.raises(VersionConflict):
-        session_state_write(session=session, data={"a": 2}, expected_version=1, merge=True)
+        session_state_write(caller=factories.caller_for(session), session=session, data={"a": 2}, expected_version=1, merge=True)
     assert backend.read(key_of(session)).version == 2 and backend.read(key_of(session)).data["a"] == 1
 
 
@@ -135,25 +135,25 @@ def test_keys_are_scoped_by_tenant_session_and_namespace(backend, db):
 
 def test_state_over_the_size_limit_is_refused_and_not_written(backend, session, settings):
     settings.SYMPHAINY = {**settings.SYMPHAINY, "STATE_MAX_BYTES": 64}
-    session_state_write(session=session, data={"small": "x"}, expected_version=0)
+    session_state_write(caller=factories.caller_for(session), session=session, data={"small": "x"}, expected_version=0)
     with pytest.raises(RequestTooLarge) as raised:
-        session_state_write(session=session, data={"big": "x" * 100}, expected_version=1)
+        session_state_write(caller=factories.caller_for(session), session=session, data={"big": "x" * 100}, expected_version=1)
     assert raised.value.status_code == 413
     with pytest.raises(RequestTooLarge):  # a patch that makes the whole document too big
-        session_state_write(session=session, data={"more": "y" * 60}, expected_version=1, merge=True)
+        session_state_write(caller=factories.caller_for(session), session=session, data={"more": "y" * 60}, expected_version=1, merge=True)
     document = backend.read(key_of(session))
     assert document.version == 1 and document.data == {"small": "x"}
 
 
 def test_an_ended_session_takes_no_state(backend, session):
-    from core.audit import Actor
+    from core.caller import Caller
     from sessions_runtime.models import EndReason
     from sessions_runtime.services import session_end
 
-    session_end(session_id=session.pk, reason=EndReason.ADMIN, actor=Actor.system())
+    session_end(session_id=session.pk, reason=EndReason.ADMIN, caller=Caller.system())
     session.refresh_from_db()
     with pytest.raises(SessionNotWritable):
-        session_state_write(session=session, data={"x": 1}, expected_version=0)
+        session_state_write(caller=factories.caller_for(session), session=session, data={"x": 1}, expected_version=0)
     assert backend.read(key_of(session)).version == 0
 
 

@@ -16,11 +16,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from django.conf import settings as django_settings
 
-from sessions_runtime.executions import Submitter, executions_sweep, intent_submit
+from core.caller import Caller
 from sessions_runtime.models import Execution, ExecutionStatus
+from sessions_runtime.runner import executions_sweep
+from sessions_runtime.submission import intent_submit
 from tests import factories
 from tests.conftest import services_server_marks
 from tests.live import ROOT, database_env
@@ -74,7 +75,7 @@ def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_p
     second_worker = None
     try:
         submission = intent_submit(
-            submitter=Submitter(user_id=user.pk, tenant_id=session.tenant_id, permissions=("read", "write")),
+            caller=Caller(user_id=user.pk, tenant_id=session.tenant_id, role="member", permissions=("read", "write")),
             session_id=session.pk, intent_type="batch", parameters={"items": items, "delay_s": 0.25},
         )
         execution_id = submission.response["execution_id"]

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from accounts.models import Role, Tenant, User, normalize_email
 from accounts.services import membership_add, tenant_create
-from core.commands import command_actor
+from core.caller import Caller
 from core.conf import runtime_settings
 
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
         email = normalize_email(options["email"] or runtime_settings.DEMO_EMAIL)
         password = options["password"] or runtime_settings.DEMO_PASSWORD
         tenant = Tenant.objects.filter(slug="demo").first() or tenant_create(
-            name="Demo tenant", slug="demo", actor=command_actor()
+            name="Demo tenant", slug="demo", caller=Caller.command()
         )
         user = User.objects.filter(email=email).first()
         if user is None:
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             user.set_password(password)
             user.is_active = True
             user.save(update_fields=["password", "is_active"])
-        membership_add(user=user, tenant=tenant, role=Role.OWNER, actor=command_actor())
+        membership_add(user=user, tenant=tenant, role=Role.OWNER, caller=Caller.command())
         base = options["base_url"].rstrip("/")
         self.stdout.write(
             f"Demo tenant '{tenant.slug}' ({tenant.pk}) and user ready.\n"

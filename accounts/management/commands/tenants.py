@@ -14,7 +14,8 @@ from django.utils.text import slugify
 from accounts.management.lookups import tenant_by_slug, user_by_email
 from accounts.models import Membership, Role, Tenant, TenantStatus
 from accounts.services import membership_add, membership_remove, tenant_create, tenant_suspend
-from core.commands import command_actor, table, when
+from core.caller import Caller
+from core.commands import table, when
 from sessions_runtime.models import SessionStatus
 
 MAX_SLUG_LENGTH = 60  # tenant_create keeps at most this much of a slug
@@ -91,7 +92,7 @@ class Command(BaseCommand):
             raise CommandError(f"--name is limited to {MAX_NAME_LENGTH} characters.")
         if Tenant.objects.filter(slug=slug).exists():
             raise CommandError(f"A tenant with slug '{slug}' already exists.")
-        tenant = tenant_create(name=name, slug=slug, actor=command_actor())
+        tenant = tenant_create(name=name, slug=slug, caller=Caller.command())
         self.stdout.write(f"Created tenant '{tenant.slug}' ({tenant.name}), id {tenant.pk}.")
 
     def _list(self, options: dict[str, Any]) -> None:
@@ -118,7 +119,7 @@ class Command(BaseCommand):
         tenant, user = tenant_by_slug(options["slug"]), user_by_email(options["email"])
         before = Membership.objects.filter(user=user, tenant=tenant).first()
         membership = membership_add(
-            user=user, tenant=tenant, role=role, primary=True if options["primary"] else None, actor=command_actor()
+            user=user, tenant=tenant, role=role, primary=True if options["primary"] else None, caller=Caller.command()
         )
         primary = " (primary)" if membership.is_primary else ""
         if before is None:
@@ -134,12 +135,12 @@ class Command(BaseCommand):
         tenant, user = tenant_by_slug(options["slug"]), user_by_email(options["email"])
         if not Membership.objects.filter(user=user, tenant=tenant).exists():
             raise CommandError(f"{user.email} is not a member of {tenant.slug}.")
-        ended = membership_remove(user=user, tenant=tenant, actor=command_actor())
+        ended = membership_remove(user=user, tenant=tenant, caller=Caller.command())
         self.stdout.write(f"Removed {user.email} from {tenant.slug}; ended {ended} session(s).")
 
     def _suspend(self, options: dict[str, Any]) -> None:
         tenant = tenant_by_slug(options["slug"])
         already = tenant.status == TenantStatus.SUSPENDED
-        ended = tenant_suspend(tenant=tenant, actor=command_actor())
+        ended = tenant_suspend(tenant=tenant, caller=Caller.command())
         state = "was already suspended" if already else "suspended"
         self.stdout.write(f"Tenant {tenant.slug} {state}; ended {ended} session(s).")

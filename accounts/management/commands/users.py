@@ -10,7 +10,8 @@ from django.db.models import Count, Prefetch, Q
 from accounts.management.lookups import tenant_by_slug, user_by_email
 from accounts.models import Membership, User
 from accounts.services import user_deactivate
-from core.commands import command_actor, table, when
+from core.caller import Caller
+from core.commands import table, when
 from sessions_runtime.models import SessionStatus
 
 
@@ -71,6 +72,6 @@ class Command(BaseCommand):
     def _deactivate(self, options: dict[str, Any]) -> None:
         user = user_by_email(options["email"])
         already = not user.is_active
-        ended = user_deactivate(user=user, actor=command_actor())
+        ended = user_deactivate(user=user, caller=Caller.command())
         state = "was already inactive" if already else "deactivated"
         self.stdout.write(f"User {user.email} {state}; ended {ended} session(s) (their sockets close with 4401).")

@@ -11,12 +11,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.conf import runtime_settings
 from realtime.sweeps import runtime_sweep
-from sessions_runtime import executions
+from sessions_runtime import runner
 
 
 def _wait_for_local_executions(timeout: float) -> int:
     """With EXECUTION_RUNNER=asyncio the sweep starts requeued executions on this
-    process's private loop (see executions._background_loop). Wait for them, so that the
+    process's private loop (see runner._background_loop). Wait for them, so that the
     command does not exit under them; returns how many were still running at the timeout
     (the next sweep hands those to another runner)."""
 
@@ -27,7 +27,7 @@ def _wait_for_local_executions(timeout: float) -> int:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         return len(pending)
 
-    loop = executions._background_loop()
+    loop = runner._background_loop()
     return asyncio.run_coroutine_threadsafe(wait(), loop).result()
 
 

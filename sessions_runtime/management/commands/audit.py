@@ -8,9 +8,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from core.audit import audit_events_prune
 from core.conf import runtime_settings
 from core.models import AuditEvent
-from sessions_runtime.services import audit_events_prune
 
 
 class Command(BaseCommand):

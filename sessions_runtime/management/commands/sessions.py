@@ -10,15 +10,16 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import Tenant, User, normalize_email
-from core.commands import command_actor, confirm, lookup, positive_int, table, uuid_arg, when
+from core.caller import Caller
+from core.commands import confirm, lookup, positive_int, table, uuid_arg, when
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.selectors import session_status_filter
-from sessions_runtime.services import session_end, session_state_read, sessions_end, sessions_expire_due
+from sessions_runtime.services import session_end, sessions_end, sessions_expire_due
+from sessions_runtime.state_writes import session_state_read
 
 MAX_NOTE_LENGTH = 200
 RECENT_EXECUTIONS = 10
@@ -75,13 +76,6 @@ def _as_json(session: RuntimeSession) -> dict[str, Any]:
         "end_reason": _end_reason(session) or None,
         "ended_by": session.ended_by_type or None,
     }
-
-
-def _due(now: Any) -> QuerySet[RuntimeSession]:
-    """Active sessions past an expiry: what `sessions_expire_due` ends."""
-    return RuntimeSession.objects.filter(
-        Q(status=SessionStatus.ACTIVE) & (Q(expires_at__lte=now) | Q(idle_expires_at__lte=now))
-    )
 
 
 class Command(BaseCommand):
@@ -151,7 +145,7 @@ class Command(BaseCommand):
         if options["status"]:
             if options["status"] not in SessionStatus.values:
                 raise CommandError(f"Unknown status '{options['status']}'; use one of {', '.join(SessionStatus.values)}.")
-            sessions = sessions.filter(session_status_filter(options["status"]))
+            sessions = sessions.with_status(options["status"])
         limit = options["limit"]
         if not isinstance(limit, int) or limit < 1:
             raise CommandError("--limit must be a whole number of at least 1.")
@@ -248,9 +242,9 @@ class Command(BaseCommand):
         if not confirm(f"End {len(active)} session(s)?", assume_yes=assume_yes):
             self.stdout.write("Nothing ended.")
             return
-        actor = command_actor()
+        actor = Caller.command()
         for session in active:
-            if session_end(session_id=session.pk, reason=EndReason.ADMIN, actor=actor, note=note):
+            if session_end(session_id=session.pk, reason=EndReason.ADMIN, caller=actor, note=note):
                 self.stdout.write(f"Ended session {session.pk}.")
             else:
                 self.stdout.write(f"Session {session.pk} had already ended.")
@@ -274,7 +268,7 @@ class Command(BaseCommand):
         if not confirm(f"End {len(targets)} session(s) of {' in '.join(whose)}?", assume_yes=assume_yes):
             self.stdout.write("Nothing ended.")
             return
-        ended = sessions_end(sessions=sessions, reason=EndReason.ADMIN, actor=command_actor(), note=note)
+        ended = sessions_end(sessions=sessions, reason=EndReason.ADMIN, caller=Caller.command(), note=note)
         self.stdout.write(f"Ended {ended} session(s) of {' in '.join(whose)}.")
 
     def _list_targets(self, sessions: list[RuntimeSession]) -> None:
@@ -288,7 +282,7 @@ class Command(BaseCommand):
     # --- expire -------------------------------------------------------------------------
     def _expire(self, options: dict[str, Any]) -> None:
         now = timezone.now()
-        due = list(_sessions(_due(now)))
+        due = list(_sessions(RuntimeSession.objects.past_expiry(now=now)))
         verbose = options["verbosity"] >= 1
         if options["dry_run"]:
             if verbose:

@@ -20,7 +20,7 @@ from core.conf import runtime_settings
 from core.exceptions import SessionPolicyViolation, TenantAccessDenied
 
 
-class IntentAction:
+class SessionIntentAction:
     LOGIN = "login"
     REGISTER = "register"
     API_CREATE = "api_create"
@@ -53,12 +53,12 @@ class SessionIntent:
 
 
 def session_intent_build(
-    *, user: User, tenant: Tenant, role: str, action: str, metadata: dict[str, Any] | None = None
+    *, user_id: uuid.UUID, tenant_id: uuid.UUID, role: str, action: str, metadata: dict[str, Any] | None = None
 ) -> SessionIntent:
     now = timezone.now()
     return SessionIntent(
-        user_id=user.pk,
-        tenant_id=tenant.pk,
+        user_id=user_id,
+        tenant_id=tenant_id,
         action=action,
         roles=(role,),
         permissions=role_permissions(role),
