@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_INTENT_TTL": timedelta(seconds=30),
     "MAX_ACTIVE_SESSIONS_PER_USER": 10,
     "MAX_REQUEST_BYTES": 1024 * 1024,
+    # Deepest nesting accepted in a JSON body or socket frame.
+    "JSON_MAX_DEPTH": 64,
     "SESSION_METADATA_MAX_BYTES": 16 * 1024,
     "WS_ALLOWED_ORIGINS": [],
     "WS_MAX_SOCKETS_PER_USER": 20,

@@ -37,6 +37,7 @@ from core.exceptions import (
     TokenExpired,
     UnknownMessageType,
 )
+from core.jsonlimits import frame_parse
 from core.metrics import HANDSHAKES, OPEN_SOCKETS
 from core.tasks import background
 from realtime import heartbeat
@@ -185,7 +186,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None:
             raise BinaryNotSupported()
         try:
-            message = json.loads(text_data or "")
+            message = frame_parse(text_data)
         except ValueError:
             raise InvalidJson() from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

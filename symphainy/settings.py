@@ -276,6 +276,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
     "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
     "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
+    "JSON_MAX_DEPTH": ("JSON_MAX_DEPTH", lambda n: _env_int(n, 0)),
     "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),
     "WS_ALLOWED_ORIGINS": ("WS_ALLOWED_ORIGINS", lambda n: _env_list(n, "")),
     "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
