@@ -114,8 +114,10 @@ def auth_login(
 ) -> LoginResult:
     """Check the password, pick the tenant, create the session and issue its tokens.
 
-    Unknown user, wrong password and inactive user are one `InvalidCredentials`. A failure
-    is audited (without the password) and leaves nothing else behind.
+    Unknown user, wrong password, inactive user and a right password without a usable
+    membership (none, another tenant's, a suspended tenant) are one `InvalidCredentials`:
+    a different answer would tell a guesser the password was right. The audit row keeps
+    the real reason. A failure leaves nothing else behind.
     """
     email = normalize_email(email)
     user = authenticate(request=None, email=email, password=password)
@@ -146,7 +148,7 @@ def auth_login(
             data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
         )
         LOGINS.labels(outcome="failed").inc()
-        raise
+        raise InvalidCredentials() from None
 
 
 def auth_logout(*, caller: Caller) -> None:

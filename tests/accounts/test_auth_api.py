@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, TenantStatus, User
+from core.models import AuditEvent
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from tests import factories
 
@@ -99,19 +100,31 @@ def test_login_picks_the_primary_tenant_or_the_one_asked_for(user, tenant):
     assert chosen["tenant_id"] == str(other.pk) and chosen["roles"] == ["viewer"] and chosen["permissions"] == ["read"]
 
 
-def test_login_into_a_tenant_you_are_not_in_is_403(user):
+def _wrong_password_answer(user) -> tuple[int, dict]:
+    response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": "not-the-password"})
+    return response.status_code, response.json()
+
+
+def test_login_into_a_tenant_you_are_not_in_is_the_wrong_password_401(user):
+    """No password oracle: a right password without a usable membership answers as a wrong one."""
     stranger = factories.make_tenant()
     response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": factories.PASSWORD, "tenant_id": str(stranger.pk)})
-    assert response.status_code == 403 and response.json()["error"] == "tenant_access_denied"
+    assert (response.status_code, response.json()) == _wrong_password_answer(user)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_credentials"
     assert not RuntimeSession.objects.exists()
+    reasons = list(AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED).values_list("data__reason", flat=True))
+    assert "tenant_access" in reasons and "credentials" in reasons
 
 
-def test_login_into_a_suspended_tenant_is_403(user, tenant):
+def test_login_into_a_suspended_tenant_is_the_wrong_password_401(user, tenant):
     tenant.status = TenantStatus.SUSPENDED
     tenant.save()
     response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-    assert response.status_code == 403
+    assert (response.status_code, response.json()) == _wrong_password_answer(user)
+    assert response["WWW-Authenticate"]
     assert not RuntimeSession.objects.exists()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED, data__reason="tenant_suspended").exists()
 
 
 @pytest.mark.parametrize(
