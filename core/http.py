@@ -110,6 +110,12 @@ def handler500(request: HttpRequest) -> JsonResponse:
     return _json_error(500, "server_error", "Internal server error.")
 
 
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF_FAILURE_VIEW: the contract's error body instead of Django's HTML page (the
+    admin's forms are the only CSRF-protected views; the API uses bearer tokens)."""
+    return _json_error(403, "csrf_failed", "The CSRF check failed. Reload the page and try again.")
+
+
 def request_too_large_response_bytes(limit: int) -> bytes:
     """A complete HTTP/1.1 413 response with the contract's body, for a server that must
     answer before the request reaches Django (see `symphainy.serve.BoundedWebRequest`)."""

@@ -62,7 +62,8 @@ DEBUG = _env_bool("DEBUG", False)
 # The embedded key only serves local runs and tests: with DEBUG off the service refuses
 # to start on it (core.E001) unless SYMPHAINY_INSECURE_DEV_KEY=1 says this is such a run.
 SECRET_KEY = _env("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
-ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+# Django's test set-up adds `testserver` itself; it is no default host of the service.
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 # Origins allowed to open the WebSocket besides the allowed hosts themselves.
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -309,6 +310,7 @@ SYMPHAINY = {key: read(name) for name, (key, read) in _PRODUCT_ENV.items() if _e
 # --- HTTP hardening ---------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY.get("MAX_REQUEST_BYTES", PRODUCT_DEFAULTS["MAX_REQUEST_BYTES"])
 SECURE_CONTENT_TYPE_NOSNIFF = True
+CSRF_FAILURE_VIEW = "core.http.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
 SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)

@@ -197,3 +197,17 @@ def test_nesting_at_the_limit_is_accepted(caller):
     nested = {"data": {"x": [[[[[[[[1]]]]]]]]}}
     response = client.put(f"/api/session/{body['session_id']}/state", nested, format="json", HTTP_IF_MATCH="0")
     assert response.status_code == 200, response.content
+
+
+def test_a_csrf_failure_is_the_contract_json(db):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "a", "password": "b"})
+    _is_contract_error(response, 403)
+    assert response.json()["error"] == "csrf_failed"
+
+
+def test_testserver_is_no_default_allowed_host():
+    from symphainy import settings as project_settings
+
+    assert "testserver" not in project_settings.ALLOWED_HOSTS

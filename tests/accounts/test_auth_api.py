@@ -351,3 +351,13 @@ def test_concurrent_logins_of_one_user_keep_the_cap(settings):
     assert statuses == [200] * 8
     assert RuntimeSession.objects.filter(user=user, status=SessionStatus.ACTIVE).count() == 3
     assert RuntimeSession.objects.filter(user=user, end_reason=EndReason.SUPERSEDED).count() == 5
+
+
+def test_token_responses_are_never_cached(user):
+    client = APIClient()
+    login = post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
+    refresh = post(client, "/api/auth/refresh", {"refresh_token": login.json()["refresh_token"]})
+    register = post(client, "/api/auth/register", {"email": "new-user@example.com", "password": factories.PASSWORD})
+    for response in (login, refresh, register):
+        assert response.status_code in (200, 201), response.content
+        assert "no-store" in response["Cache-Control"]
