@@ -207,3 +207,11 @@ class UnknownMessageType(ProtocolError):
 class BinaryNotSupported(ProtocolError):
     code = "binary_not_supported"
     default_message = "Send JSON text frames; binary frames are not supported."
+
+
+def error_for_client(exc: BaseException, *, generic: str) -> dict[str, str]:
+    """What a client may see of a handler's or agent's exception: its type name and a
+    generic message. Exception text can hold internals (paths, queries, other tenants'
+    data), so it stays in the server log; only a declared `ServiceError` speaks for itself."""
+    message = exc.message if isinstance(exc, ServiceError) else generic
+    return {"type": type(exc).__name__, "message": message}

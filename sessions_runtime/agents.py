@@ -22,7 +22,7 @@ from django.utils.module_loading import import_string
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import runtime_event_send
-from core.exceptions import InvalidRequest, VersionConflict
+from core.exceptions import InvalidRequest, VersionConflict, error_for_client
 from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key
 
 logger = logging.getLogger(__name__)
@@ -118,6 +118,6 @@ async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any
         )
     except Exception as exc:  # noqa: BLE001 - an agent's failure is reported, not raised
         logger.warning("agent failed in session %s", session_id, exc_info=True)
-        await runtime_event_send(session_id, "agent.failed", {**base, "error": {"type": type(exc).__name__, "message": str(exc)[:500]}})
+        await runtime_event_send(session_id, "agent.failed", {**base, "error": error_for_client(exc, generic="The agent failed.")})
         return
     await runtime_event_send(session_id, "agent.completed", {**base, "text": reply, "tokens": len(tokens)})

@@ -151,3 +151,20 @@ async def test_state_change_is_pushed_with_the_new_version():
     assert frame["type"] == "runtime_event" and frame["event_type"] == "session.state_changed"
     assert frame["data"] == {"session_id": body["session_id"], "version": 1}
     await sock.close()
+
+
+async def leaky_agent(message):
+    yield "partial "
+    raise RuntimeError("db password is hunter2")
+
+
+async def test_a_failing_agent_reports_its_type_not_its_text(settings, caplog):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_HANDLER": "tests.realtime.test_runtime_events.leaky_agent"}
+    _, body = await login_new_user()
+    sock = await open_ready(body["access_token"])
+    await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
+    frames = await events_until(sock, {"agent.completed", "agent.failed"})
+    assert frames[-1]["event_type"] == "agent.failed"
+    assert frames[-1]["data"]["error"] == {"type": "RuntimeError", "message": "The agent failed."}
+    assert "hunter2" in caplog.text
+    await sock.close()
