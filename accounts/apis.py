@@ -16,7 +16,6 @@ from rest_framework.views import APIView
 from accounts.models import User, normalize_email
 from accounts.services import LoginResult, auth_login, auth_logout, auth_logout_all, user_register
 from accounts.throttles import (
-    LoginAccountThrottle,
     LoginAddressThrottle,
     RefreshAddressThrottle,
     RegisterAddressThrottle,
@@ -107,7 +106,7 @@ class RegisterApi(APIView):
 class LoginApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
-    throttle_classes = [LoginAddressThrottle, LoginAccountThrottle]
+    throttle_classes = [LoginAddressThrottle]  # and the per-account-and-address lockout, in auth_login
 
     class InputSerializer(serializers.Serializer):
         class Meta:

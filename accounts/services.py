@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
+from accounts.throttles import login_failure_record, login_failures_clear, login_lockout_check
 from accounts.tokens import TokenPair, tokens_issue
 from core.audit import audit_record
 from core.caller import Caller
@@ -120,11 +121,13 @@ def auth_login(
     the real reason. A failure leaves nothing else behind.
     """
     email = normalize_email(email)
+    login_lockout_check(email=email, client_address=client_address)
     user = authenticate(request=None, email=email, password=password)
     failure = Caller(client_address=client_address)
     if user is None:
         audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=failure, data={"email": email[:254], "reason": "credentials"})
         LOGINS.labels(outcome="failed").inc()
+        login_failure_record(email=email, client_address=client_address)
         raise InvalidCredentials()
     try:
         with transaction.atomic():
@@ -139,6 +142,7 @@ def auth_login(
                 session_id=result.session.pk,
             )
         LOGINS.labels(outcome="succeeded").inc()
+        login_failures_clear(email=email, client_address=client_address)
         return result
     except TenantAccessDenied as exc:
         audit_record(
@@ -148,6 +152,7 @@ def auth_login(
             data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
         )
         LOGINS.labels(outcome="failed").inc()
+        login_failure_record(email=email, client_address=client_address)  # counted like a wrong password
         raise InvalidCredentials() from None
 
 

@@ -19,6 +19,11 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_TOUCH_INTERVAL": timedelta(seconds=60),
     "SESSION_INTENT_TTL": timedelta(seconds=30),
     "MAX_ACTIVE_SESSIONS_PER_USER": 10,
+    # Login lockout per (account, client address): after this many failures, wait
+    # LOGIN_LOCKOUT, doubling per further failure up to LOGIN_LOCKOUT_MAX.
+    "LOGIN_LOCKOUT_AFTER_FAILURES": 5,
+    "LOGIN_LOCKOUT": timedelta(seconds=30),
+    "LOGIN_LOCKOUT_MAX": timedelta(minutes=15),
     "MAX_REQUEST_BYTES": 1024 * 1024,
     # Deepest nesting accepted in a JSON body or socket frame.
     "JSON_MAX_DEPTH": 64,

@@ -174,6 +174,12 @@ class RateLimited(ServiceError):
     default_message = "Too many requests."
     closes_socket = True
 
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        # Seconds until a retry may succeed; HTTP answers carry it as Retry-After.
+        self.retry_after = retry_after
+
 
 class DependencyUnavailable(ServiceError):
     status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER

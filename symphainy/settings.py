@@ -245,7 +245,6 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": _env_int("TRUSTED_PROXY_COUNT", 0),
     "DEFAULT_THROTTLE_RATES": {
         "login_address": _env("THROTTLE_LOGIN_ADDRESS", "30/min"),
-        "login_account": _env("THROTTLE_LOGIN_ACCOUNT", "10/min"),
         "register_address": _env("THROTTLE_REGISTER_ADDRESS", "10/min"),
         "refresh_address": _env("THROTTLE_REFRESH_ADDRESS", "60/min"),
     },
@@ -276,6 +275,9 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "SESSION_TOUCH_INTERVAL_SECONDS": ("SESSION_TOUCH_INTERVAL", lambda n: _env_seconds(n, 0)),
     "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
     "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
+    "LOGIN_LOCKOUT_AFTER_FAILURES": ("LOGIN_LOCKOUT_AFTER_FAILURES", lambda n: _env_int(n, 0)),
+    "LOGIN_LOCKOUT_SECONDS": ("LOGIN_LOCKOUT", lambda n: _env_seconds(n, 0)),
+    "LOGIN_LOCKOUT_MAX_SECONDS": ("LOGIN_LOCKOUT_MAX", lambda n: _env_seconds(n, 0)),
     "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
     "JSON_MAX_DEPTH": ("JSON_MAX_DEPTH", lambda n: _env_int(n, 0)),
     "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),

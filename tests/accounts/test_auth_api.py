@@ -172,13 +172,39 @@ def test_login_is_throttled_per_address_with_retry_after(settings):
     assert response.json()["error"] == "rate_limited"
 
 
-def test_login_is_throttled_per_account_across_addresses(settings, user):
-    _throttle(settings, login_account="2/min")
+def test_failed_logins_lock_the_account_for_that_address_only_with_backoff(settings, user):
+    """An attacker from one address cannot keep the owner, from another, locked out."""
+    from django.core.cache import cache
+
+    from accounts.throttles import _pair
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "LOGIN_LOCKOUT_AFTER_FAILURES": 3}
     client = APIClient()
-    for address in ("10.0.0.1", "10.0.0.2"):
-        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}, REMOTE_ADDR=address).status_code == 401
-    blocked = post(client, "/api/auth/login", {"email": user.email.upper(), "password": "x"}, REMOTE_ADDR="10.0.0.3")
-    assert blocked.status_code == 429
+    attacker, owner = {"REMOTE_ADDR": "10.0.0.66"}, {"REMOTE_ADDR": "10.0.0.2"}
+    statuses = [post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    # Locked for that address even with the right password (and the email in another case) ...
+    locked = post(client, "/api/auth/login", {"email": user.email.upper(), "password": factories.PASSWORD}, **attacker)
+    assert locked.status_code == 429 and 25 <= int(locked["Retry-After"]) <= 30
+    assert locked.json()["error"] == "rate_limited"
+    # ... while the owner, elsewhere, logs in.
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}, **owner).status_code == 200
+    # Once the lock runs out, the next failure locks twice as long.
+    cache.delete(f"login-lock:{_pair(user.email, '10.0.0.66')}")
+    assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker).status_code == 401
+    again = post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker)
+    assert again.status_code == 429 and 55 <= int(again["Retry-After"]) <= 60
+
+
+def test_a_successful_login_forgets_the_failures(settings, user):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "LOGIN_LOCKOUT_AFTER_FAILURES": 3}
+    client = APIClient()
+    for _ in range(2):
+        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}).status_code == 401
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}).status_code == 200
+    for _ in range(2):
+        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}).status_code == 401
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}).status_code == 200
 
 
 def test_a_spoofed_forwarded_for_does_not_dodge_the_address_throttle(settings):
