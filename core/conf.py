@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_TOUCH_INTERVAL": timedelta(seconds=60),
     "SESSION_INTENT_TTL": timedelta(seconds=30),
     "MAX_ACTIVE_SESSIONS_PER_USER": 10,
+    # A just-rotated refresh token presented again this soon, from the same client
+    # address, gets the same successor instead of ending the session (0 turns it off).
+    "REFRESH_REUSE_GRACE": timedelta(seconds=10),
     # Login lockout per (account, client address): after this many failures, wait
     # LOGIN_LOCKOUT, doubling per further failure up to LOGIN_LOCKOUT_MAX.
     "LOGIN_LOCKOUT_AFTER_FAILURES": 5,

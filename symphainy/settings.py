@@ -275,6 +275,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "SESSION_TOUCH_INTERVAL_SECONDS": ("SESSION_TOUCH_INTERVAL", lambda n: _env_seconds(n, 0)),
     "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
     "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
+    "REFRESH_REUSE_GRACE_SECONDS": ("REFRESH_REUSE_GRACE", lambda n: _env_seconds(n, 0)),
     "LOGIN_LOCKOUT_AFTER_FAILURES": ("LOGIN_LOCKOUT_AFTER_FAILURES", lambda n: _env_int(n, 0)),
     "LOGIN_LOCKOUT_SECONDS": ("LOGIN_LOCKOUT", lambda n: _env_seconds(n, 0)),
     "LOGIN_LOCKOUT_MAX_SECONDS": ("LOGIN_LOCKOUT_MAX", lambda n: _env_seconds(n, 0)),

@@ -229,11 +229,14 @@ def test_refresh_rotates_and_the_old_token_dies(user):
     assert me.status_code == 200 and me.json()["session_id"] == body["session_id"]
 
 
-def test_reusing_a_refresh_token_ends_the_session(user):
+@pytest.mark.parametrize("grace_seconds, reuse_address", [(10, "10.9.9.9"), (0, "127.0.0.1")])
+def test_reusing_a_refresh_token_ends_the_session(settings, user, grace_seconds, reuse_address):
+    """From another client, or with no grace window, a second presentation is theft."""
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "REFRESH_REUSE_GRACE": timedelta(seconds=grace_seconds)}
     body = factories.login(APIClient(), user)
     client = APIClient()
     fresh = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}).json()
-    reuse = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    reuse = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, REMOTE_ADDR=reuse_address)
     assert reuse.status_code == 401
     session = RuntimeSession.objects.get(pk=body["session_id"])
     assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
@@ -273,7 +276,29 @@ def test_one_refresh_token_presented_twice_at_once():
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sorted(results) == [200, 401]
+    # Two tabs of one client: both get the successor (the grace window), the session lives.
+    assert results == [200, 200]
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+
+
+def test_the_just_rotated_token_again_from_the_same_client_gets_the_same_successor(user):
+    body = factories.login(APIClient(), user)
+    client = APIClient()
+    first = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    again = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    assert first.status_code == again.status_code == 200
+    assert again.json()["refresh_token"] == first.json()["refresh_token"]
+    assert again.json()["access_token"] == first.json()["access_token"]
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+    # Nothing usable was stored for it: the outstanding-token ledger holds no token text.
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    assert set(OutstandingToken.objects.values_list("token", flat=True)) == {""}
+    # The successor works once; after that, the old token is theft again.
+    third = post(client, "/api/auth/refresh", {"refresh_token": first.json()["refresh_token"]})
+    assert third.status_code == 200
+    late = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    assert late.status_code == 401
     session = RuntimeSession.objects.get(pk=body["session_id"])
     assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
 
