@@ -52,6 +52,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     class Meta:
         ordering = ["email"]
+        permissions = [("deactivate_user", "Can deactivate users (ends their sessions)")]
 
     def __str__(self) -> str:
         return self.email
@@ -75,6 +76,7 @@ class Tenant(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("suspend_tenant", "Can suspend and activate tenants (ends their sessions)")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slug})"

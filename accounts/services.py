@@ -205,3 +205,36 @@ def tenant_suspend(*, tenant: Tenant, caller: Caller) -> int:
     return sessions_end(
         sessions=RuntimeSession.objects.filter(tenant_id=tenant.pk), reason=EndReason.TENANT_SUSPENDED, caller=caller
     )
+
+
+@transaction.atomic
+def tenant_activate(*, tenant: Tenant, caller: Caller) -> bool:
+    """Let a suspended tenant's members log in again. Sessions ended by the suspension stay
+    ended, so no token issued before it works again. Returns whether anything changed."""
+    changed = bool(Tenant.objects.filter(pk=tenant.pk, status=TenantStatus.SUSPENDED).update(status=TenantStatus.ACTIVE))
+    if changed:
+        audit_record(kind=AuditEvent.Kind.TENANT_ACTIVATED, caller=caller, tenant_id=tenant.pk)
+    tenant.status = TenantStatus.ACTIVE
+    return changed
+
+
+@transaction.atomic
+def user_activate(*, user: User, caller: Caller) -> bool:
+    """Let a deactivated user log in again (their old sessions stay ended)."""
+    changed = bool(User.objects.filter(pk=user.pk, is_active=False).update(is_active=True))
+    if changed:
+        audit_record(kind=AuditEvent.Kind.USER_ACTIVATED, caller=caller, user_id=user.pk)
+    user.is_active = True
+    return changed
+
+
+@transaction.atomic
+def user_password_set(*, user: User, password: str, caller: Caller) -> int:
+    """Set a new password and end every session of the user, so that a token stolen with
+    the old password dies with it (their sockets close with 4409). Returns how many ended."""
+    user.set_password(password)
+    User.objects.filter(pk=user.pk).update(password=user.password)
+    audit_record(kind=AuditEvent.Kind.PASSWORD_CHANGED, caller=caller, user_id=user.pk)
+    return sessions_end(
+        sessions=RuntimeSession.objects.filter(user_id=user.pk), reason=EndReason.PASSWORD_CHANGED, caller=caller
+    )

@@ -1,4 +1,4 @@
-"""The read-only admin base, and the audit trail's admin."""
+"""The read-only admin base, the id-or-email search, and the audit trail's admin."""
 
 from __future__ import annotations
 
@@ -24,17 +24,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class IdOrEmailSearch:
+    """Search by an exact id (`search_id_field`) or by the user's email. An empty search
+    is no filter: a join on the user would hide the rows without one (failed logins,
+    socket refusals, tenant changes)."""
+
+    search_id_field = "pk"
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(**{self.search_id_field: uuid.UUID(term)}), False
+        except ValueError:
+            return queryset.filter(user__email__icontains=term), False
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(IdOrEmailSearch, ReadOnlyAdmin):
+    search_id_field = "session_id"
     list_display = ["at", "kind", "actor_type", "actor", "user", "tenant", "session_id", "client_address"]
     list_select_related = ["actor", "user", "tenant"]
     list_filter = ["kind", "actor_type"]
     search_fields = ["=session_id", "user__email"]
     date_hierarchy = "at"
     show_full_result_count = False
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        try:
-            return queryset.filter(session_id=uuid.UUID(search_term.strip())), False
-        except ValueError:
-            return queryset.filter(user__email__icontains=search_term), False

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_TOKEN_DELAY": 0.02,
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     "AUDIT_RETENTION": timedelta(days=90),
+    "ADMIN_LOGIN_FAILURES_PER_MINUTE": 10,
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
     # Lets the public development SECRET_KEY through the start-up check with DEBUG off

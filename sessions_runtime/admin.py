@@ -16,7 +16,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from core.admin import ReadOnlyAdmin
+from core.admin import IdOrEmailSearch, ReadOnlyAdmin
 from core.caller import Caller
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
@@ -114,7 +114,10 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         document = session_state_read(session=session)
         return _pretty({"version": document.version, "data": document.data})
 
-    @admin.action(description="End selected sessions")
+    def has_end_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("sessions_runtime.end_runtimesession")
+
+    @admin.action(description="End selected sessions", permissions=["end"])
     def end_sessions(self, request: HttpRequest, queryset: QuerySet[RuntimeSession]) -> None:
         caller = Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
         ended = sessions_end(
@@ -124,7 +127,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdmin):
+class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     list_display = ["id", "intent_type", "status", "user", "tenant", "session_id", "created_at", "finished_at"]
     list_select_related = ["user", "tenant"]
     list_filter = ["status", "intent_type"]
@@ -134,12 +137,6 @@ class ExecutionAdmin(ReadOnlyAdmin):
         "cancel_requested", "attempts", "worker", "created_at", "started_at", "finished_at", "heartbeat_at",
     ]
     readonly_fields = fields
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        try:
-            return queryset.filter(pk=uuid.UUID(search_term.strip())), False
-        except ValueError:
-            return queryset.filter(user__email__icontains=search_term), False
 
     @admin.display(description="result")
     def result_shown(self, execution: Execution) -> str:

@@ -31,6 +31,7 @@ class EndReason(models.TextChoices):
     USER_DEACTIVATED = "user_deactivated", "User deactivated"
     MEMBERSHIP_REMOVED = "membership_removed", "Membership removed"
     TENANT_SUSPENDED = "tenant_suspended", "Tenant suspended"
+    PASSWORD_CHANGED = "password_changed", "Password changed"
 
 
 EXPIRY_REASONS = frozenset({EndReason.EXPIRED_IDLE, EndReason.EXPIRED_ABSOLUTE})
@@ -96,6 +97,9 @@ class RuntimeSession(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Ending a session is a change with consequences (tokens die, sockets close):
+        # the admin asks for this permission, not for "view".
+        permissions = [("end_runtimesession", "Can end runtime sessions")]
         indexes = [
             models.Index(fields=["user", "status", "created_at"], name="session_user_status"),
             models.Index(fields=["tenant", "status", "created_at"], name="session_tenant_status"),

@@ -304,6 +304,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "AGENT_TOKEN_DELAY_SECONDS": ("AGENT_TOKEN_DELAY", _env_float),
     "IDEMPOTENCY_TTL_SECONDS": ("IDEMPOTENCY_TTL", lambda n: _env_seconds(n, 0)),
     "AUDIT_RETENTION_SECONDS": ("AUDIT_RETENTION", lambda n: _env_seconds(n, 0)),
+    "ADMIN_LOGIN_FAILURES_PER_MINUTE": ("ADMIN_LOGIN_FAILURES_PER_MINUTE", lambda n: _env_int(n, 0)),
     "DEMO_EMAIL": ("DEMO_EMAIL", _env),
     "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
     "SYMPHAINY_INSECURE_DEV_KEY": ("INSECURE_DEV_KEY", _env_bool),

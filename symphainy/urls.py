@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
+from accounts.admin import admin_login
 from core.metrics import metrics_view
 from symphainy.health import HealthApi
 
@@ -13,6 +14,8 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    # The admin's login page, throttled and audited (accounts.admin.admin_login).
+    path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
     path("", include("console.urls")),
 ]
