@@ -58,3 +58,17 @@ def startup_checks_enforce() -> None:
     if errors:
         lines = "\n".join(f"{e.id}: {e.msg} HINT: {e.hint}" for e in errors)
         raise ImproperlyConfigured(f"Refusing to start:\n{lines}")
+
+
+@checks.register()
+def rates_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E003: a rate setting that does not parse (it would fail at the first request)."""
+    from core.limits import parse_rate
+
+    errors: list[checks.CheckMessage] = []
+    for name in ("WS_MESSAGE_RATE", "INTENT_SUBMIT_RATE", "SESSION_CREATE_RATE"):
+        try:
+            parse_rate(getattr(runtime_settings, name))
+        except ValueError as exc:
+            errors.append(checks.Error(f"{name}: {exc}", id="core.E003"))
+    return errors

@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "STATE_BACKEND": "database",
     "STATE_MAX_BYTES": 256 * 1024,
     "EXECUTION_RUNNER": "asyncio",
+    # Per user: intent submissions and API-created sessions per window, and executions
+    # created or running at once; over them, 429 with Retry-After.
+    "INTENT_SUBMIT_RATE": "60/min",
+    "SESSION_CREATE_RATE": "20/min",
+    "MAX_RUNNING_EXECUTIONS_PER_USER": 10,
     "EXECUTION_STALE_AFTER": timedelta(seconds=60),
     "EXECUTION_MAX_ATTEMPTS": 3,
     "INTENT_HANDLERS": {

@@ -60,13 +60,16 @@ def execution_cancel(*, execution: Execution) -> Execution:
 
 
 def execution_progress(*, execution_id: uuid.UUID, progress: dict[str, int]) -> bool:
-    """Store progress of a running execution; returns whether cancellation was requested."""
+    """Store progress of a running execution; returns whether it must stop: cancellation
+    was requested, or its session ended (work nobody can use any more)."""
     with transaction.atomic():
         now = timezone.now()
         Execution.objects.filter(pk=execution_id, status=ExecutionStatus.RUNNING).update(
             progress=progress, updated_at=now, heartbeat_at=now
         )
-        execution = Execution.objects.get(pk=execution_id)
+        execution = Execution.objects.select_related("session").get(pk=execution_id)
+        if not execution.session.is_usable():
+            return True
         if execution.status == ExecutionStatus.RUNNING:
             execution_announce(execution, "execution.progress")
         return execution.cancel_requested or execution.status != ExecutionStatus.RUNNING
@@ -83,7 +86,11 @@ def execution_claim(*, execution_id: uuid.UUID, worker: str) -> Execution | None
     )
     if not claimed:
         return None
-    execution = Execution.objects.select_related("intent").get(pk=execution_id)
+    execution = Execution.objects.select_related("intent", "session").get(pk=execution_id)
+    if not execution.session.is_usable():
+        # The session ended before the execution started: it never runs.
+        _finish(execution, status=ExecutionStatus.CANCELLED, now=now)
+        return None
     execution_announce(execution, "execution.started")
     return execution
 

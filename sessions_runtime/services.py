@@ -19,6 +19,7 @@ from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import session_ended_broadcast
 from core.exceptions import CloseCode
+from core.limits import rate_limit_take
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
@@ -28,7 +29,7 @@ from sessions_runtime.models import (
     RuntimeSession,
     SessionStatus,
 )
-from sessions_runtime.session_intents import SessionIntent, session_intent_validate
+from sessions_runtime.session_intents import SessionIntent, SessionIntentAction, session_intent_validate
 
 
 @transaction.atomic
@@ -38,6 +39,9 @@ def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     The user's row is locked, so concurrent logins of one user are serialized and the
     active-session cap holds; over the cap the oldest active sessions are superseded.
     """
+    if intent.action == SessionIntentAction.API_CREATE:
+        # Logins have their own throttles; another tab or device is bounded per user.
+        rate_limit_take(scope="session_create", ident=intent.user_id, rate=runtime_settings.SESSION_CREATE_RATE)
     now = timezone.now()
     user = User.objects.select_for_update().get(pk=intent.user_id)
     tenant = Tenant.objects.get(pk=intent.tenant_id)

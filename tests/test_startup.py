@@ -67,3 +67,10 @@ def test_the_check_in_process(settings):
         assert [e.id for e in signing_keys_check()] == ["core.E002"]
     with override_settings(DEBUG=False, SECRET_KEY=REAL_KEY, SIMPLE_JWT={**settings.SIMPLE_JWT, "SIGNING_KEY": "k" * 32}):
         assert signing_keys_check() == []
+
+
+def test_a_rate_that_does_not_parse_is_a_start_up_error(settings):
+    from core.checks import rates_check
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "INTENT_SUBMIT_RATE": "lots"}
+    assert [e.id for e in rates_check()] == ["core.E003"]

@@ -406,7 +406,7 @@ async def test_refresh_token_reuse_closes_the_socket():
     client = APIClient()
     first = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
     assert first.status_code == 200
-    reuse = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
+    reuse = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json", REMOTE_ADDR="10.9.9.9")
     assert reuse.status_code == 401
     await _assert_closes(sock, 4409)
 

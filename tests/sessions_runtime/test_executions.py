@@ -8,7 +8,6 @@ so what the test writes must be committed for the runner to see it.
 from __future__ import annotations
 
 import json
-
 import time
 import uuid
 from datetime import timedelta
