@@ -237,13 +237,9 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "intent.accepted", **submission.response, "replayed": submission.replayed})
 
     async def _on_agent_message(self, message: dict[str, Any]) -> None:
-        text, context, conversation_id = agent_message_parse(message)
-        grant = self.grant
-        background(
-            agent_message_run(
-                caller=grant.caller(self._client_address()), text=text, context=context, conversation_id=conversation_id,
-            )
-        )
+        caller = self.grant.caller(self._client_address())
+        text, context, conversation_id = agent_message_parse(message, caller=caller)
+        background(agent_message_run(caller=caller, text=text, context=context, conversation_id=conversation_id))
 
     async def _touch(self) -> None:
         # Paced by the same rule as REST requests; only a due touch costs a thread hop.

@@ -19,10 +19,12 @@ from typing import Any, AsyncIterator, Callable
 from channels.db import database_sync_to_async
 from django.utils.module_loading import import_string
 
+from accounts.models import Permission
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import runtime_event_send
 from core.exceptions import InvalidRequest, VersionConflict, error_for_client
+from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
 from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key
 
 logger = logging.getLogger(__name__)
@@ -52,8 +54,16 @@ async def echo_agent(message: AgentMessage) -> AsyncIterator[str]:
         yield word.upper() + (" " if index < len(words) - 1 else "")
 
 
-def agent_message_parse(message: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
-    """(text, context, conversation_id) from an `agent.message` frame, or InvalidRequest."""
+def agent_message_authorize(caller: Caller) -> None:
+    """An agent message writes the conversation into session state: it takes the write
+    permission (a viewer may read, not talk to the agent)."""
+    access_require_permission(caller=caller, permission=Permission.WRITE, what=AGENT_MESSAGE)
+
+
+def agent_message_parse(message: dict[str, Any], *, caller: Caller) -> tuple[str, dict[str, Any], str]:
+    """(text, context, conversation_id) from an `agent.message` frame that `caller` may
+    send; InvalidRequest or PermissionDenied (an error frame) otherwise."""
+    agent_message_authorize(caller)
     payload = message.get("payload")
     if not isinstance(payload, dict):
         raise InvalidRequest("'payload' must be an object with 'text'.")
@@ -94,6 +104,7 @@ def conversation_append(
 async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any], conversation_id: str) -> None:
     """Run the configured agent in the caller's session and stream its tokens to the
     session's sockets."""
+    agent_message_authorize(caller)  # before any event: a refused message leaves no trace
     session_id, user_id, tenant_id = caller.session_id, caller.user_id, caller.tenant_id
     message_id = str(uuid.uuid4())
     base = {"conversation_id": conversation_id, "message_id": message_id}

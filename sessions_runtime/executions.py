@@ -20,7 +20,7 @@ from core.ids import uuid_parse
 from core.metrics import EXECUTION_DURATION
 from core.models import AuditEvent
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
-from sessions_runtime.selectors import access_visible
+from sessions_runtime.selectors import EXECUTION_CANCEL, access_require_write, access_visible
 from sessions_runtime.serializers import ExecutionSerializer
 
 
@@ -46,8 +46,10 @@ def execution_get_for_caller(*, caller: Caller, execution_id: object) -> Executi
 
 
 @transaction.atomic
-def execution_cancel(*, execution: Execution) -> Execution:
-    """Cancel: at once when not started, at the handler's next progress report when running."""
+def execution_cancel(*, execution: Execution, caller: Caller) -> Execution:
+    """Cancel: at once when not started, at the handler's next progress report when running.
+    Only the execution's own user, with the write permission, may cancel it."""
+    access_require_write(caller=caller, owner_id=execution.user_id, what=EXECUTION_CANCEL)
     execution = Execution.objects.select_for_update().get(pk=execution.pk)
     if execution.is_finished:
         raise ExecutionFinished()

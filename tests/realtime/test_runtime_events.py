@@ -168,3 +168,22 @@ async def test_a_failing_agent_reports_its_type_not_its_text(settings, caplog):
     assert frames[-1]["data"]["error"] == {"type": "RuntimeError", "message": "The agent failed."}
     assert "hunter2" in caplog.text
     await sock.close()
+
+
+async def test_a_viewer_cannot_send_agent_messages():
+    """agent.message writes the conversation into state: it takes the write permission."""
+    from core.caller import Caller
+    from core.exceptions import PermissionDenied
+    from sessions_runtime.agents import agent_message_run
+
+    _, body = await login_new_user(role=Role.VIEWER)
+    sock = await open_ready(body["access_token"])
+    await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
+    error = await sock.receive()
+    assert error["type"] == "error" and error["error"] == "permission_denied", error
+    assert await sock.nothing()  # no agent.started: nothing ran
+    await sock.close()
+    viewer = Caller(user_id=body["user_id"], tenant_id=body["tenant_id"], session_id=body["session_id"], role=Role.VIEWER,
+                    permissions=tuple(body["permissions"]))
+    with pytest.raises(PermissionDenied):
+        await agent_message_run(caller=viewer, text="hi", context={}, conversation_id="c")

@@ -342,3 +342,18 @@ def test_a_finished_execution_is_timed_in_the_metrics():
     assert response.status_code == 202
     finished(response.json()["execution_id"])
     eventually(lambda: count() == before + 1, message="the duration to be observed")
+
+
+def test_a_tenant_admin_reads_members_executions_but_cancels_only_their_own():
+    member_api, member, member_user = as_user()
+    admin_api, admin, _ = as_user(tenant=member_user.memberships.get().tenant, role=Role.ADMIN)
+    theirs = submit(member_api, member, "batch", {"items": list(range(100)), "delay_s": 0.2}).json()
+    assert admin_api.get(f"/api/execution/{theirs['execution_id']}/status").status_code == 200
+    refused = admin_api.post(f"/api/execution/{theirs['execution_id']}/cancel")
+    assert refused.status_code == 403 and refused.json()["error"] == "permission_denied"
+    assert not Execution.objects.get(pk=theirs["execution_id"]).cancel_requested
+    own = submit(admin_api, admin, "batch", {"items": list(range(100)), "delay_s": 0.2}).json()
+    assert admin_api.post(f"/api/execution/{own['execution_id']}/cancel").status_code == 202
+    assert member_api.post(f"/api/execution/{theirs['execution_id']}/cancel").status_code == 202
+    finished(theirs["execution_id"])
+    finished(own["execution_id"])
