@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
@@ -25,7 +26,7 @@ from core.conf import runtime_settings
 from core.events import runtime_event_send
 from core.exceptions import InvalidRequest, VersionConflict, error_for_client
 from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
-from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key
+from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key, state_size
 
 logger = logging.getLogger(__name__)
 MAX_TEXT_LENGTH = 16_000
@@ -83,18 +84,41 @@ def conversation_history(*, tenant_id: uuid.UUID, session_id: uuid.UUID, convers
     return tuple(state_backend().read(key).data.get(conversation_id, []))
 
 
+def _conversations_bounded(data: dict[str, Any], *, current: str, limit: int) -> dict[str, Any] | None:
+    """Drop the least recently used conversations, then the current one's oldest turns,
+    until the document fits STATE_MAX_BYTES; None when even the newest exchange does not.
+    Recency is each conversation's last `at`: jsonb keeps no key order to go by."""
+    def last_used(conversation_id: str) -> float:
+        turns = data[conversation_id]
+        return float(turns[-1].get("at", 0)) if turns and isinstance(turns[-1], dict) else 0.0
+
+    others = sorted((cid for cid in data if cid != current), key=last_used)
+    while state_size(data) > limit and others:
+        del data[others.pop(0)]
+    while state_size(data) > limit and len(data[current]) > 2:
+        data[current] = data[current][2:]  # one user turn and its reply at a time
+    return data if state_size(data) <= limit else None
+
+
 def conversation_append(
     *, tenant_id: uuid.UUID, session_id: uuid.UUID, conversation_id: str, turns: list[dict[str, Any]]
 ) -> None:
-    """Append turns with compare-and-set, retrying when another writer got there first."""
+    """Append turns with compare-and-set, retrying when another writer got there first.
+    The document stays within STATE_MAX_BYTES like every other state write."""
     key = state_key(tenant_id=tenant_id, session_id=session_id, namespace=CONVERSATION_NAMESPACE)
     backend = state_backend()
+    at = time.time()
+    stamped = [{**turn, "at": at} for turn in turns]
     for _ in range(5):
         document = backend.read(key)
         data = dict(document.data)
-        data[conversation_id] = (list(data.get(conversation_id, [])) + turns)[-MAX_TURNS_KEPT:]
+        data[conversation_id] = (list(data.get(conversation_id, [])) + stamped)[-MAX_TURNS_KEPT:]
+        bounded = _conversations_bounded(data, current=conversation_id, limit=runtime_settings.STATE_MAX_BYTES)
+        if bounded is None:
+            logger.warning("conversation %s: one exchange exceeds STATE_MAX_BYTES; not saved", conversation_id)
+            return
         try:
-            backend.write(key, data, expected_version=document.version)
+            backend.write(key, bounded, expected_version=document.version)
             return
         except VersionConflict:
             continue
