@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
+from accounts.passwords import password_hashing_slot
 from accounts.throttles import login_failure_record, login_failures_clear, login_lockout_check
 from accounts.tokens import TokenPair, tokens_issue
 from core.audit import audit_record
@@ -89,7 +90,7 @@ def user_register(
     if User.objects.filter(email=email).exists():
         raise EmailTaken()
     try:
-        with transaction.atomic():
+        with password_hashing_slot(), transaction.atomic():
             user = User.objects.create_user(email=email, password=password, name=name)
     except IntegrityError:
         raise EmailTaken() from None
@@ -122,7 +123,8 @@ def auth_login(
     """
     email = normalize_email(email)
     login_lockout_check(email=email, client_address=client_address)
-    user = authenticate(request=None, email=email, password=password)
+    with password_hashing_slot():
+        user = authenticate(request=None, email=email, password=password)
     failure = Caller(client_address=client_address)
     if user is None:
         audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=failure, data={"email": email[:254], "reason": "credentials"})

@@ -61,6 +61,11 @@ DEFAULTS: dict[str, Any] = {
     "IDEMPOTENCY_TTL": timedelta(hours=24),
     "AUDIT_RETENTION": timedelta(days=90),
     "ADMIN_LOGIN_FAILURES_PER_MINUTE": 10,
+    # Concurrent password hashes per process (0: one per core), logins waiting for one, and
+    # how long each may wait (accounts.passwords).
+    "LOGIN_HASH_CONCURRENCY": 0,
+    "LOGIN_HASH_QUEUE": 100,
+    "LOGIN_HASH_WAIT": timedelta(seconds=15),
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
     # Lets the public development SECRET_KEY through the start-up check with DEBUG off

@@ -51,6 +51,8 @@ class ServiceError(Exception):
     code: str = "invalid_request"
     default_message: str = "The request is invalid."
     close_code: CloseCode = CloseCode.SERVER_ERROR
+    # Seconds a client should wait before retrying (sent as Retry-After), if it should.
+    retry_after: int | None = None
     # On an open socket, whether this error closes it (True) or is answered with an
     # `error` frame while the socket stays open (False). A refused handshake always closes.
     closes_socket: bool = False
@@ -184,6 +186,15 @@ class RateLimited(ServiceError):
 class DependencyUnavailable(ServiceError):
     status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER
     default_message = "A dependency is unavailable. Try again later."
+    closes_socket = True
+
+
+class Overloaded(ServiceError):
+    """This process is at its bound for the work asked (e.g. concurrent password hashes)."""
+
+    status_code, code, close_code = 503, "overloaded", CloseCode.TRY_AGAIN_LATER
+    default_message = "The server is busy. Retry shortly."
+    retry_after = 1
     closes_socket = True
 
 

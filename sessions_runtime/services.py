@@ -28,31 +28,50 @@ from sessions_runtime.models import (
     EndReason,
     RuntimeSession,
     SessionStatus,
+    expiry_reason,
 )
 from sessions_runtime.session_intents import SessionIntent, SessionIntentAction, session_intent_validate
 
 
-@transaction.atomic
+# No savepoint: inside a caller's transaction (login) a failure here fails it whole anyway.
+@transaction.atomic(savepoint=False)
 def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     """Validate the intent against policy and create the session it asks for.
 
     The user's row is locked, so concurrent logins of one user are serialized and the
     active-session cap holds; over the cap the oldest active sessions are superseded.
+    Two reads in the common case: the membership with its user (locked) and tenant, then
+    the user's active sessions.
     """
     if intent.action == SessionIntentAction.API_CREATE:
         # Logins have their own throttles; another tab or device is bounded per user.
         rate_limit_take(scope="session_create", ident=intent.user_id, rate=runtime_settings.SESSION_CREATE_RATE)
     now = timezone.now()
-    user = User.objects.select_for_update().get(pk=intent.user_id)
-    tenant = Tenant.objects.get(pk=intent.tenant_id)
-    membership = Membership.objects.filter(user_id=user.pk, tenant_id=tenant.pk).first()
+    membership = (
+        Membership.objects.select_related("user", "tenant")
+        .select_for_update(of=("user",))
+        .filter(user_id=intent.user_id, tenant_id=intent.tenant_id)
+        .first()
+    )
+    if membership is not None:
+        user, tenant = membership.user, membership.tenant
+    else:  # refused below; still read under the same lock for the right refusal
+        user = User.objects.select_for_update().get(pk=intent.user_id)
+        tenant = Tenant.objects.get(pk=intent.tenant_id)
     session_intent_validate(intent, user=user, tenant=tenant, membership=membership, now=now)
 
+    # The user's active sessions, read once: those past an expiry are expired, then the
+    # oldest over the cap are superseded.
     system = Caller.system()
-    active = RuntimeSession.objects.filter(user_id=user.pk, status=SessionStatus.ACTIVE)
-    _sessions_expire(active, now=now)
+    live: list[uuid.UUID] = []
+    due: dict[str, list[uuid.UUID]] = {}
+    rows = RuntimeSession.objects.filter(user_id=user.pk, status=SessionStatus.ACTIVE).order_by("created_at", "id")
+    for session_id, expires_at, idle_expires_at in rows.values_list("id", "expires_at", "idle_expires_at"):
+        reason = expiry_reason(expires_at=expires_at, idle_expires_at=idle_expires_at, now=now)
+        (due.setdefault(reason, []) if reason else live).append(session_id)
+    for reason, ids in due.items():
+        _sessions_end(RuntimeSession.objects.filter(id__in=ids), reason=reason, caller=system, now=now)
     cap = max(1, int(intent.policies.get("max_active_sessions", runtime_settings.MAX_ACTIVE_SESSIONS_PER_USER)))
-    live = list(active.order_by("created_at", "id").values_list("id", flat=True))
     if len(live) >= cap:
         oldest = live[: len(live) - cap + 1]
         _sessions_end(

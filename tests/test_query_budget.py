@@ -41,3 +41,14 @@ def test_the_socket_cap_is_counted_in_the_check_query(login_body, settings, djan
     connection_open(grant=socket_authorize(claims=claims, requested_session_id=None), channel_name="c!1")
     with django_assert_num_queries(1), pytest.raises(RateLimited):
         socket_authorize(claims=claims, requested_session_id=None)
+
+
+def test_a_login_takes_at_most_ten_statements(db, django_assert_max_num_queries):
+    """The password read, the membership, the locked policy read, the active sessions, then
+    the session, its audit row, the refresh token's ledger row and the login's audit row
+    (BEGIN and COMMIT counted too)."""
+    from accounts.services import auth_login
+
+    user = factories.make_user()
+    with django_assert_max_num_queries(10):
+        auth_login(email=user.email, password=factories.PASSWORD)
