@@ -4,12 +4,14 @@
 access log has its token query parameters redacted (the legacy socket transport carries
 `?access_token=`); the close codes 1009, 1011 and 1013 reach the client, as do the
 protocol-violation codes 1002 and 1007; a peer that stops reading is dropped (see
-`SymphainyWebSocketProtocol`). `symphainy.asgi` installs them whenever daphne imports it,
-so `daphne symphainy.asgi:application` and `manage.py runserver` get them too.
+`SymphainyWebSocketProtocol`); a body over MAX_REQUEST_BYTES is refused before it is
+read (`BoundedWebRequest`). `symphainy.asgi` installs them whenever it is imported, so
+`daphne symphainy.asgi:application` and `manage.py runserver` get them too.
+
 `python -m symphainy.serve [daphne options]` is daphne's own command line with the
-application defaulting to `symphainy.asgi:application`. Daphne's WebSocket ping keeps idle sockets honest:
-`--ping-interval` (default 20 s) and `--ping-timeout` (default 30 s) drop peers that stop
-answering.
+application defaulting to `symphainy.asgi:application`. Daphne's WebSocket ping keeps
+idle sockets honest: `--ping-interval` (default 20 s) and `--ping-timeout` (default
+30 s) drop peers that stop answering.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import sys
 from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
-from daphne.cli import CommandLineInterface
 from daphne import http_protocol
+from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
