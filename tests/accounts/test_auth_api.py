@@ -384,7 +384,7 @@ def test_over_the_cap_the_oldest_session_is_superseded(settings, user):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_logins_of_one_user_keep_the_cap(settings):
     settings.SYMPHAINY = {**settings.SYMPHAINY, "MAX_ACTIVE_SESSIONS_PER_USER": 3}
-    _throttle(settings, login_address="1000/min", login_account="1000/min")
+    _throttle(settings, login_address="1000/min")
     user = factories.make_user()
     statuses: list[int] = []
     barrier = threading.Barrier(8)
