@@ -15,6 +15,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 SLOW_BATCH = {"items": list(range(200)), "delay_s": 0.2}
 
 
+@pytest.fixture(autouse=True)
+def _no_execution_outlives_its_test():
+    """Executions run on the serving loop's thread: they finish inside the test that
+    started them, or they would reach the database after its end."""
+    yield
+    eventually(lambda: not Execution.objects.filter(status__in=["created", "running"]).exists(),
+               timeout=30, message="executions to finish")
+
+
 def _limit(settings, **values):
     settings.SYMPHAINY = {**settings.SYMPHAINY, **values}
 
@@ -72,4 +81,6 @@ def test_an_execution_whose_session_ended_never_starts(settings):
 def test_batch_accepts_at_most_a_thousand_items():
     api, body, _ = as_user()
     assert submit(api, body, "batch", {"items": [0] * 1001}).status_code == 400
-    assert submit(api, body, "batch", {"items": [0] * 1000, "delay_s": 0}).status_code == 202
+    accepted = submit(api, body, "batch", {"items": [0] * 1000, "delay_s": 0.01})
+    assert accepted.status_code == 202
+    api.post(f"/api/execution/{accepted.json()['execution_id']}/cancel")
