@@ -20,6 +20,9 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 
 venv: $(BIN)/.installed
 
+# The demo runs on the public development key with DEBUG off; it says so explicitly,
+# since the service otherwise refuses to start on that key (core.E001).
+run: export SYMPHAINY_INSECURE_DEV_KEY ?= 1
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.decorators import method_decorator
+from django.views.decorators.cache import never_cache
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -14,7 +16,6 @@ from rest_framework.views import APIView
 from accounts.models import Tenant, User, normalize_email
 from accounts.services import LoginResult, auth_login, auth_logout, auth_logout_all, user_register
 from accounts.throttles import (
-    LoginAccountThrottle,
     LoginAddressThrottle,
     RefreshAddressThrottle,
     RegisterAddressThrottle,
@@ -89,6 +90,7 @@ class RegisterApi(APIView):
                 raise serializers.ValidationError({"password": list(exc.messages)}) from None
             return attrs
 
+    @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
     @extend_schema(request=InputSerializer, responses={201: LoginOutputSerializer}, auth=[])
     def post(self, request: Request) -> Response:
         # Self-registration only; operators create accounts with manage.py whatever this says.
@@ -109,7 +111,7 @@ class RegisterApi(APIView):
 class LoginApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
-    throttle_classes = [LoginAddressThrottle, LoginAccountThrottle]
+    throttle_classes = [LoginAddressThrottle]  # and the per-account-and-address lockout, in auth_login
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -119,6 +121,7 @@ class LoginApi(APIView):
         password = serializers.CharField(max_length=128, trim_whitespace=False)
         tenant_id = serializers.UUIDField(required=False, allow_null=True, default=None)
 
+    @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
     @extend_schema(request=InputSerializer, responses={200: LoginOutputSerializer}, auth=[])
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -138,6 +141,7 @@ class RefreshApi(APIView):
 
         refresh_token = serializers.CharField(max_length=4096)
 
+    @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
     @extend_schema(request=InputSerializer, responses={200: TokenOutputSerializer}, auth=[])
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)

@@ -16,6 +16,7 @@ from django.utils.text import slugify
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User, normalize_email
 from accounts.passwords import password_hashing_slot
+from accounts.throttles import login_failure_record, login_failures_clear, login_lockout_check
 from accounts.tokens import TokenPair, tokens_issue
 from core.audit import audit_record
 from core.caller import Caller
@@ -131,16 +132,20 @@ def auth_login(
 ) -> LoginResult:
     """Check the password, pick the tenant, create the session and issue its tokens.
 
-    Unknown user, wrong password and inactive user are one `InvalidCredentials`. A failure
-    is audited (without the password) and leaves nothing else behind.
+    Unknown user, wrong password, inactive user and a right password without a usable
+    membership (none, another tenant's, a suspended tenant) are one `InvalidCredentials`:
+    a different answer would tell a guesser the password was right. The audit row keeps
+    the real reason. A failure leaves nothing else behind.
     """
     email = normalize_email(email)
+    login_lockout_check(email=email, client_address=client_address)
     with password_hashing_slot():
         user = authenticate(request=None, email=email, password=password)
     failure = Caller(client_address=client_address)
     if user is None:
         audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=failure, data={"email": email[:254], "reason": "credentials"})
         LOGINS.labels(outcome="failed").inc()
+        login_failure_record(email=email, client_address=client_address)
         raise InvalidCredentials()
     try:
         with transaction.atomic():
@@ -155,6 +160,7 @@ def auth_login(
                 session_id=result.session.pk,
             )
         LOGINS.labels(outcome="succeeded").inc()
+        login_failures_clear(email=email, client_address=client_address)
         return result
     except TenantAccessDenied as exc:
         audit_record(
@@ -164,7 +170,8 @@ def auth_login(
             data={"email": email, "reason": (exc.details or {}).get("reason", "tenant_access")},
         )
         LOGINS.labels(outcome="failed").inc()
-        raise
+        login_failure_record(email=email, client_address=client_address)  # counted like a wrong password
+        raise InvalidCredentials() from None
 
 
 def auth_logout(*, caller: Caller) -> None:

@@ -10,12 +10,17 @@ the database, never from the token.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone as dt_timezone
 from typing import Any
 
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework_simplejwt import settings as simplejwt_settings
@@ -27,12 +32,15 @@ from rest_framework_simplejwt.utils import datetime_to_epoch
 from accounts.models import role_permissions
 from core.audit import audit_record
 from core.caller import Caller
-from core.exceptions import InvalidToken, TokenExpired
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS, InvalidToken, TokenExpired
 from core.models import ActorType, AuditEvent
 from sessions_runtime.access import SessionAccess, access_check
 from sessions_runtime.models import EndReason, RuntimeSession
 from sessions_runtime.selectors import session_get_for_token
 from sessions_runtime.services import session_end
+
+logger = logging.getLogger(__name__)
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -137,29 +145,47 @@ def claims_authenticate(claims: TokenClaims, *, client_address: str | None = Non
     return session, caller_for(access, client_address=client_address)
 
 
-def tokens_issue(*, session: RuntimeSession) -> TokenPair:
-    """A new access and refresh token bound to `session`; neither outlives the session."""
-    now = timezone.now()
+def _derived_jti(seed: str, purpose: str) -> str:
+    """A jti only the signing key can compute from `seed` (see `token_refresh`)."""
+    key = jwt_settings().SIGNING_KEY
+    key_bytes = key.encode() if isinstance(key, str) else bytes(key)
+    return hmac.new(key_bytes, f"{seed}:{purpose}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def tokens_issue(*, session: RuntimeSession, seed: str | None = None, issued_at: datetime | None = None,
+                 record: bool = True) -> TokenPair:
+    """A new access and refresh token bound to `session`; neither outlives the session.
+
+    With `seed` and `issued_at`, every claim is derived from them, so the same call gives
+    the same tokens again (HS256 is deterministic): how a refresh within the grace window
+    answers with the successor it already issued without storing it."""
+    now = issued_at or timezone.now()
     refresh = RefreshToken()
     refresh[jwt_settings().USER_ID_CLAIM] = str(session.user_id)
     refresh[TENANT_CLAIM] = str(session.tenant_id)
     refresh[SESSION_CLAIM] = str(session.pk)
     refresh_expires_at = min(now + jwt_settings().REFRESH_TOKEN_LIFETIME, session.expires_at)
     refresh["exp"] = datetime_to_epoch(refresh_expires_at)
+    if seed is not None:
+        refresh["iat"] = datetime_to_epoch(now)
+        refresh[jwt_settings().JTI_CLAIM] = _derived_jti(seed, "refresh")
 
     access = refresh.access_token
     access_expires_at = min(now + jwt_settings().ACCESS_TOKEN_LIFETIME, session.expires_at)
     access["exp"] = datetime_to_epoch(access_expires_at)
+    if seed is not None:
+        access[jwt_settings().JTI_CLAIM] = _derived_jti(seed, "access")
 
     # The blacklist app's ledger of issued refresh tokens, which rotation consumes. The
     # encoded token itself is not kept: no usable credential rests in the database.
-    OutstandingToken.objects.create(
-        user_id=session.user_id,
-        jti=refresh[jwt_settings().JTI_CLAIM],
-        token="",
-        created_at=now,
-        expires_at=refresh_expires_at,
-    )
+    if record:
+        OutstandingToken.objects.create(
+            user_id=session.user_id,
+            jti=refresh[jwt_settings().JTI_CLAIM],
+            token="",
+            created_at=now,
+            expires_at=refresh_expires_at,
+        )
     return TokenPair(
         access_token=str(access),
         refresh_token=str(refresh),
@@ -186,13 +212,66 @@ def _refresh_token_consume(claims: TokenClaims) -> bool:
     return True
 
 
+# --- Refresh with a grace window ---------------------------------------------------------
+# Two tabs, or a retry whose response was lost, present the token that was just rotated.
+# Within REFRESH_REUSE_GRACE, from the same client address, that is answered with the same
+# successor pair; anything else is still a theft verdict. Nothing usable is stored for it:
+# the cache keeps the rotation's time and a hash of the client address, and the successor
+# is signed again from the old token's jti (`tokens_issue(seed=)`), byte for byte the same.
+def _grace_key(jti: str) -> str:
+    return f"refresh-grace:{hashlib.sha256(jti.encode()).hexdigest()}"
+
+
+def _client_digest(client_address: str | None) -> str:
+    return hashlib.sha256((client_address or "-").encode()).hexdigest()
+
+
+def _grace_remember(claims: TokenClaims, *, rotated_at: int, client_address: str | None) -> None:
+    grace = runtime_settings.REFRESH_REUSE_GRACE.total_seconds()
+    if grace <= 0:
+        return
+    try:
+        cache.set(_grace_key(claims.jti), {"at": rotated_at, "client": _client_digest(client_address)}, timeout=grace)
+    except DEPENDENCY_ERRORS:  # without the record a repeat is a reuse: fails closed
+        logger.warning("cache unavailable; no refresh grace for this rotation", exc_info=True)
+
+
+def _grace_successor(claims: TokenClaims, *, client_address: str | None) -> TokenPair | None:
+    """The pair issued when this token was rotated, if it was rotated moments ago by the
+    same client and that successor is still unused; else None (a reuse)."""
+    try:
+        record = cache.get(_grace_key(claims.jti))
+    except DEPENDENCY_ERRORS:
+        return None
+    if not record or record.get("client") != _client_digest(client_address):
+        return None
+    if time.time() - record["at"] > runtime_settings.REFRESH_REUSE_GRACE.total_seconds():
+        return None
+    successor_jti = _derived_jti(claims.jti, "refresh")
+    if BlacklistedToken.objects.filter(token__jti=successor_jti).exists():
+        return None
+    session, _ = claims_authenticate(claims)
+    issued_at = datetime.fromtimestamp(record["at"], tz=dt_timezone.utc)
+    return tokens_issue(session=session, seed=claims.jti, issued_at=issued_at, record=False)
+
+
 def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPair:
-    """Rotate a refresh token. Presenting a used one again ends its session."""
+    """Rotate a refresh token. Presenting a used one again ends its session, except within
+    the grace window (see above)."""
     claims = token_decode(raw, expected_type=REFRESH)
     with transaction.atomic():
         if _refresh_token_consume(claims):
             session, _ = claims_authenticate(claims)
-            return tokens_issue(session=session)
+            rotated_at = int(time.time())
+            # Remembered before the commit: a concurrent presentation of this token waits
+            # on the blacklist row's unique key until then, and must find the record.
+            _grace_remember(claims, rotated_at=rotated_at, client_address=client_address)
+            return tokens_issue(
+                session=session, seed=claims.jti, issued_at=datetime.fromtimestamp(rotated_at, tz=dt_timezone.utc)
+            )
+    successor = _grace_successor(claims, client_address=client_address)
+    if successor is not None:
+        return successor
 
     system = Caller(kind=ActorType.SYSTEM, client_address=client_address)
     with transaction.atomic():

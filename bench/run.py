@@ -42,7 +42,10 @@ SERVER_ENV = {
     "WS_MAX_SOCKETS_PER_USER": "1000000",
     "WS_MESSAGE_RATE": "100000/s",
     "THROTTLE_LOGIN_ADDRESS": "1000000/min",
-    "THROTTLE_LOGIN_ACCOUNT": "1000000/min",
+    "SESSION_CREATE_RATE": "1000000/min",
+    "INTENT_SUBMIT_RATE": "1000000/min",
+    # The benchmark runs on the public development key, as `make run` does.
+    "SYMPHAINY_INSECURE_DEV_KEY": "1",
     "LOG_LEVEL": "WARNING",
 }
 

@@ -1,10 +1,12 @@
-"""System checks for the product settings declared in `core.conf`: types and ranges.
+"""Start-up checks that fail closed: the service refuses to run with a public signing key,
+or with a product setting of `core.conf` that is malformed (a rate that does not parse, a
+size, count, interval or TTL of zero or less, an unknown name).
 
-A bad value stops `manage.py check` and every server's start-up (`checks_enforce`, called by
-`symphainy/asgi.py` and `symphainy/wsgi.py`)
-with a message naming the setting, instead of failing on the first request or socket.
-Rules that belong to another app's code are checked there: the message rate in
-`realtime.checks`, handler paths and backends in `sessions_runtime.checks`.
+Registered as Django system checks (`manage.py check`, `runserver`, `migrate` and every
+command that runs checks), and run again by `startup_checks_enforce` when the ASGI or WSGI
+application is imported, so `python -m symphainy.serve`, plain `daphne` and gunicorn refuse too.
+Rules that belong to another app's code are checked there, with the same tag: handler
+paths and backends in `sessions_runtime.checks`.
 """
 
 from __future__ import annotations
@@ -15,22 +17,86 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
-from django.core.checks import Error, register
 from django.core.exceptions import ImproperlyConfigured
 
 from core.conf import DEFAULTS, runtime_settings
 
+# The key `symphainy/settings.py` falls back to when SECRET_KEY is unset: public, in the
+# repository, so anything signed with it can be forged.
+DEVELOPMENT_SECRET_KEY = "django-insecure-symphainy-local-development-key-change-me"
+# HS256 keys shorter than the hash output weaken the MAC (RFC 7518 §3.2 requires ≥ 256 bits).
+MIN_SIGNING_KEY_BYTES = 32
+TAG = "symphainy_security"
+# The product settings' checks: run by `check` and, like the security ones, at start-up.
+SETTINGS_TAG = "symphainy_settings"
+
+
+def _insecure_allowed() -> bool:
+    return bool(settings.DEBUG or runtime_settings.INSECURE_DEV_KEY)
+
+
+@checks.register(TAG)
+def signing_keys_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E001: the development SECRET_KEY outside DEBUG; core.E002: a short JWT key."""
+    errors: list[checks.CheckMessage] = []
+    if _insecure_allowed():
+        return errors
+    secret = settings.SECRET_KEY
+    if not secret or secret == DEVELOPMENT_SECRET_KEY or secret.startswith("django-insecure"):
+        errors.append(checks.Error(
+            "SECRET_KEY is unset (or the public development key) and DEBUG is off: anyone could forge tokens.",
+            hint="Set SECRET_KEY to a long random value; for a local run only, set DEBUG=1 or "
+                 "SYMPHAINY_INSECURE_DEV_KEY=1.",
+            id="core.E001",
+        ))
+    signing_key = settings.SIMPLE_JWT.get("SIGNING_KEY") or ""
+    key_bytes = signing_key.encode() if isinstance(signing_key, str) else bytes(signing_key)
+    if len(key_bytes) < MIN_SIGNING_KEY_BYTES:
+        errors.append(checks.Error(
+            f"JWT_SIGNING_KEY is {len(key_bytes)} bytes; HS256 needs at least {MIN_SIGNING_KEY_BYTES}.",
+            hint="Set JWT_SIGNING_KEY (or SECRET_KEY, its default) to at least 32 random bytes.",
+            id="core.E002",
+        ))
+    return errors
+
+
+def startup_checks_enforce() -> None:
+    """Raise ImproperlyConfigured with every security error; the servers call it at start."""
+    errors = [e for e in checks.run_checks(tags=[TAG, SETTINGS_TAG]) if e.is_serious()]
+    if errors:
+        lines = "\n".join(f"{e.id}: {e.msg} HINT: {e.hint}" for e in errors)
+        raise ImproperlyConfigured(f"Refusing to start:\n{lines}")
+
+
+@checks.register(SETTINGS_TAG)
+def rates_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E003: a rate setting that does not parse (it would fail at the first request)."""
+    from core.limits import parse_rate
+
+    errors: list[checks.CheckMessage] = []
+    for name in ("WS_MESSAGE_RATE", "INTENT_SUBMIT_RATE", "SESSION_CREATE_RATE"):
+        rate = getattr(runtime_settings, name)
+        try:
+            parse_rate(rate if isinstance(rate, str) else "")
+        except ValueError:
+            errors.append(checks.Error(f"{name}: Invalid rate {rate!r}; expected like '60/10s' or '100/min'.",
+                                       id="core.E003"))
+    return errors
+
+
+# --- Product settings (core.conf): types and ranges ------------------------------------
 POSITIVE_DURATIONS = (
     "SESSION_ABSOLUTE_TTL", "SESSION_IDLE_TTL", "SESSION_INTENT_TTL", "WS_RECHECK_INTERVAL",
     "WS_HEARTBEAT_INTERVAL", "WS_CONNECTION_FLUSH_INTERVAL", "EXECUTION_STALE_AFTER", "IDEMPOTENCY_TTL",
-    "AUDIT_RETENTION", "LOGIN_HASH_WAIT",
+    "AUDIT_RETENTION", "LOGIN_HASH_WAIT", "LOGIN_LOCKOUT", "LOGIN_LOCKOUT_MAX",
 )
-# Zero is meaningful here: touch on every request, or no access cache at all.
-NON_NEGATIVE_DURATIONS = ("SESSION_TOUCH_INTERVAL", "ACCESS_CACHE_TTL")
+# Zero is meaningful here: touch on every request, no access cache, no refresh-reuse grace.
+NON_NEGATIVE_DURATIONS = ("SESSION_TOUCH_INTERVAL", "ACCESS_CACHE_TTL", "REFRESH_REUSE_GRACE")
 POSITIVE_INTEGERS = (
     "MAX_ACTIVE_SESSIONS_PER_USER", "MAX_REQUEST_BYTES", "SESSION_METADATA_MAX_BYTES", "WS_MAX_SOCKETS_PER_USER",
     "WS_MAX_MESSAGE_BYTES", "WS_MAX_SEND_BUFFER_BYTES", "STATE_MAX_BYTES", "EXECUTION_MAX_ATTEMPTS",
-    "ADMIN_LOGIN_FAILURES_PER_MINUTE",
+    "ADMIN_LOGIN_FAILURES_PER_MINUTE", "LOGIN_LOCKOUT_AFTER_FAILURES", "JSON_MAX_DEPTH",
+    "MAX_RUNNING_EXECUTIONS_PER_USER",
 )
 # Zero is meaningful here: one hash per core, or no login waits for a hash.
 NON_NEGATIVE_INTEGERS = ("LOGIN_HASH_CONCURRENCY", "LOGIN_HASH_QUEUE")
@@ -40,68 +106,60 @@ NON_EMPTY_STRINGS = ("DEMO_EMAIL", "DEMO_PASSWORD")
 HINT = "Set it in the environment (see the README's configuration table) or in settings.SYMPHAINY."
 
 
-def checks_enforce() -> None:
-    """Run every system check and refuse to start on an error: WSGI and ASGI servers run
-    none themselves, so a bad setting would otherwise surface at the first request or socket."""
-    errors = [message for message in checks.run_checks() if message.is_serious()]
-    if errors:
-        raise ImproperlyConfigured("\n".join(["System checks failed:", *map(str, errors)]))
+def _error(name: str, problem: str, id: str, hint: str = HINT) -> checks.CheckMessage:
+    return checks.Error(f"SYMPHAINY[{name!r}] {problem}", hint=hint, id=id)
 
 
-def _error(name: str, problem: str, id: str, hint: str = HINT) -> Error:
-    return Error(f"SYMPHAINY[{name!r}] {problem}", hint=hint, id=id)
-
-
-@register()
-def check_product_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """core.E001 unknown name; E002 a duration that is not positive (or negative, where zero is
-    allowed); E003 a count or size below 1 (or below 0, where zero is allowed); E004 a delay
-    that is negative; E005 a flag, string or list of the wrong shape."""
-    errors: list[Error] = []
+@checks.register(SETTINGS_TAG)
+def check_product_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E004 unknown name; E005 a duration that is not positive (or negative, where zero is
+    allowed); E006 a count or size below 1 (or below 0, where zero is allowed); E007 a delay
+    that is negative; E008 a flag, string or list of the wrong shape."""
+    errors: list[checks.CheckMessage] = []
     configured = getattr(settings, "SYMPHAINY", {})
     if not isinstance(configured, dict):
-        return [Error("settings.SYMPHAINY must be a dict.", id="core.E005")]
+        return [checks.Error("settings.SYMPHAINY must be a dict.", id="core.E008")]
     for name in sorted(set(configured) - set(DEFAULTS)):
-        errors.append(_error(name, "is not a Symphainy setting.", "core.E001", hint="Check its spelling."))
+        errors.append(_error(name, "is not a Symphainy setting.", "core.E004", hint="Check its spelling."))
     for name in POSITIVE_DURATIONS + NON_NEGATIVE_DURATIONS:
         value = getattr(runtime_settings, name)
         if not isinstance(value, timedelta):
-            errors.append(_error(name, f"must be a timedelta, not {value!r}.", "core.E002"))
+            errors.append(_error(name, f"must be a timedelta, not {value!r}.", "core.E005"))
         elif name in POSITIVE_DURATIONS and value <= timedelta(0):
-            errors.append(_error(name, f"must be longer than zero, not {value.total_seconds():g} s.", "core.E002"))
+            errors.append(_error(name, f"must be longer than zero, not {value.total_seconds():g} s.", "core.E005"))
         elif value < timedelta(0):
-            errors.append(_error(name, f"must be zero or more, not {value.total_seconds():g} s.", "core.E002"))
+            errors.append(_error(name, f"must be zero or more, not {value.total_seconds():g} s.", "core.E005"))
     for name in POSITIVE_INTEGERS:
         value = getattr(runtime_settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            errors.append(_error(name, f"must be a whole number of at least 1, not {value!r}.", "core.E003"))
+            errors.append(_error(name, f"must be a whole number of at least 1, not {value!r}.", "core.E006"))
     for name in NON_NEGATIVE_INTEGERS:
         value = getattr(runtime_settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors.append(_error(name, f"must be a whole number of at least 0, not {value!r}.", "core.E003"))
+            errors.append(_error(name, f"must be a whole number of at least 0, not {value!r}.", "core.E006"))
     for name in NON_NEGATIVE_SECONDS:
         value = getattr(runtime_settings, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            errors.append(_error(name, f"must be zero or more seconds, not {value!r}.", "core.E004"))
+            errors.append(_error(name, f"must be zero or more seconds, not {value!r}.", "core.E007"))
     for name in NON_EMPTY_STRINGS:
         value = getattr(runtime_settings, name)
         if not isinstance(value, str) or not value.strip():
-            errors.append(_error(name, f"must be a non-empty string, not {value!r}.", "core.E005"))
+            errors.append(_error(name, f"must be a non-empty string, not {value!r}.", "core.E008"))
     for name in ("SERVER_INSTANCE", "METRICS_TOKEN"):
         value = getattr(runtime_settings, name)
         if value is not None and (not isinstance(value, str) or not value.strip()):
-            errors.append(_error(name, f"must be a non-empty string or unset, not {value!r}.", "core.E005"))
-    if not isinstance(runtime_settings.REGISTRATION_OPEN, bool):
-        errors.append(_error("REGISTRATION_OPEN", f"must be True or False, not {runtime_settings.REGISTRATION_OPEN!r}.",
-                             "core.E005"))
+            errors.append(_error(name, f"must be a non-empty string or unset, not {value!r}.", "core.E008"))
+    for name in ("REGISTRATION_OPEN", "INSECURE_DEV_KEY"):
+        if not isinstance(getattr(runtime_settings, name), bool):
+            errors.append(_error(name, f"must be True or False, not {getattr(runtime_settings, name)!r}.", "core.E008"))
     networks = runtime_settings.METRICS_ALLOWED_NETWORKS
     if not isinstance(networks, (list, tuple)):
-        errors.append(_error("METRICS_ALLOWED_NETWORKS", f"must be a list of networks, not {networks!r}.", "core.E005"))
+        errors.append(_error("METRICS_ALLOWED_NETWORKS", f"must be a list of networks, not {networks!r}.", "core.E008"))
     else:
         for network in networks:
             try:  # parsed as core.metrics parses it
                 ipaddress.ip_network(network, strict=False)
             except (TypeError, ValueError):
                 errors.append(_error("METRICS_ALLOWED_NETWORKS", f"holds {network!r}, which is not a network "
-                                     "like '10.0.0.0/8' or '::1/128'.", "core.E005"))
+                                     "like '10.0.0.0/8' or '::1/128'.", "core.E008"))
     return errors

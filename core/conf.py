@@ -19,7 +19,17 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_TOUCH_INTERVAL": timedelta(seconds=60),
     "SESSION_INTENT_TTL": timedelta(seconds=30),
     "MAX_ACTIVE_SESSIONS_PER_USER": 10,
+    # A just-rotated refresh token presented again this soon, from the same client
+    # address, gets the same successor instead of ending the session (0 turns it off).
+    "REFRESH_REUSE_GRACE": timedelta(seconds=10),
+    # Login lockout per (account, client address): after this many failures, wait
+    # LOGIN_LOCKOUT, doubling per further failure up to LOGIN_LOCKOUT_MAX.
+    "LOGIN_LOCKOUT_AFTER_FAILURES": 5,
+    "LOGIN_LOCKOUT": timedelta(seconds=30),
+    "LOGIN_LOCKOUT_MAX": timedelta(minutes=15),
     "MAX_REQUEST_BYTES": 1024 * 1024,
+    # Deepest nesting accepted in a JSON body or socket frame.
+    "JSON_MAX_DEPTH": 64,
     "SESSION_METADATA_MAX_BYTES": 16 * 1024,
     "WS_MAX_SOCKETS_PER_USER": 20,
     "WS_MAX_MESSAGE_BYTES": 64 * 1024,
@@ -33,6 +43,11 @@ DEFAULTS: dict[str, Any] = {
     "STATE_BACKEND": "database",
     "STATE_MAX_BYTES": 256 * 1024,
     "EXECUTION_RUNNER": "asyncio",
+    # Per user: intent submissions and API-created sessions per window, and executions
+    # created or running at once; over them, 429 with Retry-After.
+    "INTENT_SUBMIT_RATE": "60/min",
+    "SESSION_CREATE_RATE": "20/min",
+    "MAX_RUNNING_EXECUTIONS_PER_USER": 10,
     "EXECUTION_STALE_AFTER": timedelta(seconds=60),
     "EXECUTION_MAX_ATTEMPTS": 3,
     "INTENT_HANDLERS": {
@@ -57,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_TOKEN": None,
     "DEMO_EMAIL": "demo@symphainy.local",
     "DEMO_PASSWORD": "symphainy-demo-pass",
+    # Lets the public development SECRET_KEY through the start-up check with DEBUG off
+    # (`make run`, the tests); never set it in production.
+    "INSECURE_DEV_KEY": False,
 }
 
 

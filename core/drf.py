@@ -8,7 +8,6 @@ while its views module is still being imported.
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Any
 
 from rest_framework import exceptions as drf
@@ -17,6 +16,7 @@ from rest_framework.parsers import JSONParser
 
 from core.conf import runtime_settings
 from core.exceptions import RequestTooLarge
+from core.jsonlimits import json_loads_bounded
 
 
 class BoundedJSONParser(JSONParser):
@@ -32,7 +32,7 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise RequestTooLarge(details={"limit_bytes": limit})
         try:
-            return json.loads(raw.decode("utf-8"))
+            return json_loads_bounded(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise drf.ParseError(f"The body is not valid JSON: {exc}") from None
 

@@ -181,6 +181,12 @@ class RateLimited(ServiceError):
     default_message = "Too many requests."
     closes_socket = True
 
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        # Seconds until a retry may succeed; HTTP answers carry it as Retry-After.
+        self.retry_after = retry_after
+
 
 class DependencyUnavailable(ServiceError):
     status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER
@@ -223,3 +229,11 @@ class UnknownMessageType(ProtocolError):
 class BinaryNotSupported(ProtocolError):
     code = "binary_not_supported"
     default_message = "Send JSON text frames; binary frames are not supported."
+
+
+def error_for_client(exc: BaseException, *, generic: str) -> dict[str, str]:
+    """What a client may see of a handler's or agent's exception: its type name and a
+    generic message. Exception text can hold internals (paths, queries, other tenants'
+    data), so it stays in the server log; only a declared `ServiceError` speaks for itself."""
+    message = exc.message if isinstance(exc, ServiceError) else generic
+    return {"type": type(exc).__name__, "message": message}

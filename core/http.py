@@ -5,7 +5,9 @@ Every HTTP error leaves through here as `{"error", "message", "details"?}`.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -79,7 +81,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ServiceError):
         headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
         if exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         return Response(exc.as_body(), status=exc.status_code, headers=headers)
     if isinstance(exc, drf.APIException):
         return _drf_response(exc)
@@ -109,3 +111,20 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Json
 
 def handler500(request: HttpRequest) -> JsonResponse:
     return _json_error(500, "server_error", "Internal server error.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
+    """CSRF_FAILURE_VIEW: the contract's error body instead of Django's HTML page (the
+    admin's forms are the only CSRF-protected views; the API uses bearer tokens)."""
+    return _json_error(403, "csrf_failed", "The CSRF check failed. Reload the page and try again.")
+
+
+def request_too_large_response_bytes(limit: int) -> bytes:
+    """A complete HTTP/1.1 413 response with the contract's body, for a server that must
+    answer before the request reaches Django (see `symphainy.serve.BoundedWebRequest`)."""
+    body = json.dumps(RequestTooLarge(details={"limit_bytes": limit}).as_body(), separators=(",", ":")).encode()
+    head = (
+        "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body

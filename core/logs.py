@@ -19,12 +19,40 @@ def redact(text: str) -> str:
     return text
 
 
+# Attributes every LogRecord has; anything else on a record came in through `extra=`
+# (django.request passes the `request` object, which formatters print with its path).
+_STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_PLAIN_TYPES = (int, float, bool, type(None))
+
+
+def _redacted_value(value: object) -> object:
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    cleaned = redact(text)
+    # Objects without a credential in their text stay objects, for handlers that use them.
+    return value if cleaned == text else cleaned
+
+
 class RedactSecretsFilter(logging.Filter):
-    """Rewrites a record's rendered message so that credentials never leave the process."""
+    """Rewrites every field of a record (message, arguments, extra fields such as
+    `request`, exception and stack text) so that credentials never leave the process."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        for name, value in list(vars(record).items()):
+            if name not in _STANDARD_ATTRIBUTES:
+                setattr(record, name, _redacted_value(value))
+        if record.exc_info and record.exc_info[0] is not None:
+            # Formatted once here and kept as text: the formatters print exc_text when
+            # exc_info is gone, and an exception's message can quote a URL with a token.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True

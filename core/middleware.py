@@ -1,16 +1,22 @@
 """Request ids: every request gets one (a sane incoming X-Request-ID is kept), it is
-returned in the response and attached to every log record written while serving it."""
+returned in the response and attached to every log record written while serving it.
+And the request-body limit, applied before anything parses a body."""
 
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import re
 import uuid
 from typing import Callable
 
-from django.http import HttpRequest, HttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.log import log_response
+
+from core.conf import runtime_settings
+from core.exceptions import InvalidRequest, RequestTooLarge
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -45,3 +51,46 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
         return True
+
+
+class RequestBodyLimitMiddleware:
+    """MAX_REQUEST_BYTES for every request, WSGI or ASGI: a larger `Content-Length` is
+    413 before the body is read; a body of unknown length (chunked) is read here up to
+    the limit and handed on with its length. Without this, DRF reads a body without a
+    `Content-Length` as empty. (Under daphne, `symphainy.serve` refuses even earlier.)"""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        limit = runtime_settings.MAX_REQUEST_BYTES
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared:
+            try:
+                length = int(declared)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return _error(InvalidRequest("Content-Length is not a number of bytes."))
+            if length > limit:
+                return _error(RequestTooLarge(details={"limit_bytes": limit}))
+        elif _has_unknown_length_body(request):
+            # WSGI hands the raw (de-chunked) input; ASGI the body the server buffered.
+            source = request.META.get("wsgi.input") or request
+            body = source.read(limit + 1)
+            if len(body) > limit:
+                return _error(RequestTooLarge(details={"limit_bytes": limit}))
+            request._stream = io.BytesIO(body)  # noqa: SLF001 - Django reads the body from here
+            request._read_started = False  # noqa: SLF001
+            request.META["CONTENT_LENGTH"] = str(len(body))
+        return self.get_response(request)
+
+
+def _has_unknown_length_body(request: HttpRequest) -> bool:
+    if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return True
+    return isinstance(request, ASGIRequest) and request.method not in {"GET", "HEAD", "OPTIONS"}
+
+
+def _error(exc: InvalidRequest | RequestTooLarge) -> JsonResponse:
+    return JsonResponse(exc.as_body(), status=exc.status_code)

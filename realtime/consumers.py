@@ -37,6 +37,7 @@ from core.exceptions import (
     TokenExpired,
     UnknownMessageType,
 )
+from core.jsonlimits import frame_parse
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, SOCKET_CLOSES, SOCKET_REFUSALS
 from core.tasks import background
 from realtime import heartbeat
@@ -189,7 +190,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None:
             raise BinaryNotSupported()
         try:
-            message = json.loads(text_data or "")
+            message = frame_parse(text_data)
         except ValueError:
             raise InvalidJson() from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -240,13 +241,9 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "intent.accepted", **submission.response, "replayed": submission.replayed})
 
     async def _on_agent_message(self, message: dict[str, Any]) -> None:
-        text, context, conversation_id = agent_message_parse(message)
-        grant = self.grant
-        background(
-            agent_message_run(
-                caller=grant.caller(self._client_address()), text=text, context=context, conversation_id=conversation_id,
-            )
-        )
+        caller = self.grant.caller(self._client_address())
+        text, context, conversation_id = agent_message_parse(message, caller=caller)
+        background(agent_message_run(caller=caller, text=text, context=context, conversation_id=conversation_id))
 
     async def _touch(self) -> None:
         # Paced by the same rule as REST requests; only a due touch costs a thread hop.

@@ -14,7 +14,6 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from accounts.tokens import ACCESS, token_decode
-from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
 from core.metrics import SOCKET_REFUSALS
 from core.middleware import request_id_from, request_id_var

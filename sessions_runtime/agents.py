@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
@@ -19,11 +20,13 @@ from typing import Any, AsyncIterator, Callable
 from channels.db import database_sync_to_async
 from django.utils.module_loading import import_string
 
+from accounts.models import Permission
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import runtime_event_send
-from core.exceptions import InvalidRequest, VersionConflict
-from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key
+from core.exceptions import InvalidRequest, VersionConflict, error_for_client
+from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
+from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key, state_size
 
 logger = logging.getLogger(__name__)
 MAX_TEXT_LENGTH = 16_000
@@ -52,8 +55,16 @@ async def echo_agent(message: AgentMessage) -> AsyncIterator[str]:
         yield word.upper() + (" " if index < len(words) - 1 else "")
 
 
-def agent_message_parse(message: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
-    """(text, context, conversation_id) from an `agent.message` frame, or InvalidRequest."""
+def agent_message_authorize(caller: Caller) -> None:
+    """An agent message writes the conversation into session state: it takes the write
+    permission (a viewer may read, not talk to the agent)."""
+    access_require_permission(caller=caller, permission=Permission.WRITE, what=AGENT_MESSAGE)
+
+
+def agent_message_parse(message: dict[str, Any], *, caller: Caller) -> tuple[str, dict[str, Any], str]:
+    """(text, context, conversation_id) from an `agent.message` frame that `caller` may
+    send; InvalidRequest or PermissionDenied (an error frame) otherwise."""
+    agent_message_authorize(caller)
     payload = message.get("payload")
     if not isinstance(payload, dict):
         raise InvalidRequest("'payload' must be an object with 'text'.")
@@ -73,18 +84,41 @@ def conversation_history(*, tenant_id: uuid.UUID, session_id: uuid.UUID, convers
     return tuple(state_backend().read(key).data.get(conversation_id, []))
 
 
+def _conversations_bounded(data: dict[str, Any], *, current: str, limit: int) -> dict[str, Any] | None:
+    """Drop the least recently used conversations, then the current one's oldest turns,
+    until the document fits STATE_MAX_BYTES; None when even the newest exchange does not.
+    Recency is each conversation's last `at`: jsonb keeps no key order to go by."""
+    def last_used(conversation_id: str) -> float:
+        turns = data[conversation_id]
+        return float(turns[-1].get("at", 0)) if turns and isinstance(turns[-1], dict) else 0.0
+
+    others = sorted((cid for cid in data if cid != current), key=last_used)
+    while state_size(data) > limit and others:
+        del data[others.pop(0)]
+    while state_size(data) > limit and len(data[current]) > 2:
+        data[current] = data[current][2:]  # one user turn and its reply at a time
+    return data if state_size(data) <= limit else None
+
+
 def conversation_append(
     *, tenant_id: uuid.UUID, session_id: uuid.UUID, conversation_id: str, turns: list[dict[str, Any]]
 ) -> None:
-    """Append turns with compare-and-set, retrying when another writer got there first."""
+    """Append turns with compare-and-set, retrying when another writer got there first.
+    The document stays within STATE_MAX_BYTES like every other state write."""
     key = state_key(tenant_id=tenant_id, session_id=session_id, namespace=CONVERSATION_NAMESPACE)
     backend = state_backend()
+    at = time.time()
+    stamped = [{**turn, "at": at} for turn in turns]
     for _ in range(5):
         document = backend.read(key)
         data = dict(document.data)
-        data[conversation_id] = (list(data.get(conversation_id, [])) + turns)[-MAX_TURNS_KEPT:]
+        data[conversation_id] = (list(data.get(conversation_id, [])) + stamped)[-MAX_TURNS_KEPT:]
+        bounded = _conversations_bounded(data, current=conversation_id, limit=runtime_settings.STATE_MAX_BYTES)
+        if bounded is None:
+            logger.warning("conversation %s: one exchange exceeds STATE_MAX_BYTES; not saved", conversation_id)
+            return
         try:
-            backend.write(key, data, expected_version=document.version)
+            backend.write(key, bounded, expected_version=document.version)
             return
         except VersionConflict:
             continue
@@ -94,6 +128,7 @@ def conversation_append(
 async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any], conversation_id: str) -> None:
     """Run the configured agent in the caller's session and stream its tokens to the
     session's sockets."""
+    agent_message_authorize(caller)  # before any event: a refused message leaves no trace
     session_id, user_id, tenant_id = caller.session_id, caller.user_id, caller.tenant_id
     message_id = str(uuid.uuid4())
     base = {"conversation_id": conversation_id, "message_id": message_id}
@@ -118,6 +153,6 @@ async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any
         )
     except Exception as exc:  # noqa: BLE001 - an agent's failure is reported, not raised
         logger.warning("agent failed in session %s", session_id, exc_info=True)
-        await runtime_event_send(session_id, "agent.failed", {**base, "error": {"type": type(exc).__name__, "message": str(exc)[:500]}})
+        await runtime_event_send(session_id, "agent.failed", {**base, "error": error_for_client(exc, generic="The agent failed.")})
         return
     await runtime_event_send(session_id, "agent.completed", {**base, "text": reply, "tokens": len(tokens)})

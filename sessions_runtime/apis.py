@@ -249,7 +249,7 @@ class ExecutionStatusApi(APIView):
 class ExecutionCancelApi(APIView):
     @extend_schema(request=None, responses={202: ExecutionSerializer})
     def post(self, request: Request, execution_id: str) -> Response:
-        execution = execution_cancel(execution=_execution(request, execution_id))
+        execution = execution_cancel(execution=_execution(request, execution_id), caller=request.auth)
         return Response(execution_payload(execution), status=202)
 
 

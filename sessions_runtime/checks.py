@@ -1,6 +1,7 @@
 """System checks for the settings that name this app's code: the state backend, the
 execution runner, and the intent and agent handlers (a dotted path that does not import
-stops start-up here rather than failing every execution)."""
+stops `check` and start-up, `core.checks.startup_checks_enforce`, rather than failing every
+execution)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from django.core.checks import Error, register
 from django.utils.module_loading import import_string
 
-from core.checks import HINT
+from core.checks import HINT, SETTINGS_TAG
 from core.conf import runtime_settings
 from sessions_runtime.runner import EXECUTION_RUNNERS
 from sessions_runtime.state import _BACKENDS
@@ -26,7 +27,7 @@ def _import_problem(path: object) -> str | None:
     return None if callable(target) else f"{path!r} is not callable"
 
 
-@register()
+@register(SETTINGS_TAG)
 def check_runtime_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """sessions_runtime.E001 unknown STATE_BACKEND; E002 unknown EXECUTION_RUNNER; E003 a bad
     INTENT_HANDLERS entry; E004 an AGENT_HANDLER that does not import."""

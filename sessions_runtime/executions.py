@@ -20,7 +20,7 @@ from core.ids import uuid_parse
 from core.metrics import EXECUTION_DURATION
 from core.models import AuditEvent
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
-from sessions_runtime.selectors import access_visible
+from sessions_runtime.selectors import EXECUTION_CANCEL, access_require_write, access_visible
 from sessions_runtime.serializers import ExecutionSerializer
 
 
@@ -46,8 +46,10 @@ def execution_get_for_caller(*, caller: Caller, execution_id: object) -> Executi
 
 
 @transaction.atomic
-def execution_cancel(*, execution: Execution) -> Execution:
-    """Cancel: at once when not started, at the handler's next progress report when running."""
+def execution_cancel(*, execution: Execution, caller: Caller) -> Execution:
+    """Cancel: at once when not started, at the handler's next progress report when running.
+    Only the execution's own user, with the write permission, may cancel it."""
+    access_require_write(caller=caller, owner_id=execution.user_id, what=EXECUTION_CANCEL)
     execution = Execution.objects.select_for_update().get(pk=execution.pk)
     if execution.is_finished:
         raise ExecutionFinished()
@@ -60,13 +62,16 @@ def execution_cancel(*, execution: Execution) -> Execution:
 
 
 def execution_progress(*, execution_id: uuid.UUID, progress: dict[str, int]) -> bool:
-    """Store progress of a running execution; returns whether cancellation was requested."""
+    """Store progress of a running execution; returns whether it must stop: cancellation
+    was requested, or its session ended (work nobody can use any more)."""
     with transaction.atomic():
         now = timezone.now()
         Execution.objects.filter(pk=execution_id, status=ExecutionStatus.RUNNING).update(
             progress=progress, updated_at=now, heartbeat_at=now
         )
-        execution = Execution.objects.get(pk=execution_id)
+        execution = Execution.objects.select_related("session").get(pk=execution_id)
+        if not execution.session.is_usable():
+            return True
         if execution.status == ExecutionStatus.RUNNING:
             execution_announce(execution, "execution.progress")
         return execution.cancel_requested or execution.status != ExecutionStatus.RUNNING
@@ -83,7 +88,11 @@ def execution_claim(*, execution_id: uuid.UUID, worker: str) -> Execution | None
     )
     if not claimed:
         return None
-    execution = Execution.objects.select_related("intent").get(pk=execution_id)
+    execution = Execution.objects.select_related("intent", "session").get(pk=execution_id)
+    if not execution.session.is_usable():
+        # The session ended before the execution started: it never runs.
+        _finish(execution, status=ExecutionStatus.CANCELLED, now=now)
+        return None
     execution_announce(execution, "execution.started")
     return execution
 

@@ -17,7 +17,7 @@ from core.conf import runtime_settings
 from core.exceptions import InvalidRequest
 from sessions_runtime.runner import ExecutionContext
 
-MAX_BATCH_ITEMS = 10_000
+MAX_BATCH_ITEMS = 1_000
 MAX_ITEM_DELAY_S = 5.0
 
 

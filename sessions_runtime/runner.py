@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core.conf import runtime_settings
-from core.exceptions import InvalidRequest
+from core.exceptions import InvalidRequest, error_for_client
 from core.process import server_instance_id
 from core.tasks import background
 from sessions_runtime.executions import execution_claim, execution_fail_lost, execution_finish, execution_progress
@@ -104,7 +104,7 @@ async def execution_run(execution_id: uuid.UUID) -> None:
         logger.warning("execution %s failed: %s", execution_id, exc, exc_info=True)
         await database_sync_to_async(execution_finish)(
             execution_id=execution_id, status=ExecutionStatus.FAILED,
-            error={"type": type(exc).__name__, "message": str(exc)[:1000]},
+            error=error_for_client(exc, generic="The intent handler failed."),
         )
     else:
         await database_sync_to_async(execution_finish)(

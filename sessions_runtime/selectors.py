@@ -62,6 +62,8 @@ def access_visible(caller: Caller) -> Q:
 STATE_WRITE = "Writing session state"
 FILE_ADD = "Adding files"
 INTENT_SUBMIT = "Submitting intents"
+EXECUTION_CANCEL = "Cancelling an execution"
+AGENT_MESSAGE = "Sending agent messages"
 
 
 def access_require_permission(*, caller: Caller, permission: str, what: str) -> None:
@@ -70,9 +72,10 @@ def access_require_permission(*, caller: Caller, permission: str, what: str) -> 
 
 
 def access_require_write(*, caller: Caller, owner_id: object, what: str) -> None:
-    """Writing into a session (its state, its files, its intents) takes the write
-    permission and is for the session's own user: tenant admins may read and end others'
-    sessions, not write into them."""
+    """Writing into a session (its state, its files, its intents, cancelling its
+    executions) takes the write permission and is for the session's own user: tenant
+    admins may read others' sessions and executions and end their sessions, not write
+    into them (ending a session stops its executions anyway)."""
     access_require_permission(caller=caller, permission=Permission.WRITE, what=what)
     if owner_id != caller.user_id:
         raise PermissionDenied(f"{what} is for the session's own user.")

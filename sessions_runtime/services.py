@@ -19,6 +19,7 @@ from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import session_ended_broadcast
 from core.exceptions import CloseCode
+from core.limits import rate_limit_take
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
@@ -29,7 +30,7 @@ from sessions_runtime.models import (
     SessionStatus,
     expiry_reason,
 )
-from sessions_runtime.session_intents import SessionIntent, session_intent_validate
+from sessions_runtime.session_intents import SessionIntent, SessionIntentAction, session_intent_validate
 
 
 # No savepoint: inside a caller's transaction (login) a failure here fails it whole anyway.
@@ -42,6 +43,9 @@ def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     Two reads in the common case: the membership with its user (locked) and tenant, then
     the user's active sessions.
     """
+    if intent.action == SessionIntentAction.API_CREATE:
+        # Logins have their own throttles; another tab or device is bounded per user.
+        rate_limit_take(scope="session_create", ident=intent.user_id, rate=runtime_settings.SESSION_CREATE_RATE)
     now = timezone.now()
     membership = (
         Membership.objects.select_related("user", "tenant")

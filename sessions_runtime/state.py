@@ -38,6 +38,11 @@ class StateKey:
         return f"{self.namespace}:{self.tenant_id}:{self.session_id}"
 
 
+def state_size(data: Any) -> int:
+    """A state document's size as STATE_MAX_BYTES counts it: compact JSON, UTF-8."""
+    return len(json.dumps(data, separators=(",", ":")).encode("utf-8"))
+
+
 def state_key(*, tenant_id: uuid.UUID, session_id: uuid.UUID, namespace: str = SESSION_NAMESPACE) -> StateKey:
     return StateKey(tenant_id=uuid.UUID(str(tenant_id)), session_id=uuid.UUID(str(session_id)), namespace=namespace)
 

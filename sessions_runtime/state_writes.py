@@ -4,7 +4,6 @@ version) and its announcement to the session's sockets."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db import transaction
@@ -15,7 +14,7 @@ from core.events import runtime_event_publish
 from core.exceptions import RequestTooLarge, SessionNotWritable, VersionConflict
 from sessions_runtime.models import RuntimeSession
 from sessions_runtime.selectors import STATE_WRITE, access_require_write
-from sessions_runtime.state import StateDocument, state_backend, state_key
+from sessions_runtime.state import StateDocument, state_backend, state_key, state_size
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
@@ -52,7 +51,7 @@ def session_state_write(
             raise VersionConflict()
         data = _merge_patch(current.data, data)
     limit = runtime_settings.STATE_MAX_BYTES
-    if len(json.dumps(data, separators=(",", ":")).encode("utf-8")) > limit:
+    if state_size(data) > limit:
         raise RequestTooLarge(f"Session state is limited to {limit} bytes of JSON.", details={"limit_bytes": limit})
     document = backend.write(key, data, expected_version=expected_version)
     runtime_event_publish(session.pk, "session.state_changed", {"session_id": str(session.pk), "version": document.version})

@@ -20,11 +20,19 @@ from accounts.models import Permission
 from core.audit import audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.exceptions import IdempotencyInFlight, IdempotencyKeyReused, InvalidRequest, NotFound, SessionNotWritable
+from core.exceptions import (
+    IdempotencyInFlight,
+    IdempotencyKeyReused,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    SessionNotWritable,
+)
 from core.ids import uuid_parse
+from core.limits import rate_limit_take
 from core.models import AuditEvent
 from sessions_runtime.executions import execution_announce
-from sessions_runtime.models import Execution, IdempotencyRecord, Intent, RuntimeSession
+from sessions_runtime.models import Execution, ExecutionStatus, IdempotencyRecord, Intent, RuntimeSession
 from sessions_runtime.runner import execution_dispatch, intent_handler
 from sessions_runtime.selectors import INTENT_SUBMIT, access_owned, access_require_permission
 from sessions_runtime.serializers import SubmissionSerializer
@@ -115,6 +123,25 @@ def intent_submit(
                 cache.delete(lock)
 
 
+# How long a caller at the running-executions bound is told to wait before retrying.
+RUNNING_BOUND_RETRY_AFTER_S = 5.0
+
+
+def _submission_bounds(caller: Caller) -> None:
+    """INTENT_SUBMIT_RATE and MAX_RUNNING_EXECUTIONS_PER_USER, for new executions only
+    (an idempotent replay creates nothing and is not counted)."""
+    rate_limit_take(scope="intent_submit", ident=caller.user_id, rate=runtime_settings.INTENT_SUBMIT_RATE)
+    bound = runtime_settings.MAX_RUNNING_EXECUTIONS_PER_USER
+    unfinished = Execution.objects.filter(
+        user_id=caller.user_id, status__in=(ExecutionStatus.CREATED, ExecutionStatus.RUNNING)
+    ).count()
+    if unfinished >= bound:
+        raise RateLimited(
+            f"At most {bound} executions may run at once; wait for one to finish.",
+            retry_after=RUNNING_BOUND_RETRY_AFTER_S, details={"limit": bound},
+        )
+
+
 @transaction.atomic
 def _intent_create(
     caller: Caller,
@@ -124,6 +151,7 @@ def _intent_create(
     idempotency_key: str | None,
     request_hash: str,
 ) -> Submission:
+    _submission_bounds(caller)
     now = timezone.now()
     if idempotency_key is not None:
         IdempotencyRecord.objects.filter(

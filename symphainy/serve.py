@@ -1,13 +1,17 @@
-"""Run the service under daphne with credential-free access logs.
+"""The daphne fixes this application needs, and `python -m symphainy.serve`.
 
-`python -m symphainy.serve [daphne options]` is daphne's own command line with three
-changes: the application defaults to `symphainy.asgi:application`; every path that
-reaches the access log has its token query parameters redacted (the legacy socket
-transport carries `?access_token=`); and the close codes 1009, 1011 and 1013 reach the
-client, as do the protocol-violation codes 1002 and 1007 (see
-`SymphainyWebSocketProtocol`). Daphne's WebSocket ping keeps idle sockets honest:
-`--ping-interval` (default 20 s) and `--ping-timeout` (default 30 s) drop peers that stop
-answering.
+`daphne_protections_install()` changes daphne in place: every path that reaches the
+access log has its token query parameters redacted (the legacy socket transport carries
+`?access_token=`); the close codes 1009, 1011 and 1013 reach the client, as do the
+protocol-violation codes 1002 and 1007; a peer that stops reading is dropped (see
+`SymphainyWebSocketProtocol`); a body over MAX_REQUEST_BYTES is refused before it is
+read (`BoundedWebRequest`). `symphainy.asgi` installs them whenever it is imported, so
+`daphne symphainy.asgi:application` and `manage.py runserver` get them too.
+
+`python -m symphainy.serve [daphne options]` is daphne's own command line with the
+application defaulting to `symphainy.asgi:application`. Daphne's WebSocket ping keeps
+idle sockets honest: `--ping-interval` (default 20 s) and `--ping-timeout` (default
+30 s) drop peers that stop answering.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import sys
 from typing import Any
 
 from autobahn.websocket import protocol as autobahn_protocol
+from daphne import http_protocol
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface
+from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
@@ -102,6 +108,50 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code=code)
 
 
+def _request_body_limit() -> int:
+    from core.conf import runtime_settings
+
+    return runtime_settings.MAX_REQUEST_BYTES
+
+
+class BoundedWebRequest(WebRequest):
+    """Twisted reads a whole request body (into a temporary file past 100 KB) before
+    daphne sees the request, so the limit is applied here: a `Content-Length` over
+    MAX_REQUEST_BYTES is refused before any body byte is read, and a chunked body is cut
+    off as soon as it passes the limit. Either way: 413 with the contract's body, then close."""
+
+    _body_refused = False
+    _body_received = 0
+
+    def _refuse_body(self) -> None:
+        from core.http import request_too_large_response_bytes  # needs Django set up
+
+        self._body_refused = True
+        self.content = None
+        transport = self.channel.transport
+        transport.write(request_too_large_response_bytes(_request_body_limit()))
+        transport.loseConnection()
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > _request_body_limit():
+            self._refuse_body()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._body_refused:
+            return
+        self._body_received += len(data)
+        if self._body_received > _request_body_limit():
+            self._refuse_body()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if not self._body_refused:
+            super().requestReceived(command, path, version)
+
+
 class LoggingAccessLog(AccessLogGenerator):
     """Daphne's access lines, written through the `daphne.access` logger instead of straight
     to a stream, so they take the run's LOG_FORMAT (JSON lines among JSON lines)."""
@@ -109,39 +159,67 @@ class LoggingAccessLog(AccessLogGenerator):
     def __init__(self) -> None:
         super().__init__(stream=None)
 
-    def write_entry(self, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None, user: Any = None) -> None:
+    def write_entry(
+        self, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None,
+        user: Any = None,
+    ) -> None:
         access_logger.info('%s - - "%s" %s %s', host, request, status or "-", length or "-")
 
 
-class RedactingServer(Server):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # `--access-log -` (stdout) becomes the logger; a named file keeps daphne's own writer.
-        action_logger = kwargs.get("action_logger")
-        if isinstance(action_logger, AccessLogGenerator) and action_logger.stream is sys.stdout:
-            kwargs["action_logger"] = LoggingAccessLog()
-        super().__init__(*args, **kwargs)
-
-    def log_action(self, protocol: str, action: str, details: dict[str, Any]) -> None:
-        if isinstance(details.get("path"), str):
-            details = {**details, "path": redact(details["path"])}
-        super().log_action(protocol, action, details)
+_server_init = Server.__init__
+_server_log_action = Server.log_action
 
 
-class RedactingCommandLineInterface(CommandLineInterface):
-    server_class = RedactingServer
+def _logging_access_init(self: Server, *args: Any, **kwargs: Any) -> None:
+    # `--access-log -` (stdout) becomes the logger; a named file keeps daphne's own writer.
+    action_logger = kwargs.get("action_logger")
+    if isinstance(action_logger, AccessLogGenerator) and action_logger.stream is sys.stdout:
+        kwargs["action_logger"] = LoggingAccessLog()
+    _server_init(self, *args, **kwargs)
+
+
+def _redacting_log_action(self: Server, protocol: str, action: str, details: dict[str, Any]) -> None:
+    if isinstance(details.get("path"), str):
+        details = {**details, "path": redact(details["path"])}
+    _server_log_action(self, protocol, action, details)
+
+
+def _skip_pformat(value: object) -> str:
+    return "<protocol options>"
+
+
+def daphne_protections_install() -> None:
+    """Patch daphne's classes (idempotent). Daphne's command line and its runserver both
+    build `daphne.server.Server` and `WebSocketFactory` themselves, with no hook to pass
+    subclasses, so the classes are changed in place before the server starts."""
+    WebSocketFactory.protocol = SymphainyWebSocketProtocol
+    # HTTPFactory.buildProtocol looks the request class up in its module on each connection.
+    http_protocol.WebRequest = BoundedWebRequest  # type: ignore[misc]
+    # Every access-log line goes through Server.log_action, whichever logger is attached
+    # (the command line's AccessLogGenerator, runserver's own `log_action`).
+    Server.log_action = _redacting_log_action  # type: ignore[method-assign]
+    Server.__init__ = _logging_access_init  # type: ignore[method-assign]
+    # Autobahn pretty-prints its whole protocol configuration for a debug log line on
+    # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
+    # in a profile of handshakes. The line is not needed; the formatting is skipped.
+    autobahn_protocol.pformat = _skip_pformat
+
+
+def daphne_protections_installed() -> bool:
+    return (
+        WebSocketFactory.protocol is SymphainyWebSocketProtocol
+        and Server.log_action is _redacting_log_action
+        and http_protocol.WebRequest is BoundedWebRequest
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
-    WebSocketFactory.protocol = SymphainyWebSocketProtocol
-    # Autobahn pretty-prints its whole protocol configuration for a debug log line on
-    # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
-    # in a profile of handshakes. The line is not needed; the formatting is skipped.
-    autobahn_protocol.pformat = lambda value: "<protocol options>"
+    daphne_protections_install()
     args = list(sys.argv[1:] if argv is None else argv)
     if not any(re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", a) for a in args):
         args.append(APPLICATION)
-    RedactingCommandLineInterface().run(args)
+    CommandLineInterface().run(args)
 
 
 if __name__ == "__main__":

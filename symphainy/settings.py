@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from redis import exceptions as redis_exceptions
 
+from core.checks import DEVELOPMENT_SECRET_KEY
 from core.conf import DEFAULTS as PRODUCT_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -69,10 +70,11 @@ def _env_seconds(name: str, default: int) -> timedelta:
 
 # --- Core -------------------------------------------------------------------------------
 DEBUG = _env_bool("DEBUG", False)
-# The embedded key only serves local runs and tests; `check --deploy` flags it (W009)
-# until a real SECRET_KEY is set.
-SECRET_KEY = _env("SECRET_KEY", "django-insecure-symphainy-local-development-key-change-me")
-ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+# The embedded key only serves local runs and tests: with DEBUG off the service refuses
+# to start on it (core.E001) unless SYMPHAINY_INSECURE_DEV_KEY=1 says this is such a run.
+SECRET_KEY = _env("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+# Django's test set-up adds `testserver` itself; it is no default host of the service.
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 # Frontends on other origins: one list, read by django-cors-headers for HTTP and by the
 # socket's origin check (realtime.middleware). WS_ALLOWED_ORIGINS is its older name.
@@ -116,6 +118,7 @@ MIDDLEWARE = [
     "symphainy.health.ProbeMiddleware",
     # As high as possible, before anything that answers (its docs): preflights included.
     "corsheaders.middleware.CorsMiddleware",
+    "core.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -271,7 +274,6 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": _env_int("TRUSTED_PROXY_COUNT", 0),
     "DEFAULT_THROTTLE_RATES": {
         "login_address": _env("THROTTLE_LOGIN_ADDRESS", "30/min"),
-        "login_account": _env("THROTTLE_LOGIN_ACCOUNT", "10/min"),
         "register_address": _env("THROTTLE_REGISTER_ADDRESS", "10/min"),
         "refresh_address": _env("THROTTLE_REFRESH_ADDRESS", "60/min"),
     },
@@ -305,7 +307,12 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "SESSION_TOUCH_INTERVAL_SECONDS": ("SESSION_TOUCH_INTERVAL", lambda n: _env_seconds(n, 0)),
     "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
     "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
+    "REFRESH_REUSE_GRACE_SECONDS": ("REFRESH_REUSE_GRACE", lambda n: _env_seconds(n, 0)),
+    "LOGIN_LOCKOUT_AFTER_FAILURES": ("LOGIN_LOCKOUT_AFTER_FAILURES", lambda n: _env_int(n, 0)),
+    "LOGIN_LOCKOUT_SECONDS": ("LOGIN_LOCKOUT", lambda n: _env_seconds(n, 0)),
+    "LOGIN_LOCKOUT_MAX_SECONDS": ("LOGIN_LOCKOUT_MAX", lambda n: _env_seconds(n, 0)),
     "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
+    "JSON_MAX_DEPTH": ("JSON_MAX_DEPTH", lambda n: _env_int(n, 0)),
     "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),
     "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
     "WS_MAX_MESSAGE_BYTES": ("WS_MAX_MESSAGE_BYTES", lambda n: _env_int(n, 0)),
@@ -321,6 +328,9 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "STATE_BACKEND": ("STATE_BACKEND", _env),
     "STATE_MAX_BYTES": ("STATE_MAX_BYTES", lambda n: _env_int(n, 0)),
     "EXECUTION_RUNNER": ("EXECUTION_RUNNER", _env),
+    "INTENT_SUBMIT_RATE": ("INTENT_SUBMIT_RATE", _env),
+    "SESSION_CREATE_RATE": ("SESSION_CREATE_RATE", _env),
+    "MAX_RUNNING_EXECUTIONS_PER_USER": ("MAX_RUNNING_EXECUTIONS_PER_USER", lambda n: _env_int(n, 0)),
     "EXECUTION_STALE_AFTER_SECONDS": ("EXECUTION_STALE_AFTER", lambda n: _env_seconds(n, 0)),
     "EXECUTION_MAX_ATTEMPTS": ("EXECUTION_MAX_ATTEMPTS", lambda n: _env_int(n, 0)),
     "BATCH_ITEM_DELAY_SECONDS": ("BATCH_ITEM_DELAY", _env_float),
@@ -337,12 +347,14 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "METRICS_TOKEN": ("METRICS_TOKEN", _env),
     "DEMO_EMAIL": ("DEMO_EMAIL", _env),
     "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
+    "SYMPHAINY_INSECURE_DEV_KEY": ("INSECURE_DEV_KEY", _env_bool),
 }
 SYMPHAINY = {key: read(name) for name, (key, read) in _PRODUCT_ENV.items() if _env(name) is not None}  # type: ignore[operator]
 
 # --- HTTP hardening ---------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY.get("MAX_REQUEST_BYTES", PRODUCT_DEFAULTS["MAX_REQUEST_BYTES"])
 SECURE_CONTENT_TYPE_NOSNIFF = True
+CSRF_FAILURE_VIEW = "core.http.csrf_failure"
 X_FRAME_OPTIONS = "DENY"
 SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)

@@ -8,6 +8,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "symphainy.settings")
 application = get_wsgi_application()
 
-from core.checks import checks_enforce  # noqa: E402
+from core.checks import startup_checks_enforce  # noqa: E402
 
-checks_enforce()  # a bad setting stops gunicorn here, as it stops `manage.py check`
+startup_checks_enforce()  # gunicorn refuses an insecure key or a bad setting, as daphne does

@@ -83,7 +83,20 @@ class LiveServer:
             self.process.wait(timeout=10)
 
 
-def start_server(log_dir: Path, **env: str) -> LiveServer:
+def server_command(command: str, port: int) -> list[str]:
+    """Each documented way to start the service: the project's command line, daphne's
+    own, and daphne's runserver."""
+    if command == "serve":
+        return [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "--access-log", "-"]
+    if command == "daphne":
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "--access-log", "-",
+                "symphainy.asgi:application"]
+    if command == "runserver":
+        return [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+    raise ValueError(f"unknown server command {command!r}")
+
+
+def start_server(log_dir: Path, command: str = "serve", **env: str) -> LiveServer:
     port = _free_port()
     log_path = log_dir / f"daphne-{port}.log"
     child_env = {**os.environ, **database_env(), "PYTHONPATH": str(ROOT)}
@@ -92,7 +105,7 @@ def start_server(log_dir: Path, **env: str) -> LiveServer:
     child_env.update(env)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "-v", "1", "--access-log", "-"],
+            server_command(command, port),
             cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = LiveServer(process, port, log_path)
@@ -110,8 +123,8 @@ def start_server(log_dir: Path, **env: str) -> LiveServer:
 
 
 @contextlib.contextmanager
-def running(log_dir: Path, **env: str) -> Iterator[LiveServer]:
-    server = start_server(log_dir, **env)
+def running(log_dir: Path, command: str = "serve", **env: str) -> Iterator[LiveServer]:
+    server = start_server(log_dir, command, **env)
     try:
         yield server
     finally:

@@ -176,3 +176,38 @@ def test_unknown_paths_are_json_404(db):
     response = APIClient().get("/api/nothing/here")
     _is_contract_error(response, 404)
 
+
+
+# --- JSON that parses badly ---------------------------------------------------------------
+@pytest.mark.parametrize("raw", [
+    "[" * 100_000 + "]" * 100_000,
+    '{"email": "a@b.c", "password": ' + "[" * 65 + "]" * 65 + "}",
+    '{"email": "a@b.c", "password": NaN}',
+    '{"email": "a@b.c", "password": Infinity}',
+    '{"email": "a@b.c", "password": -Infinity}',
+])
+def test_deep_or_non_finite_json_is_400_not_500(raw):
+    response = APIClient().post("/api/auth/login", data=raw, content_type="application/json")
+    _is_contract_error(response, 400)
+    assert response.json()["error"] == "malformed_json"
+
+
+def test_nesting_at_the_limit_is_accepted(caller):
+    _, body, client = caller
+    nested = {"data": {"x": [[[[[[[[1]]]]]]]]}}
+    response = client.put(f"/api/session/{body['session_id']}/state", nested, format="json", HTTP_IF_MATCH="0")
+    assert response.status_code == 200, response.content
+
+
+def test_a_csrf_failure_is_the_contract_json(db):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/admin/login/", {"username": "a", "password": "b"})
+    _is_contract_error(response, 403)
+    assert response.json()["error"] == "csrf_failed"
+
+
+def test_testserver_is_no_default_allowed_host():
+    from symphainy import settings as project_settings
+
+    assert "testserver" not in project_settings.ALLOWED_HOSTS

@@ -114,10 +114,9 @@ async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
     from channels.db import database_sync_to_async
     from channels.testing import WebsocketCommunicator
 
-    from realtime.services import socket_refusals_flush
-
     from core.exceptions import NotAuthenticated
     from core.middleware import request_id_var
+    from realtime.services import socket_refusals_flush
     from symphainy.asgi import application
 
     seen: list[str] = []

@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, TenantStatus, User
+from core.models import AuditEvent
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from tests import factories
 
@@ -99,19 +100,31 @@ def test_login_picks_the_primary_tenant_or_the_one_asked_for(user, tenant):
     assert chosen["tenant_id"] == str(other.pk) and chosen["roles"] == ["viewer"] and chosen["permissions"] == ["read"]
 
 
-def test_login_into_a_tenant_you_are_not_in_is_403(user):
+def _wrong_password_answer(user) -> tuple[int, dict]:
+    response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": "not-the-password"})
+    return response.status_code, response.json()
+
+
+def test_login_into_a_tenant_you_are_not_in_is_the_wrong_password_401(user):
+    """No password oracle: a right password without a usable membership answers as a wrong one."""
     stranger = factories.make_tenant()
     response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": factories.PASSWORD, "tenant_id": str(stranger.pk)})
-    assert response.status_code == 403 and response.json()["error"] == "tenant_access_denied"
+    assert (response.status_code, response.json()) == _wrong_password_answer(user)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_credentials"
     assert not RuntimeSession.objects.exists()
+    reasons = list(AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED).values_list("data__reason", flat=True))
+    assert "tenant_access" in reasons and "credentials" in reasons
 
 
-def test_login_into_a_suspended_tenant_is_403(user, tenant):
+def test_login_into_a_suspended_tenant_is_the_wrong_password_401(user, tenant):
     tenant.status = TenantStatus.SUSPENDED
     tenant.save()
     response = post(APIClient(), "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-    assert response.status_code == 403
+    assert (response.status_code, response.json()) == _wrong_password_answer(user)
+    assert response["WWW-Authenticate"]
     assert not RuntimeSession.objects.exists()
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.LOGIN_FAILED, data__reason="tenant_suspended").exists()
 
 
 @pytest.mark.parametrize(
@@ -159,13 +172,39 @@ def test_login_is_throttled_per_address_with_retry_after(settings):
     assert response.json()["error"] == "rate_limited"
 
 
-def test_login_is_throttled_per_account_across_addresses(settings, user):
-    _throttle(settings, login_account="2/min")
+def test_failed_logins_lock_the_account_for_that_address_only_with_backoff(settings, user):
+    """An attacker from one address cannot keep the owner, from another, locked out."""
+    from django.core.cache import cache
+
+    from accounts.throttles import _pair
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "LOGIN_LOCKOUT_AFTER_FAILURES": 3}
     client = APIClient()
-    for address in ("10.0.0.1", "10.0.0.2"):
-        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}, REMOTE_ADDR=address).status_code == 401
-    blocked = post(client, "/api/auth/login", {"email": user.email.upper(), "password": "x"}, REMOTE_ADDR="10.0.0.3")
-    assert blocked.status_code == 429
+    attacker, owner = {"REMOTE_ADDR": "10.0.0.66"}, {"REMOTE_ADDR": "10.0.0.2"}
+    statuses = [post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    # Locked for that address even with the right password (and the email in another case) ...
+    locked = post(client, "/api/auth/login", {"email": user.email.upper(), "password": factories.PASSWORD}, **attacker)
+    assert locked.status_code == 429 and 25 <= int(locked["Retry-After"]) <= 30
+    assert locked.json()["error"] == "rate_limited"
+    # ... while the owner, elsewhere, logs in.
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}, **owner).status_code == 200
+    # Once the lock runs out, the next failure locks twice as long.
+    cache.delete(f"login-lock:{_pair(user.email, '10.0.0.66')}")
+    assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker).status_code == 401
+    again = post(client, "/api/auth/login", {"email": user.email, "password": "x"}, **attacker)
+    assert again.status_code == 429 and 55 <= int(again["Retry-After"]) <= 60
+
+
+def test_a_successful_login_forgets_the_failures(settings, user):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "LOGIN_LOCKOUT_AFTER_FAILURES": 3}
+    client = APIClient()
+    for _ in range(2):
+        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}).status_code == 401
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}).status_code == 200
+    for _ in range(2):
+        assert post(client, "/api/auth/login", {"email": user.email, "password": "x"}).status_code == 401
+    assert post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD}).status_code == 200
 
 
 def test_a_spoofed_forwarded_for_does_not_dodge_the_address_throttle(settings):
@@ -190,11 +229,14 @@ def test_refresh_rotates_and_the_old_token_dies(user):
     assert me.status_code == 200 and me.json()["session_id"] == body["session_id"]
 
 
-def test_reusing_a_refresh_token_ends_the_session(user):
+@pytest.mark.parametrize("grace_seconds, reuse_address", [(10, "10.9.9.9"), (0, "127.0.0.1")])
+def test_reusing_a_refresh_token_ends_the_session(settings, user, grace_seconds, reuse_address):
+    """From another client, or with no grace window, a second presentation is theft."""
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "REFRESH_REUSE_GRACE": timedelta(seconds=grace_seconds)}
     body = factories.login(APIClient(), user)
     client = APIClient()
     fresh = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}).json()
-    reuse = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    reuse = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, REMOTE_ADDR=reuse_address)
     assert reuse.status_code == 401
     session = RuntimeSession.objects.get(pk=body["session_id"])
     assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
@@ -234,7 +276,29 @@ def test_one_refresh_token_presented_twice_at_once():
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert sorted(results) == [200, 401]
+    # Two tabs of one client: both get the successor (the grace window), the session lives.
+    assert results == [200, 200]
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+
+
+def test_the_just_rotated_token_again_from_the_same_client_gets_the_same_successor(user):
+    body = factories.login(APIClient(), user)
+    client = APIClient()
+    first = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    again = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    assert first.status_code == again.status_code == 200
+    assert again.json()["refresh_token"] == first.json()["refresh_token"]
+    assert again.json()["access_token"] == first.json()["access_token"]
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+    # Nothing usable was stored for it: the outstanding-token ledger holds no token text.
+    from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
+
+    assert set(OutstandingToken.objects.values_list("token", flat=True)) == {""}
+    # The successor works once; after that, the old token is theft again.
+    third = post(client, "/api/auth/refresh", {"refresh_token": first.json()["refresh_token"]})
+    assert third.status_code == 200
+    late = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    assert late.status_code == 401
     session = RuntimeSession.objects.get(pk=body["session_id"])
     assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
 
@@ -320,7 +384,7 @@ def test_over_the_cap_the_oldest_session_is_superseded(settings, user):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_logins_of_one_user_keep_the_cap(settings):
     settings.SYMPHAINY = {**settings.SYMPHAINY, "MAX_ACTIVE_SESSIONS_PER_USER": 3}
-    _throttle(settings, login_address="1000/min", login_account="1000/min")
+    _throttle(settings, login_address="1000/min")
     user = factories.make_user()
     statuses: list[int] = []
     barrier = threading.Barrier(8)
@@ -339,3 +403,12 @@ def test_concurrent_logins_of_one_user_keep_the_cap(settings):
     assert RuntimeSession.objects.filter(user=user, status=SessionStatus.ACTIVE).count() == 3
     assert RuntimeSession.objects.filter(user=user, end_reason=EndReason.SUPERSEDED).count() == 5
 
+
+def test_token_responses_are_never_cached(user):
+    client = APIClient()
+    login = post(client, "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
+    refresh = post(client, "/api/auth/refresh", {"refresh_token": login.json()["refresh_token"]})
+    register = post(client, "/api/auth/register", {"email": "new-user@example.com", "password": factories.PASSWORD})
+    for response in (login, refresh, register):
+        assert response.status_code in (200, 201), response.content
+        assert "no-store" in response["Cache-Control"]

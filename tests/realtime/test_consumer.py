@@ -236,6 +236,19 @@ async def test_refused_handshake_sends_no_other_frame():
 
 
 # --- Messages ------------------------------------------------------------------------
+@pytest.mark.parametrize("frame", ["[" * 50_000 + "]" * 50_000, '{"type": "ping", "x": NaN}', '{"type": "ping", "x": -Infinity}',
+                                   '{"type": "ping", "x": ' + "[" * 65 + "]" * 65 + "}"])
+async def test_deep_or_non_finite_frames_get_an_error_frame_and_the_socket_stays(frame, settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_MESSAGE_BYTES": 200_000}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    await sock.send(frame)
+    error = await sock.receive()
+    assert error["type"] == "error" and error["error"] == "invalid_json", error
+    await sock.send({"type": "ping"})
+    assert (await sock.receive())["type"] == "pong"
+
+
 async def test_ping_pong_and_errors_keep_the_socket_open():
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
@@ -393,7 +406,7 @@ async def test_refresh_token_reuse_closes_the_socket():
     client = APIClient()
     first = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
     assert first.status_code == 200
-    reuse = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json")
+    reuse = await database_sync_to_async(client.post)("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json", REMOTE_ADDR="10.9.9.9")
     assert reuse.status_code == 401
     await _assert_closes(sock, 4409)
 

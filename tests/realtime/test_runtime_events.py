@@ -151,3 +151,39 @@ async def test_state_change_is_pushed_with_the_new_version():
     assert frame["type"] == "runtime_event" and frame["event_type"] == "session.state_changed"
     assert frame["data"] == {"session_id": body["session_id"], "version": 1}
     await sock.close()
+
+
+async def leaky_agent(message):
+    yield "partial "
+    raise RuntimeError("db password is hunter2")
+
+
+async def test_a_failing_agent_reports_its_type_not_its_text(settings, caplog):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_HANDLER": "tests.realtime.test_runtime_events.leaky_agent"}
+    _, body = await login_new_user()
+    sock = await open_ready(body["access_token"])
+    await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
+    frames = await events_until(sock, {"agent.completed", "agent.failed"})
+    assert frames[-1]["event_type"] == "agent.failed"
+    assert frames[-1]["data"]["error"] == {"type": "RuntimeError", "message": "The agent failed."}
+    assert "hunter2" in caplog.text
+    await sock.close()
+
+
+async def test_a_viewer_cannot_send_agent_messages():
+    """agent.message writes the conversation into state: it takes the write permission."""
+    from core.caller import Caller
+    from core.exceptions import PermissionDenied
+    from sessions_runtime.agents import agent_message_run
+
+    _, body = await login_new_user(role=Role.VIEWER)
+    sock = await open_ready(body["access_token"])
+    await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
+    error = await sock.receive()
+    assert error["type"] == "error" and error["error"] == "permission_denied", error
+    assert await sock.nothing()  # no agent.started: nothing ran
+    await sock.close()
+    viewer = Caller(user_id=body["user_id"], tenant_id=body["tenant_id"], session_id=body["session_id"], role=Role.VIEWER,
+                    permissions=tuple(body["permissions"]))
+    with pytest.raises(PermissionDenied):
+        await agent_message_run(caller=viewer, text="hi", context={}, conversation_id="c")

@@ -36,7 +36,7 @@ def test_refresh_reuse_and_session_end_are_audited():
     body = factories.login(APIClient(), user)
     client = APIClient()
     assert client.post("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json").status_code == 200
-    assert client.post("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json").status_code == 401
+    assert client.post("/api/auth/refresh", {"refresh_token": body["refresh_token"]}, format="json", REMOTE_ADDR="10.9.9.9").status_code == 401  # another client: theft
     reuse = AuditEvent.objects.get(kind=AuditEvent.Kind.REFRESH_TOKEN_REUSED)
     assert str(reuse.session_id) == body["session_id"] and str(reuse.user_id) == body["user_id"]
     ended = AuditEvent.objects.get(kind=AuditEvent.Kind.SESSION_ENDED)
