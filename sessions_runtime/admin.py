@@ -281,9 +281,10 @@ class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
         """Through the execution service, one by one: a created one is cancelled at once, a
         running one at its handler's next progress report; finished ones are left alone."""
         cancelled = finished = 0
+        caller = _admin_caller(request)
         for execution in queryset:
             try:
-                execution_cancel(execution=execution)
+                execution_cancel(execution=execution, caller=caller)
                 cancelled += 1
             except ExecutionFinished:
                 finished += 1

@@ -18,7 +18,7 @@ from core.events import runtime_event_publish
 from core.exceptions import ExecutionFinished, NotFound
 from core.ids import uuid_parse
 from core.metrics import EXECUTION_DURATION
-from core.models import AuditEvent
+from core.models import ActorType, AuditEvent
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
 from sessions_runtime.selectors import EXECUTION_CANCEL, access_require_write, access_visible
 from sessions_runtime.serializers import ExecutionSerializer
@@ -48,8 +48,11 @@ def execution_get_for_caller(*, caller: Caller, execution_id: object) -> Executi
 @transaction.atomic
 def execution_cancel(*, execution: Execution, caller: Caller) -> Execution:
     """Cancel: at once when not started, at the handler's next progress report when running.
-    Only the execution's own user, with the write permission, may cancel it."""
-    access_require_write(caller=caller, owner_id=execution.user_id, what=EXECUTION_CANCEL)
+    Only the execution's own user, with the write permission, may cancel it; an operator
+    (admin, command) acts outside any tenant and was checked where it acts (the admin's
+    `sessions_runtime.cancel_execution` permission)."""
+    if caller.kind == ActorType.USER:
+        access_require_write(caller=caller, owner_id=execution.user_id, what=EXECUTION_CANCEL)
     execution = Execution.objects.select_for_update().get(pk=execution.pk)
     if execution.is_finished:
         raise ExecutionFinished()
