@@ -89,7 +89,7 @@ class ReadinessApi(APIView):
         return Response({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
 
 
-PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+PROBE_PATHS = frozenset({"/live", "/health", "/ready", "/metrics"})
 
 
 class ProbeMiddleware:

@@ -10,7 +10,10 @@ urlpatterns = [
     path("api/auth/", include("accounts.urls")),
     path("api/", include("sessions_runtime.urls")),
     # Also dispatched by symphainy.health.ProbeMiddleware, before Host validation.
-    path("health", LivenessApi.as_view(), name="health"),
+    # /health keeps the contract's dependency check (as /ready); /live is the liveness
+    # probe, which asks no dependency, so a Redis blip restarts nothing.
+    path("live", LivenessApi.as_view(), name="live"),
+    path("health", ReadinessApi.as_view(), name="health"),
     path("ready", ReadinessApi.as_view(), name="ready"),
     path("metrics", metrics_view, name="metrics"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),

@@ -16,15 +16,17 @@ def test_ready_checks_the_database_and_the_channel_layer():
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "channel_layer": "ok"}}
 
 
-def test_health_is_liveness_only_and_asks_no_dependency(monkeypatch):
+def test_live_is_liveness_only_and_asks_no_dependency(monkeypatch):
     monkeypatch.setattr("symphainy.health.database_check", lambda: False)
     monkeypatch.setattr("symphainy.health.channel_layer_check", lambda: False)
-    response = APIClient().get("/health")
+    response = APIClient().get("/live")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
     assert APIClient().get("/ready").status_code == 503
+    # /health is the contract's dependency check, like /ready.
+    assert APIClient().get("/health").status_code == 503
 
 
-@pytest.mark.parametrize("path", ["/health", "/ready", "/metrics"])
+@pytest.mark.parametrize("path", ["/live", "/health", "/ready", "/metrics"])
 def test_probes_and_scrapes_by_ip_are_not_refused_by_allowed_hosts(settings, path):
     settings.ALLOWED_HOSTS = ["gateway.example.com"]
     assert APIClient().get(path, HTTP_HOST="10.1.2.3:8000").status_code == 200
