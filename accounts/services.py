@@ -20,6 +20,7 @@ from accounts.throttles import login_failure_record, login_failures_clear, login
 from accounts.tokens import TokenPair, tokens_issue
 from core.audit import audit_record
 from core.caller import Caller
+from core.events import access_changed_record
 from core.exceptions import CloseCode, EmailTaken, InvalidCredentials, TenantAccessDenied
 from core.metrics import LOGINS
 from core.models import AuditEvent
@@ -67,10 +68,14 @@ def membership_add(
     if before != (role, primary):  # audited when something changed, not on a repeat
         audit_record(kind=AuditEvent.Kind.MEMBERSHIP_CHANGED, caller=caller or Caller.system(), user_id=user.pk,
                      tenant_id=tenant.pk, data={"role": role, "previous_role": before and before[0], "primary": primary})
-    # Cached session snapshots carry the role: drop them so a change applies at once.
-    access_cache_forget(
-        RuntimeSession.objects.filter(user=user, tenant=tenant, status=SessionStatus.ACTIVE).values_list("pk", flat=True)
-    )
+    # Open sockets and cached session snapshots carry the role: a change applies to both
+    # on every process, through the event log.
+    if before is None or before[0] != role:
+        active = list(
+            RuntimeSession.objects.filter(user=user, tenant=tenant, status=SessionStatus.ACTIVE).values_list("pk", flat=True)
+        )
+        access_cache_forget(active)
+        access_changed_record(active, role=role)
     return membership
 
 

@@ -15,7 +15,6 @@ from typing import Any, Iterable, Sequence
 from django.core.management.base import CommandError
 from django.db.models import QuerySet
 
-
 # Django's own options, which BaseCommand.create_parser puts on the top-level parser only.
 COMMON_OPTIONS = ("verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks")
 

@@ -39,6 +39,13 @@ DEFAULTS: dict[str, Any] = {
     "WS_HEARTBEAT_INTERVAL": timedelta(seconds=25),
     "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=250),
     "ACCESS_CACHE_TTL": timedelta(seconds=5),
+    # The session event log: kept for EVENT_RETENTION or the last EVENT_RETENTION_COUNT
+    # events of a session, whichever keeps more; each process's tail polls it this often
+    # (PostgreSQL's NOTIFY wakes it sooner) and waits this long for an id committed late.
+    "EVENT_RETENTION": timedelta(minutes=10),
+    "EVENT_RETENTION_COUNT": 1000,
+    "EVENT_POLL_INTERVAL": timedelta(milliseconds=200),
+    "EVENT_GAP_WAIT": timedelta(seconds=5),
     "SERVER_INSTANCE": None,
     "STATE_BACKEND": "database",
     "STATE_MAX_BYTES": 256 * 1024,

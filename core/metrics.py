@@ -58,6 +58,19 @@ HTTP_LATENCY = Histogram(
     ["view", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+EVENT_TAIL_READS = Counter("symphainy_event_tail_reads_total", "Reads of the session event log by the tails.")
+EVENT_TAIL_DELIVERED = Counter(
+    "symphainy_event_tail_deliveries_total", "Session events handed to sockets (one per event and socket)."
+)
+EVENT_TAIL_LAG = Histogram(
+    "symphainy_event_tail_lag_seconds",
+    "From an event's commit-time stamp to its tail's read of it.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENT_LOG_ROWS = Gauge(
+    "symphainy_event_log_rows", "Rows in the session event log, as of the last prune.", multiprocess_mode="max"
+)
+EVENT_LOG_PRUNED = Counter("symphainy_event_log_pruned_total", "Session events deleted by pruning.")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

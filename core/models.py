@@ -61,3 +61,49 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}"
+
+
+# --- The session event log ---------------------------------------------------------------
+# Written by `core.events` in the same transaction as the change each row announces (the
+# transactional outbox); read by every serving process's tail (`realtime.tail`) and by a
+# reconnecting socket's replay. Neither table has a foreign key to the session: the log
+# is on the ground floor, and a row outlives nothing it needs.
+class EventLog(models.Model):
+    """One row: the log's epoch. A new epoch (the row recreated, as after a flush or a
+    restore into an empty database) tells a resuming client its positions mean nothing."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    epoch = models.CharField(max_length=32)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"event log {self.epoch}"
+
+
+class SessionEventSequence(models.Model):
+    """Where one session's log stands: the last position given out. Taking a position
+    locks this row until the transaction ends, so a session's events commit in the order
+    of their positions and a replay `seq > since` can never skip one committed late."""
+
+    session_id = models.UUIDField(primary_key=True)
+    last_seq = models.BigIntegerField(default=0)
+    # Set with the session's end: its events are pruned once past the retention time.
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+
+class SessionEvent(models.Model):
+    """One event of a session, at position `seq` within it (1, 2, 3, ...)."""
+
+    id = models.BigAutoField(primary_key=True)
+    session_id = models.UUIDField()
+    seq = models.BigIntegerField()
+    kind = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session_id", "seq"], name="session_event_position")]
+        indexes = [models.Index(fields=["at"], name="session_event_at")]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.kind}"

@@ -9,20 +9,25 @@ service, sends the result; errors are translated in `_guarded`, its one `except`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
+import uuid
+from collections import deque
 from datetime import datetime
 from typing import Any, Awaitable, Callable
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.utils import await_many_dispatch
 from django.utils import timezone
 
 from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
-from core.events import session_group, user_group
+from core.events import LoggedEvent, log_replay
 from core.exceptions import (
     DEPENDENCY_ERRORS,
     BinaryNotSupported,
@@ -30,28 +35,33 @@ from core.exceptions import (
     DependencyUnavailable,
     InvalidJson,
     InvalidRequest,
+    NotAuthenticated,
     ProtocolError,
     RateLimited,
     RequestTooLarge,
+    ServerError,
     ServiceError,
     TokenExpired,
     UnknownMessageType,
 )
 from core.jsonlimits import frame_parse
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, SOCKET_CLOSES, SOCKET_REFUSALS
+from core.process import server_instance_id
 from core.tasks import background
 from realtime import heartbeat
-from realtime.middleware import SCOPE_CREDENTIALS, SCOPE_GRANT
+from realtime.middleware import SCOPE_CREDENTIALS, SocketCredentials, authorize_claims
 from realtime.ratelimit import TokenBucket, parse_rate
 from realtime.registry import registry
 from realtime.services import (
     SocketGrant,
     connection_record,
     local_socket_closed,
-    local_socket_opened,
+    local_socket_reserve,
     socket_recheck,
+    socket_session_id,
     socket_refusal_count,
 )
+from realtime.tail import EventTail, tail
 from sessions_runtime.agents import agent_message_parse, agent_message_run
 from sessions_runtime.services import session_touch
 from sessions_runtime.submission import intent_submit
@@ -68,44 +78,86 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     _bucket: TokenBucket | None = None
     _last_seen: datetime | None = None
     _timer: asyncio.TimerHandle | None = None
-    _joined: bool = False
     _gone: bool = False
     # While a client frame is handled: what an error frame answers (its type and id).
     _reply_to: dict[str, Any] | None = None
+    # The event log: where this socket is subscribed, the last position it was sent, and
+    # what arrived while the handshake was still under way (or while a send was).
+    _feed: EventTail | None = None
+    _keys: tuple[uuid.UUID, uuid.UUID] | None = None  # (session, token's session)
+    _last_seq: int = 0
+    _opening: bool = True
+    _outbox: deque | None = None
+    _drainer: asyncio.Task | None = None
+    _ended: tuple[int, str] | None = None
+    _role: str | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
-        """Channels' loop, with one addition: when the channel layer's receive fails (Redis
-        gone), daphne would close the socket with 1011 and log a crash. Such a socket can no
-        longer hear that its session ended, so it closes with 1013 (try again later), and
-        the client reconnects once Redis is back."""
+        """Channels' loop without the channel layer: a socket hears of changes through its
+        process's tail of the event log, so a handshake costs no Redis round trip and a
+        Redis outage closes no socket. The id names the socket in connection records."""
+        self.scope = scope
+        self.channel_layer = None
+        self.channel_name = f"ws.{server_instance_id()}.{uuid.uuid4().hex}"
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
-        except DEPENDENCY_ERRORS as exc:
-            logger.warning("channel layer lost on %s: %s; closing with 1013", getattr(self, "channel_name", "?"), exc)
-            await self._close(DependencyUnavailable())
-            await self.disconnect(int(CloseCode.TRY_AGAIN_LATER))
+            await await_many_dispatch([receive], self.dispatch)
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch without its `aclose_old_connections()`: that is a thread hop
-        before every frame and event, for the sake of handlers that use the ORM on the
-        event loop. None here does; every query goes through `database_sync_to_async`,
-        which closes stale connections itself."""
+        before every frame, for the sake of handlers that use the ORM on the event loop.
+        None here does; every query goes through `database_sync_to_async`, which closes
+        stale connections itself."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
     async def connect(self) -> None:
-        credentials = self.scope[SCOPE_CREDENTIALS]
-        outcome = self.scope[SCOPE_GRANT]
+        credentials: SocketCredentials = self.scope[SCOPE_CREDENTIALS]
         await self.accept(subprotocol=credentials.subprotocol)
+        outcome = await self._authorize(credentials)
+        if not isinstance(outcome, ServiceError):
+            try:
+                # Checked and counted with no await between: concurrent handshakes of one
+                # user on this process cannot all pass the cap.
+                local_socket_reserve(outcome.user_id)
+            except RateLimited as error:
+                outcome = error
         if isinstance(outcome, ServiceError):
             await self._refuse(outcome)
             return
-        if await self._guarded(self._open(outcome), closing=True):
+        if await self._guarded(self._open(outcome, credentials), closing=True):
             HANDSHAKES.labels(outcome="refused_after_check").inc()
 
+    async def _authorize(self, credentials: SocketCredentials) -> SocketGrant | ServiceError:
+        """Subscribe to the event log first, then check: an end or access change that
+        commits after the check reaches this socket through the tail, and one that
+        committed before it is what the check (or the cache, which the tail already
+        cleared) sees. Returns the grant or the error the socket is refused with."""
+        try:
+            if credentials.token is None:
+                raise NotAuthenticated()
+            claims = token_decode(credentials.token, expected_type=ACCESS)
+            session_id = socket_session_id(credentials.session_id, claims.session_id)
+            feed = tail()
+            await feed.start()
+            self._feed, self._keys = feed, (session_id, claims.session_id)
+            feed.subscribe(self, session_id=session_id, token_session_id=claims.session_id)
+            return await authorize_claims(claims, credentials.session_id)
+        except ServiceError as error:
+            return error
+        except DEPENDENCY_ERRORS:
+            logger.warning("dependency unavailable during a socket handshake", exc_info=True)
+            return DependencyUnavailable()
+        except Exception:  # noqa: BLE001 - a refusal with 1011, never an unhandled handshake
+            logger.exception("socket handshake check failed")
+            return ServerError()
+
     async def _refuse(self, error: ServiceError) -> None:
+        self._unsubscribe()
         HANDSHAKES.labels(outcome=str(int(error.close_code))).inc()
         if error.close_code == CloseCode.RATE_LIMITED:
             SOCKET_REFUSALS.labels(reason="cap").inc()
@@ -116,13 +168,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         except DEPENDENCY_ERRORS:
             pass
 
-    async def _open(self, grant: SocketGrant) -> None:
+    async def _open(self, grant: SocketGrant, credentials: SocketCredentials) -> None:
+        self.grant = grant
         await heartbeat.ensure_running()
-        self._joined = True
-        await asyncio.gather(
-            self.channel_layer.group_add(session_group(grant.session_id), self.channel_name),
-            self.channel_layer.group_add(user_group(grant.user_id), self.channel_name),
-        )
+        OPEN_SOCKETS.inc()
         registry().opened(
             connection_record(
                 grant=grant,
@@ -131,42 +180,54 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 user_agent=self._header(b"user-agent"),
             )
         )
-        self.grant = grant
-        local_socket_opened(grant.user_id)
-        OPEN_SOCKETS.inc()
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self._last_seen = timezone.now()
-        await self._send(
-            {
-                "type": "session.ready",
-                "session_id": str(grant.session_id),
-                "user_id": str(grant.user_id),
-                "tenant_id": str(grant.tenant_id),
-                "expires_at": grant.session_expires_at.isoformat(),
-                "token_expires_at": grant.claims.expires_at.isoformat(),
-                "heartbeat_s": int(runtime_settings.WS_HEARTBEAT_INTERVAL.total_seconds()),
-            }
+        replay = await database_sync_to_async(log_replay)(
+            session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
         )
-        self._schedule_check()
+        self._last_seq = replay.seq
+        ready = {
+            "type": "session.ready",
+            "session_id": str(grant.session_id),
+            "user_id": str(grant.user_id),
+            "tenant_id": str(grant.tenant_id),
+            "expires_at": grant.session_expires_at.isoformat(),
+            "token_expires_at": grant.claims.expires_at.isoformat(),
+            "heartbeat_s": int(runtime_settings.WS_HEARTBEAT_INTERVAL.total_seconds()),
+            "seq": replay.seq,
+            "epoch": replay.epoch,
+        }
+        if replay.recovered is not None:
+            ready["recovered"] = replay.recovered
+        await self._send(ready)
+        for event in replay.events:
+            await self._send(event.frame(replay.epoch))
+        self._opening = False
         HANDSHAKES.labels(outcome="accepted").inc()
+        # What the tail handed over meanwhile: an end, a new role, newer events.
+        if self._ended is not None:
+            await self._close_code(self._ended[0], reason=self._ended[1])
+            return
+        if self._role is not None:
+            self.log_access_changed(self._role)
+        self._schedule_check()
+        self._drain_soon()
 
     async def disconnect(self, code: int) -> None:
         self._gone = True
         SOCKET_CLOSES.labels(code=str(code)).inc()
         if self._timer is not None:
             self._timer.cancel()
-        if self._joined and self.grant is not None:
-            try:
-                await asyncio.gather(
-                    self.channel_layer.group_discard(session_group(self.grant.session_id), self.channel_name),
-                    self.channel_layer.group_discard(user_group(self.grant.user_id), self.channel_name),
-                )
-            except DEPENDENCY_ERRORS:
-                logger.warning("could not leave groups for %s", self.channel_name, exc_info=True)
+        self._unsubscribe()
         if self.grant is not None:
             OPEN_SOCKETS.dec()
             local_socket_closed(self.grant.user_id)
             registry().closed(self.channel_name)
+
+    def _unsubscribe(self) -> None:
+        if self._feed is not None and self._keys is not None:
+            self._feed.unsubscribe(self, session_id=self._keys[0], token_session_id=self._keys[1])
+        self._feed = None
 
     # --- Frames from the client ------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -252,29 +313,75 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
                 session_id=self.grant.session_id, last_seen_at=self._last_seen
             ) or self._last_seen
 
-    # --- Events from the channel layer (server-internal types only) -----------------
-    async def session_ended(self, event: dict[str, Any]) -> None:
-        code = event.get("close_code", CloseCode.SESSION_ENDED)
-        await self._close_code(int(code), reason=str(event.get("reason", "session_ended")))
+    # --- From the event log (called by this process's tail, on the event loop) ---------
+    def log_events(self, events: list[LoggedEvent], epoch: str) -> None:
+        self._queue(("log", events, epoch))
 
-    async def runtime_event(self, event: dict[str, Any]) -> None:
-        await self._send(
-            {"type": "runtime_event", "event_type": event["event_type"], "data": event.get("data"), "timestamp": event.get("timestamp")}
-        )
+    def live_frame(self, frame: dict[str, Any]) -> None:
+        self._queue(("live", frame, ""))
+
+    def log_ended(self, close_code: int, reason: str) -> None:
+        if self._gone:
+            return
+        if self._opening:
+            self._ended = (close_code, reason or "session_ended")
+            return
+        self._gone = True
+        background(self._close_code(close_code, reason=reason or "session_ended"))
+
+    def log_access_changed(self, role: str) -> None:
+        """The user's role in the tenant changed: carry on with the new one (a lost role
+        ends the session instead, which arrives as `log_ended`)."""
+        if self._opening or self.grant is None:
+            self._role = role
+            return
+        self._role = None
+        self.grant = dataclasses.replace(self.grant, role=role)
+
+    def _queue(self, item: tuple[str, Any, str]) -> None:
+        if self._gone:
+            return
+        if self._outbox is None:
+            self._outbox = deque()
+        self._outbox.append(item)
+        if not self._opening:
+            self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        if self._outbox and (self._drainer is None or self._drainer.done()):
+            self._drainer = background(self._drain())
+
+    async def _drain(self) -> None:
+        """Send what the tail handed over, in order, each logged event once (a position
+        at or below the last one sent was in the replay or predates the socket)."""
+        while self._outbox and not self._gone:
+            kind, payload, epoch = self._outbox.popleft()
+            if kind == "live":
+                await self._send(payload)
+                continue
+            for event in payload:
+                if event.seq <= self._last_seq:
+                    continue
+                self._last_seq = event.seq
+                await self._send(event.frame(epoch))
+        self._outbox = None
 
     # --- The timer: token expiry and the periodic session re-check -------------------
     # A timer handle per socket, not a sleeping task: a few hundred bytes instead of a
     # task and its coroutine frame, for every idle socket.
     def _schedule_check(self) -> None:
-        """Wake at the token's expiry or after WS_RECHECK_INTERVAL, whichever is first."""
+        """Wake at the token's expiry, at the session's absolute expiry (a session past it
+        is over, sweep or not) or after WS_RECHECK_INTERVAL, whichever is first."""
         if self._timer is not None:
             self._timer.cancel()
         if self._gone:
             return
         interval = runtime_settings.WS_RECHECK_INTERVAL.total_seconds()
-        token_left = self.grant.claims.expires_at.timestamp() - time.time()
+        now = time.time()
+        token_left = self.grant.claims.expires_at.timestamp() - now
+        session_left = self.grant.session_expires_at.timestamp() - now + 0.05
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(max(0.0, min(interval, token_left)), self._on_timer)
+        self._timer = loop.call_later(max(0.0, min(interval, token_left, session_left)), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -13,18 +13,16 @@ from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
-from accounts.tokens import ACCESS, token_decode
-from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, NotAuthenticated, ServerError, ServiceError
+from accounts.tokens import TokenClaims
 from core.metrics import SOCKET_REFUSALS
 from core.middleware import request_id_from, request_id_var
-from realtime.services import socket_authorize, socket_authorize_cached
+from realtime.services import SocketGrant, socket_authorize, socket_authorize_cached
 from sessions_runtime.access import access_cache_get
 
 SUBPROTOCOL = "symphainy.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
 TOKEN_QUERY_PARAMS = ("access_token", "session_token")
 SCOPE_CREDENTIALS = "runtime_credentials"
-SCOPE_GRANT = "runtime_grant"
 logger = logging.getLogger(__name__)
 
 
@@ -33,6 +31,9 @@ class SocketCredentials:
     token: str | None
     session_id: str | None
     subprotocol: str | None
+    # Resume: the last position the client saw (`?since=`) and the log's epoch then.
+    since: int | None = None
+    epoch: str | None = None
 
 
 def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, bytes]:
@@ -53,31 +54,28 @@ def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, by
     session_id = next((v for k, v in query if k == "session_id"), None)
     cleaned = urlencode([(k, v) for k, v in query if k not in TOKEN_QUERY_PARAMS]).encode("latin1")
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    return SocketCredentials(token=token or None, session_id=session_id, subprotocol=subprotocol), cleaned
+    since_text = next((v for k, v in query if k == "since"), None)
+    # A `since` that is no position at all (not a whole number >= 0) is answered like a
+    # position the log no longer holds: recovered false, the client re-reads state.
+    since = -1 if since_text is not None else None
+    if since_text is not None and since_text.isdigit() and len(since_text) <= 18:
+        since = int(since_text)
+    epoch = next((v for k, v in query if k == "epoch"), None)
+    return SocketCredentials(
+        token=token or None, session_id=session_id, subprotocol=subprotocol, since=since, epoch=epoch
+    ), cleaned
 
 
-async def authorize(credentials: SocketCredentials) -> Any:
-    """The grant for these credentials, or the ServiceError the socket is refused with."""
-    try:
-        if credentials.token is None:
-            raise NotAuthenticated()
-        claims = token_decode(credentials.token, expected_type=ACCESS)
-        cached = await access_cache_get(claims.session_id)
-        if cached is not None:
-            grant = socket_authorize_cached(claims=claims, requested_session_id=credentials.session_id, access=cached)
-            if grant is not None:
-                return grant
-        return await database_sync_to_async(socket_authorize)(
-            claims=claims, requested_session_id=credentials.session_id
-        )
-    except ServiceError as error:
-        return error
-    except DEPENDENCY_ERRORS:
-        logger.warning("dependency unavailable during a socket handshake", exc_info=True)
-        return DependencyUnavailable()
-    except Exception:  # noqa: BLE001 - a refusal with 1011, never an unhandled handshake
-        logger.exception("socket handshake check failed")
-        return ServerError()
+async def authorize_claims(claims: TokenClaims, requested_session_id: str | None) -> SocketGrant:
+    """The grant for a decoded token and the requested session: from this process's
+    snapshot of the token's session when it can answer, else from the database. Raises
+    the ServiceError the socket is refused with."""
+    cached = await access_cache_get(claims.session_id)
+    if cached is not None:
+        grant = socket_authorize_cached(claims=claims, requested_session_id=requested_session_id, access=cached)
+        if grant is not None:
+            return grant
+    return await database_sync_to_async(socket_authorize)(claims=claims, requested_session_id=requested_session_id)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -85,7 +83,8 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
 
 
 class TokenAuthMiddleware(BaseMiddleware):
-    """Runs the handshake check and hands its outcome to the consumer in the scope.
+    """Finds the credentials and hands them to the consumer in the scope (the consumer
+    checks them, once it listens to the event log).
 
     The token is taken out of the scope's query string, so nothing downstream can log it.
     Keeps no state on the instance.
@@ -98,7 +97,6 @@ class TokenAuthMiddleware(BaseMiddleware):
         credentials, query_string = credentials_from_scope(scope)
         scope = dict(scope, query_string=query_string)
         scope[SCOPE_CREDENTIALS] = credentials
-        scope[SCOPE_GRANT] = await authorize(credentials)
         return await super().__call__(scope, receive, send)
 
 

@@ -21,7 +21,7 @@ from core.ids import uuid_parse
 from core.models import ActorType, AuditEvent
 from core.process import server_instance_id
 from realtime.models import Connection, ServerInstance
-from sessions_runtime.access import SessionAccess, access_cache_put, access_check
+from sessions_runtime.access import SessionAccess, access_cache_generation, access_cache_put, access_check
 from sessions_runtime.models import RuntimeSession
 from sessions_runtime.selectors import session_get_for_token, session_get_owned
 
@@ -48,7 +48,8 @@ class SocketGrant:
         )
 
 
-def _requested_session_id(requested: object | None, own: uuid.UUID) -> uuid.UUID:
+def socket_session_id(requested: object | None, own: uuid.UUID) -> uuid.UUID:
+    """The session a socket asks for (`?session_id=`), else its token's own."""
     if requested is None:
         return own
     session_id = uuid_parse(requested)
@@ -58,7 +59,7 @@ def _requested_session_id(requested: object | None, own: uuid.UUID) -> uuid.UUID
 
 
 def _target_session(own: RuntimeSession, requested: object | None) -> RuntimeSession:
-    session_id = _requested_session_id(requested, own.pk)
+    session_id = socket_session_id(requested, own.pk)
     if session_id == own.pk:
         return own
     session = session_get_owned(session_id=session_id, user_id=own.user_id, tenant_id=own.tenant_id)
@@ -74,7 +75,11 @@ def _target_session(own: RuntimeSession, requested: object | None) -> RuntimeSes
 _local_sockets: Counter[uuid.UUID] = Counter()
 
 
-def local_socket_opened(user_id: uuid.UUID) -> None:
+def local_socket_reserve(user_id: uuid.UUID) -> None:
+    """Count a socket of this user on this process, or raise RateLimited at the cap. Call
+    on the event loop: the check and the count happen with nothing in between."""
+    if _local_sockets.get(user_id, 0) >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+        raise RateLimited("Too many open sockets for this user.")
     _local_sockets[user_id] += 1
 
 
@@ -85,7 +90,9 @@ def local_socket_closed(user_id: uuid.UUID) -> None:
 
 
 def _check_socket_cap(user_id: uuid.UUID, counted: int) -> None:
-    if max(counted, _local_sockets.get(user_id, 0)) >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+    """The cap against the sockets recorded on every process (records trail the sockets by
+    WS_CONNECTION_FLUSH_INTERVAL); this process's own are counted by `local_socket_reserve`."""
+    if counted >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
         raise RateLimited("Too many open sockets for this user.")
 
 
@@ -108,12 +115,13 @@ def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None
     code the socket is refused with."""
     # The token's session, its user's role and open-socket count: one query (the REST
     # token check does not need the count, so this does not go through it).
+    generation = access_cache_generation()
     own = session_get_for_token(
         session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, with_socket_count=True
     )
     access = SessionAccess.from_session(own) if own is not None else None
     access_check(access)
-    access_cache_put(access)
+    access_cache_put(access, read_at_generation=generation)
     session = _target_session(own, requested_session_id)
     _check_socket_cap(access.user_id, access.user_socket_count)
     return _grant(access, claims, session_id=session.pk, expires_at=session.expires_at)
@@ -124,7 +132,7 @@ def socket_authorize_cached(*, claims: TokenClaims, requested_session_id: object
     snapshot cannot answer (another session requested, or another user's snapshot)."""
     if (access.session_id, access.user_id, access.tenant_id) != (claims.session_id, claims.user_id, claims.tenant_id):
         return None
-    if _requested_session_id(requested_session_id, claims.session_id) != claims.session_id:
+    if socket_session_id(requested_session_id, claims.session_id) != claims.session_id:
         return None
     access_check(access)
     _check_socket_cap(access.user_id, access.user_socket_count)

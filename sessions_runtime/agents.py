@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from accounts.models import Permission
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import runtime_event_send
+from core.events import live_event_send, runtime_event_publish
 from core.exceptions import InvalidRequest, VersionConflict, error_for_client
 from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
 from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key, state_size
@@ -132,7 +132,7 @@ async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any
     session_id, user_id, tenant_id = caller.session_id, caller.user_id, caller.tenant_id
     message_id = str(uuid.uuid4())
     base = {"conversation_id": conversation_id, "message_id": message_id}
-    await runtime_event_send(session_id, "agent.started", base)
+    await live_event_send(session_id, "agent.started", base)
     tokens: list[str] = []
     try:
         history = await database_sync_to_async(conversation_history)(
@@ -145,7 +145,7 @@ async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any
         )
         async for token in agent(message):
             tokens.append(token)
-            await runtime_event_send(session_id, "agent.token", {**base, "index": len(tokens) - 1, "token": token})
+            await live_event_send(session_id, "agent.token", {**base, "index": len(tokens) - 1, "token": token})
         reply = "".join(tokens)
         await database_sync_to_async(conversation_append)(
             tenant_id=tenant_id, session_id=session_id, conversation_id=conversation_id,
@@ -153,6 +153,6 @@ async def agent_message_run(*, caller: Caller, text: str, context: dict[str, Any
         )
     except Exception as exc:  # noqa: BLE001 - an agent's failure is reported, not raised
         logger.warning("agent failed in session %s", session_id, exc_info=True)
-        await runtime_event_send(session_id, "agent.failed", {**base, "error": error_for_client(exc, generic="The agent failed.")})
+        await database_sync_to_async(runtime_event_publish)(session_id, "agent.failed", {**base, "error": error_for_client(exc, generic="The agent failed.")})
         return
-    await runtime_event_send(session_id, "agent.completed", {**base, "text": reply, "tokens": len(tokens)})
+    await database_sync_to_async(runtime_event_publish)(session_id, "agent.completed", {**base, "text": reply, "tokens": len(tokens)})

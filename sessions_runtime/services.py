@@ -17,7 +17,7 @@ from accounts.models import Membership, Tenant, User
 from core.audit import audit_fields, audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import session_ended_broadcast
+from core.events import sessions_ended_record
 from core.exceptions import CloseCode
 from core.limits import rate_limit_take
 from core.metrics import SESSION_ENDS
@@ -172,7 +172,8 @@ def _sessions_end(
     close_code: CloseCode = CloseCode.SESSION_ENDED,
     note: str = "",
 ) -> int:
-    """Lock the still-active rows, end them, audit each and broadcast after commit.
+    """Lock the still-active rows, end them, audit each and log the end (the sockets'
+    close when their process's tail reads it).
 
     Must run inside a transaction. Rows ended concurrently by another caller are skipped,
     so each session is ended, audited and announced exactly once.
@@ -202,7 +203,6 @@ def _sessions_end(
         for session_id, user_id, tenant_id in rows
     )
     access_cache_forget(ids)
-    for session_id in ids:
-        session_ended_broadcast(session_id, reason=reason, close_code=close_code)
+    sessions_ended_record(ids, reason=reason, close_code=close_code)
     transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))
     return len(ids)

@@ -56,7 +56,9 @@ async def test_each_transport_is_accepted(transport):
     assert ready["session_id"] == body["session_id"]
     assert ready["user_id"] == str(user.pk)
     assert ready["tenant_id"] == body["tenant_id"]
-    assert set(ready) == {"type", "session_id", "user_id", "tenant_id", "expires_at", "token_expires_at", "heartbeat_s"}
+    assert set(ready) == {
+        "type", "session_id", "user_id", "tenant_id", "expires_at", "token_expires_at", "heartbeat_s", "seq", "epoch"
+    }
     assert sock.subprotocol == ("symphainy.v1" if transport == "subprotocol" else None)
     await sock.close()
 
@@ -504,16 +506,21 @@ async def test_database_down_during_the_handshake_closes_1013(monkeypatch):
     assert await sock.receive_close() == 1013
 
 
-async def test_channel_layer_down_after_the_check_closes_1013(monkeypatch):
+async def test_a_socket_needs_no_channel_layer_to_open_or_to_hear_its_end(monkeypatch):
+    """Sockets hear of changes through the event log: a broken channel layer neither
+    refuses them nor keeps them open past their session's end."""
     _, body = await login_new_user()
     from channels.layers import get_channel_layer
 
     async def down(*args, **kwargs):
         raise ConnectionError("redis is gone")
 
-    monkeypatch.setattr(type(get_channel_layer()), "group_add", down)
-    sock = await make_socket(body["access_token"]).open()
-    assert await sock.receive_close() == 1013
+    layer_type = type(get_channel_layer())
+    for name in ("group_add", "group_send", "group_discard", "send", "receive", "new_channel"):
+        monkeypatch.setattr(layer_type, name, down)
+    sock, _ = await open_ready(body["access_token"])
+    await api_call("delete", f"/api/session/{body['session_id']}", body["access_token"])
+    assert await sock.receive_close() == 4409
 
 
 async def test_an_unexpected_error_in_the_check_closes_1011(monkeypatch, caplog):

@@ -184,15 +184,24 @@ def test_logout_closes_an_open_socket_within_a_second(server):
     run(scenario())
 
 
-def test_redis_unreachable_closes_handshakes_with_1013_and_rest_keeps_working(tmp_path):
-    # A process whose Redis is a closed port: sockets cannot join their groups.
+def test_redis_unreachable_leaves_sockets_and_their_revocation_working(tmp_path):
+    # A process whose Redis is a closed port: /ready says so (executions dispatched to
+    # workers need it), but sockets open and close on logout through the event log.
     with running(tmp_path, REDIS_URL="redis://127.0.0.1:1/0") as broken:
         body = login(broken)
         assert broken.request("GET", "/api/auth/me", token=body["access_token"])[0] == 200
         status, health = broken.request("GET", "/ready")
         assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
-        url = broken.ws + PATH
-        assert run(close_code(url, subprotocols=["symphainy.v1", f"bearer.{body['access_token']}"])) == 1013
+
+        async def scenario():
+            ws, _ = await ready_socket(broken.ws + PATH, subprotocols=_bearer(body))
+            status, _ = await asyncio.to_thread(broken.request, "POST", "/api/auth/logout", None, body["access_token"])
+            assert status == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 4409
+
+        run(scenario())
 
 
 def _bearer(body: dict) -> list[str]:

@@ -21,7 +21,7 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Role
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import session_group
+from core.models import SessionEvent
 from core.models import AuditEvent
 from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession
 from sessions_runtime.runner import executions_sweep
@@ -48,29 +48,16 @@ def exploding_handler(settings):
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
-    """Every message that leaves for the channel layer, as it leaves (after commit)."""
-    from core import events
-
-    frames: list[tuple[str, dict[str, Any]]] = []
-    original = events._send_now
-
-    def spy(group: str, message: dict[str, Any]) -> None:
-        frames.append((group, message))
-        original(group, message)
-
-    monkeypatch.setattr(events, "_send_now", spy)
-    return frames
+def sent() -> object:
+    """The session event log, read back by `execution_events` (what committed, in order)."""
+    return object()
 
 
 def execution_events(sent, session_id, execution_id=None) -> list[str]:
+    rows = SessionEvent.objects.filter(session_id=session_id, kind__startswith="execution.").order_by("seq")
     return [
-        message["event_type"]
-        for group, message in list(sent)
-        if group == session_group(session_id)
-        and message["type"] == "runtime.event"
-        and message["event_type"].startswith("execution.")
-        and (execution_id is None or message["data"]["execution_id"] == str(execution_id))
+        row.kind for row in rows
+        if execution_id is None or row.data["execution_id"] == str(execution_id)
     ]
 
 
@@ -201,7 +188,7 @@ def test_a_handler_that_raises_fails_the_execution_without_its_text(exploding_ha
     status = api.get(f"/api/execution/{execution.pk}/status").json()
     assert status["status"] == "failed" and status["error"]["message"] == "The intent handler failed."
     eventually(lambda: "execution.failed" in execution_events(sent, body["session_id"]), message="failed event")
-    failed = [m for _, m in sent if m.get("event_type") == "execution.failed"]
+    failed = [{"data": e.data} for e in SessionEvent.objects.filter(kind="execution.failed")]
     assert failed[0]["data"]["error"] == {"type": "RuntimeError", "message": "The intent handler failed."}
     assert "boom: the handler gave up" not in json.dumps(status) + json.dumps(failed)
     assert "boom: the handler gave up" in caplog.text
@@ -260,7 +247,7 @@ class Rollback(Exception):
     pass
 
 
-def test_events_leave_only_after_commit_and_a_rolled_back_submit_sends_nothing(sent):
+def test_events_are_recorded_with_the_change_and_a_rolled_back_submit_records_none(sent):
     user = factories.make_user()
     session = factories.make_session(user)
     caller = Caller(user_id=user.pk, tenant_id=session.tenant_id, role="member", permissions=("read", "write"))
@@ -270,11 +257,12 @@ def test_events_leave_only_after_commit_and_a_rolled_back_submit_sends_nothing(s
             assert Execution.objects.filter(pk=submission.response["execution_id"]).exists()
             raise Rollback()
     time.sleep(0.3)  # were anything dispatched, it would have run by now
-    assert sent == [] and Execution.objects.count() == 0 and Intent.objects.count() == 0
+    assert SessionEvent.objects.count() == 0 and Execution.objects.count() == 0 and Intent.objects.count() == 0
 
     with transaction.atomic():
         submission = intent_submit(caller=caller, session_id=session.pk, intent_type="echo", parameters={})
-        assert sent == []  # not yet: the transaction is still open
+        # In the transaction, beside the execution it announces.
+        assert execution_events(sent, session.pk) == ["execution.created"]
     execution = finished(submission.response["execution_id"])
     assert execution.status == ExecutionStatus.COMPLETED
     eventually(lambda: "execution.completed" in execution_events(sent, session.pk), message="completed event")

@@ -19,7 +19,6 @@ from core.caller import Caller
 from core.commands import common_options, table, when
 from sessions_runtime.models import SessionStatus
 
-
 NAME_MAX_LENGTH = User._meta.get_field("name").max_length
 
 

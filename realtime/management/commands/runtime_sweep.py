@@ -60,6 +60,7 @@ class Command(BaseCommand):
         say(f"sessions: expired {report.expired}")
         say(f"idempotency records: removed {report.idempotency_pruned} past their retention")
         say(f"refresh token ledger: removed {report.tokens_pruned} expired token(s) and their blacklist rows")
+        say(f"session events: removed {report.events_pruned} past their retention")
         dispatched = report.requeued + report.redispatched
         if dispatched and runtime_settings.EXECUTION_RUNNER != "worker":
             say(f"waiting up to {wait:g}s for {dispatched} execution(s) started in this process")

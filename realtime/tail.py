@@ -1,0 +1,250 @@
+"""This process's tail of the session event log, and its index of the sockets it holds.
+
+One tail per event loop (one per daphne process) reads the log once per wake-up, never
+once per socket, and hands each event to the sockets that care:
+
+- by the session a socket is on: every event (replayable ones become frames);
+- by the session its token belongs to: the end of that session and access changes, so a
+  socket opened on session X with a token of session S closes when S ends.
+
+It wakes on PostgreSQL's NOTIFY, on a commit made in this process, and every
+EVENT_POLL_INTERVAL at the latest (the whole mechanism on the embedded SQLite, and what
+covers a NOTIFY lost with its connection on PostgreSQL). The channel layer plays no part.
+
+Ids are handed out when a row is inserted, not when it commits, so on PostgreSQL a row
+can become visible after a higher id was read. Such a hole is read again on each wake-up
+for up to EVENT_GAP_WAIT, then given up (it was a rolled-back insert).
+
+Written here, not taken from a library: channels has no log tailing and Centrifugo's
+broker is a separate server; this is a loop around one indexed query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import defaultdict
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.db import connections
+
+from core.conf import runtime_settings
+from core.events import (
+    ACCESS_CHANGED,
+    CONTROL_KINDS,
+    NOTIFY_CHANNEL,
+    SESSION_ENDED,
+    LoggedEvent,
+    log_epoch,
+    log_last_id,
+    log_read,
+    on_live_event,
+    on_local_commit,
+)
+from core.exceptions import DEPENDENCY_ERRORS
+from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
+from sessions_runtime.access import access_cache_drop_local
+
+logger = logging.getLogger(__name__)
+READ_LIMIT = 1000
+# A hole wider than this is a jump of the id sequence (after a crash, PostgreSQL skips
+# ahead), not rows in flight: it is not waited for.
+MAX_GAP = 1000
+
+
+class Subscriber(Protocol):
+    def log_events(self, events: list[LoggedEvent], epoch: str) -> None: ...
+    def log_ended(self, close_code: int, reason: str) -> None: ...
+    def log_access_changed(self, role: str) -> None: ...
+    def live_frame(self, frame: dict[str, Any]) -> None: ...
+
+
+class EventTail:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.high: int | None = None  # every id up to here was handed out or given up
+        self.gaps: dict[int, float] = {}  # missing ids below `high`: when first missed
+        self.epoch = ""
+        self.by_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
+        self.by_token_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._starting: asyncio.Future | None = None
+
+    # --- Life -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start reading from the log's current end (once; later calls wait for that)."""
+        if self._starting is None:
+            self._starting = self.loop.create_future()
+            try:
+                self.high, self.epoch = await database_sync_to_async(_start_position)()
+            except BaseException as exc:
+                self._starting.set_exception(exc)
+                self._starting.exception()  # retrieved here: the caller sees it raised
+                self._starting = None
+                raise
+            self._starting.set_result(None)
+            self._tasks.append(self.loop.create_task(self._run()))
+            if connections["default"].vendor == "postgresql":
+                self._tasks.append(self.loop.create_task(self._listen()))
+        elif not self._starting.done():
+            await asyncio.shield(self._starting)
+
+    def wake(self) -> None:
+        """Read now (callable from any thread)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake.set)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), runtime_settings.EVENT_POLL_INTERVAL.total_seconds())
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.read_once()
+            except DEPENDENCY_ERRORS:
+                logger.warning("could not read the session event log; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+            except Exception:  # noqa: BLE001 - the tail must outlive any one bad read
+                logger.exception("session event tail failed a read; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _listen(self) -> None:
+        """LISTEN on a connection of its own (psycopg's async connection: no thread)."""
+        import psycopg
+
+        while True:
+            try:
+                params = connections["default"].get_connection_params()
+                for name in ("cursor_factory", "context", "prepare_threshold"):
+                    params.pop(name, None)
+                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._wake.set()  # what committed while not listening
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the poll carries on meanwhile
+                logger.warning("event log LISTEN connection lost; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    # --- Reading ----------------------------------------------------------------------
+    async def read_once(self) -> int:
+        """One read of the log, delivered. Returns how many rows were new."""
+        if self.high is None:
+            return 0
+        now = time.monotonic()
+        give_up = now - runtime_settings.EVENT_GAP_WAIT.total_seconds()
+        for missing in [i for i, since in self.gaps.items() if since < give_up]:
+            del self.gaps[missing]
+        rows, epoch = await database_sync_to_async(_read)(self.high, list(self.gaps))
+        EVENT_TAIL_READS.inc()
+        if epoch:
+            self.epoch = epoch
+        fresh = []
+        for row in rows:
+            if row.id in self.gaps:
+                del self.gaps[row.id]
+            elif row.id > self.high:
+                if row.id - self.high - 1 <= MAX_GAP:
+                    for missing in range(self.high + 1, row.id):
+                        self.gaps[missing] = now
+                self.high = row.id
+            else:
+                continue
+            fresh.append(row)
+        if fresh:
+            EVENT_TAIL_LAG.observe(max(0.0, time.time() - fresh[-1].at.timestamp()))
+            self._deliver(fresh)
+        if len(rows) >= READ_LIMIT:
+            self._wake.set()
+        return len(fresh)
+
+    def _deliver(self, rows: list[LoggedEvent]) -> None:
+        frames: dict[Subscriber, list[LoggedEvent]] = defaultdict(list)
+        delivered = 0
+        for row in rows:
+            if row.kind in CONTROL_KINDS:
+                # A snapshot of this session in this process's cache is stale now.
+                access_cache_drop_local([row.session_id])
+                targets = self.by_session.get(row.session_id, set()) | self.by_token_session.get(row.session_id, set())
+                for subscriber in targets:
+                    if row.kind == SESSION_ENDED:
+                        subscriber.log_ended(int(row.data.get("close_code", 4409)), str(row.data.get("reason", "")))
+                    elif row.kind == ACCESS_CHANGED:
+                        subscriber.log_access_changed(str(row.data.get("role", "")))
+                delivered += len(targets)
+            else:
+                for subscriber in self.by_session.get(row.session_id, ()):
+                    frames[subscriber].append(row)
+        for subscriber, events in frames.items():
+            subscriber.log_events(events, self.epoch)
+            delivered += len(events)
+        if delivered:
+            EVENT_TAIL_DELIVERED.inc(delivered)
+
+    def live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
+        for subscriber in list(self.by_session.get(session_id, ())):
+            subscriber.live_frame(frame)
+
+    # --- The index --------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber, *, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
+        self.by_session[session_id].add(subscriber)
+        if token_session_id != session_id:
+            self.by_token_session[token_session_id].add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber, *, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
+        for index, key in ((self.by_session, session_id), (self.by_token_session, token_session_id)):
+            members = index.get(key)
+            if members is not None:
+                members.discard(subscriber)
+                if not members:
+                    del index[key]
+
+
+def _start_position() -> tuple[int, str]:
+    return log_last_id(), log_epoch()
+
+
+def _read(after: int, also: list[int]) -> tuple[list[LoggedEvent], str]:
+    rows = log_read(after=after, also=also, limit=READ_LIMIT)
+    return rows, (log_epoch() if rows else "")
+
+
+_tails: dict[int, EventTail] = {}
+
+
+def tail() -> EventTail:
+    """This event loop's tail (created on first use; `start()` it before subscribing)."""
+    loop = asyncio.get_running_loop()
+    current = _tails.get(id(loop))
+    if current is None or current.loop is not loop:
+        for key in [key for key, old in _tails.items() if old.loop.is_closed()]:
+            del _tails[key]
+        current = _tails[id(loop)] = EventTail(loop)
+    return current
+
+
+def _wake_all() -> None:
+    for current in list(_tails.values()):
+        current.wake()
+
+
+def _live(session_id: uuid.UUID, frame: dict[str, Any]) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    current = _tails.get(id(loop))
+    if current is not None and current.loop is loop:
+        current.live(session_id, frame)
+
+
+on_local_commit(_wake_all)
+on_live_event(_live)
