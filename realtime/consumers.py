@@ -58,8 +58,8 @@ from realtime.services import (
     local_socket_closed,
     local_socket_reserve,
     socket_recheck,
-    socket_session_id,
     socket_refusal_count,
+    socket_session_id,
 )
 from realtime.tail import EventTail, tail
 from sessions_runtime.agents import agent_message_parse, agent_message_run

@@ -123,11 +123,11 @@ async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
 
     seen: list[str] = []
 
-    async def authorize(credentials):
+    async def authorize(self, credentials):
         seen.append(request_id_var.get())
         return NotAuthenticated()
 
-    monkeypatch.setattr("realtime.middleware.authorize", authorize)
+    monkeypatch.setattr("realtime.consumers.RuntimeAgentConsumer._authorize", authorize)
     communicator = WebsocketCommunicator(
         application, "/api/runtime/agent", headers=[(b"origin", b"http://127.0.0.1"), (b"x-request-id", b"sock-1")]
     )

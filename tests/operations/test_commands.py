@@ -654,6 +654,7 @@ def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(us
         "sessions: expired 1",
         "idempotency records: removed 0 past their retention",
         "refresh token ledger: removed 0 expired token(s) and their blacklist rows",
+        "session events: removed 0 past their retention",
     ]
     assert list(Connection.objects.values_list("channel_name", flat=True)) == ["on-alive"]
     assert Execution.objects.get(pk=stuck.pk).status == ExecutionStatus.FAILED

@@ -21,8 +21,7 @@ from rest_framework.test import APIClient
 from accounts.models import Membership, Role
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.models import SessionEvent
-from core.models import AuditEvent
+from core.models import AuditEvent, SessionEvent
 from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
