@@ -183,7 +183,8 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self._last_seen = timezone.now()
         replay = await database_sync_to_async(log_replay)(
-            session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
+            session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch,
+            current_epoch=self._feed.epoch if self._feed is not None else "",
         )
         self._last_seq = replay.seq
         ready = {
@@ -354,16 +355,20 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     async def _drain(self) -> None:
         """Send what the tail handed over, in order, each logged event once (a position
         at or below the last one sent was in the replay or predates the socket)."""
-        while self._outbox and not self._gone:
-            kind, payload, epoch = self._outbox.popleft()
-            if kind == "live":
-                await self._send(payload)
-                continue
-            for event in payload:
-                if event.seq <= self._last_seq:
+        try:
+            while self._outbox and not self._gone:
+                kind, payload, epoch = self._outbox.popleft()
+                if kind == "live":
+                    await self._send(payload)
                     continue
-                self._last_seq = event.seq
-                await self._send(event.frame(epoch))
+                for event in payload:
+                    if event.seq <= self._last_seq:
+                        continue
+                    self._last_seq = event.seq
+                    await self._send(event.frame(epoch))
+        except Exception:  # noqa: BLE001 - the peer went while we sent; its disconnect follows
+            logger.debug("send to a departed peer on %s", self.channel_name, exc_info=True)
+            self._gone = True
         self._outbox = None
 
     # --- The timer: token expiry and the periodic session re-check -------------------

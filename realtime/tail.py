@@ -11,6 +11,10 @@ It wakes on PostgreSQL's NOTIFY, on a commit made in this process, and every
 EVENT_POLL_INTERVAL at the latest (the whole mechanism on the embedded SQLite, and what
 covers a NOTIFY lost with its connection on PostgreSQL). The channel layer plays no part.
 
+Ephemeral frames (an agent's tokens) are not logged: they go to this process's sockets of
+the session and, on PostgreSQL, to the other processes by a NOTIFY of their own. On the
+embedded SQLite (one serving process) there are no other processes to reach.
+
 Ids are handed out when a row is inserted, not when it commits, so on PostgreSQL a row
 can become visible after a higher id was read. Such a hole is read again on each wake-up
 for up to EVENT_GAP_WAIT, then given up (it was a rolled-back insert).
@@ -22,6 +26,7 @@ broker is a separate server; this is a loop around one indexed query.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -46,10 +51,15 @@ from core.events import (
 )
 from core.exceptions import DEPENDENCY_ERRORS
 from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
+from core.process import server_instance_id
 from sessions_runtime.access import access_cache_drop_local
 
 logger = logging.getLogger(__name__)
 READ_LIMIT = 1000
+# Ephemeral frames (agent tokens) for the other processes, on PostgreSQL: a NOTIFY each,
+# never written to the log. PostgreSQL caps a payload below 8,000 bytes.
+LIVE_CHANNEL = "symphainy_live_frames"
+LIVE_PAYLOAD_MAX = 7900
 # A hole wider than this is a jump of the id sequence (after a crash, PostgreSQL skips
 # ahead), not rows in flight: it is not waited for.
 MAX_GAP = 1000
@@ -73,6 +83,7 @@ class EventTail:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
+        self._live_out: asyncio.Queue | None = None
 
     # --- Life -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -116,22 +127,50 @@ class EventTail:
 
     async def _listen(self) -> None:
         """LISTEN on a connection of its own (psycopg's async connection: no thread)."""
-        import psycopg
-
+        me = server_instance_id()
         while True:
             try:
-                params = connections["default"].get_connection_params()
-                for name in ("cursor_factory", "context", "prepare_threshold"):
-                    params.pop(name, None)
-                async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+                async with await _pg_connect() as conn:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    await conn.execute(f"LISTEN {LIVE_CHANNEL}")
                     self._wake.set()  # what committed while not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
+                    async for notify in conn.notifies():
+                        if notify.channel != LIVE_CHANNEL:
+                            self._wake.set()
+                            continue
+                        message = json.loads(notify.payload)
+                        if message.get("p") != me:
+                            self.live(uuid.UUID(message["s"]), message["f"])
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the poll carries on meanwhile
                 logger.warning("event log LISTEN connection lost; reconnecting", exc_info=True)
+                await asyncio.sleep(1.0)
+
+    def forward_live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
+        """Hand an ephemeral frame to the other processes (PostgreSQL only), in order."""
+        if self._live_out is None:
+            self._live_out = asyncio.Queue(maxsize=10_000)
+            self._tasks.append(self.loop.create_task(self._send_live()))
+        payload = json.dumps({"p": server_instance_id(), "s": str(session_id), "f": frame}, separators=(",", ":"))
+        if len(payload.encode()) > LIVE_PAYLOAD_MAX or self._live_out.full():
+            logger.info("live frame for %s not forwarded to other processes (too big or backlogged)", session_id)
+            return
+        self._live_out.put_nowait(payload)
+
+    async def _send_live(self) -> None:
+        assert self._live_out is not None
+        while True:
+            payload = await self._live_out.get()
+            try:
+                async with await _pg_connect() as conn:
+                    while True:
+                        await conn.execute("SELECT pg_notify(%s, %s)", [LIVE_CHANNEL, payload])
+                        payload = await self._live_out.get()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - live frames are best effort; the log is not
+                logger.warning("could not forward a live frame; reconnecting", exc_info=True)
                 await asyncio.sleep(1.0)
 
     # --- Reading ----------------------------------------------------------------------
@@ -143,7 +182,9 @@ class EventTail:
         give_up = now - runtime_settings.EVENT_GAP_WAIT.total_seconds()
         for missing in [i for i, since in self.gaps.items() if since < give_up]:
             del self.gaps[missing]
-        rows, epoch = await database_sync_to_async(_read)(self.high, list(self.gaps))
+        # In a thread of its own, not the one handshakes and frames queue for: revocation
+        # must not wait behind a burst of handshakes.
+        rows, epoch = await database_sync_to_async(_read, thread_sensitive=False)(self.high, list(self.gaps))
         EVENT_TAIL_READS.inc()
         if epoch:
             self.epoch = epoch
@@ -208,6 +249,15 @@ class EventTail:
                     del index[key]
 
 
+async def _pg_connect() -> Any:
+    import psycopg
+
+    params = connections["default"].get_connection_params()
+    for name in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(name, None)
+    return await psycopg.AsyncConnection.connect(**params, autocommit=True)
+
+
 def _start_position() -> tuple[int, str]:
     return log_last_id(), log_epoch()
 
@@ -244,6 +294,8 @@ def _live(session_id: uuid.UUID, frame: dict[str, Any]) -> None:
     current = _tails.get(id(loop))
     if current is not None and current.loop is loop:
         current.live(session_id, frame)
+        if connections["default"].vendor == "postgresql":
+            current.forward_live(session_id, frame)
 
 
 on_local_commit(_wake_all)

@@ -2,10 +2,9 @@
 config rendered from the repository's template) in front of gunicorn (HTTP) and two
 daphne processes (the socket path), all on this run's database and Redis.
 
-On PostgreSQL + Redis every cross-process path is checked (events and revocation reach a
-socket on daphne from a request served by gunicorn). On the embedded SQLite the processes
-share the database file but not a channel layer, so revocation is checked through the
-socket's re-check (WS_RECHECK_INTERVAL_SECONDS=1), and no event is expected to cross.
+Every cross-process path is checked, on the embedded SQLite (the processes share the
+database file) as on PostgreSQL + Redis: events and revocation reach a socket on daphne
+from a request served by gunicorn, through the session event log.
 """
 
 from __future__ import annotations
@@ -71,8 +70,6 @@ def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
     (tmp_path / "metrics").mkdir()
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
-    else:
-        env["WS_RECHECK_INTERVAL_SECONDS"] = "1"
     processes: list[subprocess.Popen] = []
 
     def start(name: str, argv: list[str], **extra: str) -> tuple[subprocess.Popen, Path]:
@@ -151,7 +148,6 @@ async def next_event(ws, event_type: str, timeout: float = 10) -> dict:
 
 
 def test_the_layout_serves_login_sockets_state_executions_and_revocation_through_nginx(tmp_path):
-    cross_process_events = bool(settings.REDIS_URL)
     user = factories.make_user()
     with layout(tmp_path) as site:
         base = site["base"]
@@ -180,9 +176,9 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             # A state change served by gunicorn.
             status, state, _ = await asyncio.to_thread(call, base, "PUT", f"/api/session/{session_id}/state", {"data": {"step": 1}}, token, {"If-Match": "0"})
             assert (status, state["version"]) == (200, 1)
-            if cross_process_events:
-                changed = await next_event(ws, "session.state_changed")
-                assert changed["data"]["version"] == 1
+            # Heard on daphne through the event log, on SQLite as on PostgreSQL.
+            changed = await next_event(ws, "session.state_changed")
+            assert changed["data"]["version"] == 1
 
             # An execution started from a WSGI request runs on gunicorn's background loop.
             status, accepted, _ = await asyncio.to_thread(
@@ -198,8 +194,7 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
                 assert execution["status"] in ("created", "running") and time.monotonic() < deadline, execution
                 await asyncio.sleep(0.1)
             assert execution["result"]["processed"] == 3
-            if cross_process_events:
-                await next_event(ws, "execution.completed")
+            await next_event(ws, "execution.completed")
 
             # /metrics through gunicorn sees the socket held by a daphne process.
             status, metrics, _ = await asyncio.to_thread(call, base, "GET", "/metrics")
@@ -209,10 +204,12 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             # Revocation: the end is served by gunicorn, the socket lives on daphne.
             status, _, _ = await asyncio.to_thread(call, base, "DELETE", f"/api/session/{session_id}", None, token)
             assert status == 204
+            ended = time.monotonic()
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
             assert closed.value.rcvd.code == 4409
+            assert time.monotonic() - ended < 1.5  # the contract's second, and the close frame's trip
 
         asyncio.run(scenario())
         assert call(base, "GET", "/api/auth/me", token=token)[0] == 401

@@ -195,3 +195,25 @@ def test_a_flushed_redis_changes_nothing_for_revocation(tmp_path):
             assert time.monotonic() - ended < WITHIN + SLACK
 
         asyncio.run(scenario())
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"), reason="needs PostgreSQL (NOTIFY)")
+def test_agent_tokens_reach_a_tab_on_another_process_and_the_answer_is_logged(tmp_path):
+    with running(tmp_path) as a, running(tmp_path) as b:
+        user = factories.make_user()
+        body = login(a, user)
+
+        async def scenario():
+            speaker, _ = await open_ready(a, body["access_token"])
+            listener, _ = await open_ready(b, body["access_token"])
+            await speaker.send(json.dumps({"type": "agent.message", "payload": {"text": "hello there"}}))
+            seen = []
+            while True:
+                frame = json.loads(await asyncio.wait_for(listener.recv(), 10))
+                seen.append(frame["event_type"])
+                if frame["event_type"] == "agent.completed":
+                    break
+            assert seen[0] == "agent.started" and "agent.token" in seen
+            assert "seq" in frame and frame["data"]["text"]
+
+        asyncio.run(scenario())
