@@ -232,7 +232,8 @@ class Replay:
     events: list[LoggedEvent]
 
 
-def _position(session_id: uuid.UUID) -> int:
+def log_position(session_id: uuid.UUID) -> int:
+    """The session's latest position (0 before its first event)."""
     return SessionEventSequence.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
 
 
@@ -242,7 +243,7 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None, c
     cannot give them all: another epoch, a position this session never had, or events
     already pruned. `current_epoch`, when the caller knows it (its tail), saves a query."""
     current_epoch = current_epoch or log_epoch()
-    last = _position(session_id)
+    last = log_position(session_id)
     if since is None:
         return Replay(seq=last, epoch=current_epoch, recovered=None, events=[])
     if epoch != current_epoch or since < 0 or since > last:

@@ -67,6 +67,11 @@ EVENT_TAIL_LAG = Histogram(
     "From an event's commit-time stamp to its tail's read of it.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+REVOCATION_LATENCY = Histogram(
+    "symphainy_revocation_seconds",
+    "From a session's end being recorded to a socket of it being closed, per socket.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30),
+)
 EVENT_LOG_ROWS = Gauge(
     "symphainy_event_log_rows", "Rows in the session event log, as of the last prune.", multiprocess_mode="max"
 )

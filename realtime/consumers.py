@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from accounts.tokens import ACCESS, token_decode
 from core.conf import runtime_settings
-from core.events import LoggedEvent, log_replay
+from core.events import LoggedEvent, Replay, log_replay
 from core.exceptions import (
     DEPENDENCY_ERRORS,
     BinaryNotSupported,
@@ -45,7 +45,7 @@ from core.exceptions import (
     UnknownMessageType,
 )
 from core.jsonlimits import frame_parse
-from core.metrics import HANDSHAKES, OPEN_SOCKETS, SOCKET_CLOSES, SOCKET_REFUSALS
+from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY, SOCKET_CLOSES, SOCKET_REFUSALS
 from core.process import server_instance_id
 from core.tasks import background
 from realtime import heartbeat
@@ -182,10 +182,18 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         )
         self._bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self._last_seen = timezone.now()
-        replay = await database_sync_to_async(log_replay)(
-            session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch,
-            current_epoch=self._feed.epoch if self._feed is not None else "",
-        )
+        feed = self._feed
+        if credentials.since is None and feed is not None:
+            # A fresh socket starts from the newest position known here: the check's, or a
+            # later one its process's tail read since. Newer events reach it through the
+            # tail (it subscribed before the check), so nothing falls between the two.
+            seq = max(grant.event_seq, feed.positions.get(grant.session_id, 0))
+            replay = Replay(seq=seq, epoch=feed.epoch, recovered=None, events=[])
+        else:
+            replay = await database_sync_to_async(log_replay)(
+                session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch,
+                current_epoch=feed.epoch if feed is not None else "",
+            )
         self._last_seq = replay.seq
         ready = {
             "type": "session.ready",
@@ -321,14 +329,18 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     def live_frame(self, frame: dict[str, Any]) -> None:
         self._queue(("live", frame, ""))
 
-    def log_ended(self, close_code: int, reason: str) -> None:
+    def log_ended(self, close_code: int, reason: str, ended_at: float) -> None:
         if self._gone:
             return
         if self._opening:
             self._ended = (close_code, reason or "session_ended")
             return
         self._gone = True
-        background(self._close_code(close_code, reason=reason or "session_ended"))
+        background(self._revoke(close_code, reason or "session_ended", ended_at))
+
+    async def _revoke(self, close_code: int, reason: str, ended_at: float) -> None:
+        await self._close_code(close_code, reason=reason)
+        REVOCATION_LATENCY.observe(max(0.0, time.time() - ended_at))
 
     def log_access_changed(self, role: str) -> None:
         """The user's role in the tenant changed: carry on with the new one (a lost role

@@ -16,6 +16,7 @@ from accounts.models import role_permissions
 from accounts.tokens import TokenClaims, claims_authenticate
 from core.caller import Caller
 from core.conf import runtime_settings
+from core.events import log_position
 from core.exceptions import NotFound, RateLimited, SessionNotActive
 from core.ids import uuid_parse
 from core.models import ActorType, AuditEvent
@@ -39,6 +40,8 @@ class SocketGrant:
     session_expires_at: datetime
     role: str
     claims: TokenClaims
+    # The session's event-log position as of the check (what `session.ready` starts from).
+    event_seq: int = 0
 
     def caller(self, client_address: str | None = None) -> Caller:
         """The caller this socket stands for, in the session it was opened on."""
@@ -96,7 +99,9 @@ def _check_socket_cap(user_id: uuid.UUID, counted: int) -> None:
         raise RateLimited("Too many open sockets for this user.")
 
 
-def _grant(access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime) -> SocketGrant:
+def _grant(
+    access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime, event_seq: int = 0
+) -> SocketGrant:
     return SocketGrant(
         user_id=access.user_id,
         tenant_id=access.tenant_id,
@@ -104,6 +109,7 @@ def _grant(access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID,
         session_expires_at=expires_at,
         role=access.role or "",
         claims=claims,
+        event_seq=event_seq,
     )
 
 
@@ -117,14 +123,15 @@ def socket_authorize(*, claims: TokenClaims, requested_session_id: object | None
     # token check does not need the count, so this does not go through it).
     generation = access_cache_generation()
     own = session_get_for_token(
-        session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, with_socket_count=True
+        session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, for_socket=True
     )
     access = SessionAccess.from_session(own) if own is not None else None
     access_check(access)
     access_cache_put(access, read_at_generation=generation)
     session = _target_session(own, requested_session_id)
     _check_socket_cap(access.user_id, access.user_socket_count)
-    return _grant(access, claims, session_id=session.pk, expires_at=session.expires_at)
+    event_seq = access.event_seq if session.pk == own.pk else log_position(session.pk)
+    return _grant(access, claims, session_id=session.pk, expires_at=session.expires_at, event_seq=event_seq)
 
 
 def socket_authorize_cached(*, claims: TokenClaims, requested_session_id: object | None, access: SessionAccess) -> SocketGrant | None:
@@ -136,7 +143,7 @@ def socket_authorize_cached(*, claims: TokenClaims, requested_session_id: object
         return None
     access_check(access)
     _check_socket_cap(access.user_id, access.user_socket_count)
-    return _grant(access, claims, session_id=access.session_id, expires_at=access.expires_at)
+    return _grant(access, claims, session_id=access.session_id, expires_at=access.expires_at, event_seq=access.event_seq)
 
 
 def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:

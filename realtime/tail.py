@@ -63,11 +63,12 @@ LIVE_PAYLOAD_MAX = 7900
 # A hole wider than this is a jump of the id sequence (after a crash, PostgreSQL skips
 # ahead), not rows in flight: it is not waited for.
 MAX_GAP = 1000
+MAX_POSITIONS = 100_000
 
 
 class Subscriber(Protocol):
     def log_events(self, events: list[LoggedEvent], epoch: str) -> None: ...
-    def log_ended(self, close_code: int, reason: str) -> None: ...
+    def log_ended(self, close_code: int, reason: str, ended_at: float) -> None: ...
     def log_access_changed(self, role: str) -> None: ...
     def live_frame(self, frame: dict[str, Any]) -> None: ...
 
@@ -78,6 +79,9 @@ class EventTail:
         self.high: int | None = None  # every id up to here was handed out or given up
         self.gaps: dict[int, float] = {}  # missing ids below `high`: when first missed
         self.epoch = ""
+        # The newest position read for each session (bounded): with the snapshot's own,
+        # what a fresh socket's `session.ready` says without asking the database.
+        self.positions: dict[uuid.UUID, int] = {}
         self.by_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self.by_token_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._wake = asyncio.Event()
@@ -200,6 +204,10 @@ class EventTail:
             else:
                 continue
             fresh.append(row)
+            if row.seq > self.positions.get(row.session_id, 0):
+                self.positions[row.session_id] = row.seq
+        if len(self.positions) > MAX_POSITIONS:
+            self.positions.clear()  # a socket then takes its snapshot's position, never a later one
         if fresh:
             EVENT_TAIL_LAG.observe(max(0.0, time.time() - fresh[-1].at.timestamp()))
             self._deliver(fresh)
@@ -217,7 +225,9 @@ class EventTail:
                 targets = self.by_session.get(row.session_id, set()) | self.by_token_session.get(row.session_id, set())
                 for subscriber in targets:
                     if row.kind == SESSION_ENDED:
-                        subscriber.log_ended(int(row.data.get("close_code", 4409)), str(row.data.get("reason", "")))
+                        subscriber.log_ended(
+                            int(row.data.get("close_code", 4409)), str(row.data.get("reason", "")), row.at.timestamp()
+                        )
                     elif row.kind == ACCESS_CHANGED:
                         subscriber.log_access_changed(str(row.data.get("role", "")))
                 delivered += len(targets)

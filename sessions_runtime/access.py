@@ -42,6 +42,8 @@ class SessionAccess:
     tenant_active: bool
     role: str | None
     user_socket_count: int = 0
+    # The session's event-log position when the snapshot was read (sockets only).
+    event_seq: int = 0
 
     def usable(self, now: datetime | None = None) -> bool:
         return self.status == SessionStatus.ACTIVE and not expiry_reason(
@@ -62,6 +64,7 @@ class SessionAccess:
             tenant_active=session.tenant.is_active,
             role=getattr(session, "member_role", None),
             user_socket_count=getattr(session, "user_socket_count", None) or 0,
+            event_seq=getattr(session, "event_seq", None) or 0,
         )
 
 

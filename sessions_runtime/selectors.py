@@ -19,17 +19,19 @@ from sessions_runtime.models import RuntimeSession
 
 
 def session_get_for_token(
-    *, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID, with_socket_count: bool = False
+    *, session_id: uuid.UUID, user_id: uuid.UUID, tenant_id: uuid.UUID, for_socket: bool = False
 ) -> RuntimeSession | None:
     """The token's own session with its user, tenant and the user's current role there.
 
     One query: the role comes from the membership table through a subquery, so the token
     check never trusts a role or tenant carried by the token. Sockets also need the
-    user's open-socket count, which rides in the same query.
+    user's open-socket count and the session's event-log position, which ride in the
+    same query.
     """
     role = Membership.objects.filter(user_id=OuterRef("user_id"), tenant_id=OuterRef("tenant_id")).values("role")[:1]
     sessions = RuntimeSession.objects.select_related("user", "tenant").annotate(member_role=Subquery(role))
-    if with_socket_count:
+    if for_socket:
+        from core.models import SessionEventSequence
         from realtime.models import Connection
 
         open_sockets = (
@@ -39,7 +41,8 @@ def session_get_for_token(
             .annotate(n=Count("id"))
             .values("n")[:1]
         )
-        sessions = sessions.annotate(user_socket_count=Subquery(open_sockets))
+        position = SessionEventSequence.objects.filter(session_id=OuterRef("pk")).values("last_seq")[:1]
+        sessions = sessions.annotate(user_socket_count=Subquery(open_sockets), event_seq=Subquery(position))
     return sessions.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()
 
 

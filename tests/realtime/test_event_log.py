@@ -64,6 +64,17 @@ async def test_ready_and_frames_carry_positions_that_increase():
     assert again["seq"] == 3 and again["epoch"] == ready["epoch"]
 
 
+async def test_a_fresh_socket_starts_from_the_position_the_check_read():
+    """Events recorded before this process's tail started: the handshake's own query
+    carries the position, and a later handshake answered from the cache keeps it."""
+    _, body = await login_new_user()
+    await publish(body["session_id"], 2)
+    _, ready = await open_ready(body["access_token"])
+    assert ready["seq"] == 2
+    _, again = await open_ready(body["access_token"])  # from the snapshot
+    assert again["seq"] == 2
+
+
 async def test_a_reconnect_with_since_gets_what_it_missed_in_order_then_live_ones():
     _, body = await login_new_user()
     sock, ready = await open_ready(body["access_token"])
@@ -181,9 +192,18 @@ async def test_an_end_recorded_elsewhere_closes_the_socket_through_the_log_alone
         RuntimeSession.objects.filter(pk=session_id).update(status="ended", end_reason=EndReason.DELETED)
         events_record([Event(session_id, "session.ended", {"reason": "deleted", "close_code": 4409})])
 
+    from prometheus_client import REGISTRY
+
+    closes_before = REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0
     monkeypatch.setattr("core.events._wake_local_tails", lambda: None)
     await end_elsewhere()
     assert await sock.receive_close(timeout=2) == 4409
+    # The end-to-close time is in /metrics, one observation per socket closed.
+    for _ in range(100):
+        if (REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0) > closes_before:
+            break
+        await asyncio.sleep(0.01)
+    assert REGISTRY.get_sample_value("symphainy_revocation_seconds_count") == closes_before + 1
 
 
 async def test_a_socket_on_another_session_closes_when_its_tokens_session_ends():

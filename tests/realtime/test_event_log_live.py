@@ -64,8 +64,10 @@ async def refused_with(server, token: str) -> int:
     return await closed_with(ws)
 
 
-def test_manage_py_sessions_end_closes_a_daphne_socket_within_a_second(tmp_path):
-    with running(tmp_path) as server:
+@pytest.mark.parametrize("command", ["serve", "daphne", "runserver"])
+def test_manage_py_sessions_end_closes_a_daphne_socket_within_a_second(tmp_path, command):
+    """Under every documented way to serve: the tail lives in the consumer, not in a command."""
+    with running(tmp_path, command) as server:
         user = factories.make_user()
         body = login(server, user)
 
