@@ -77,6 +77,7 @@ $("login-form").addEventListener("submit", async (event) => {
     showApp(true);
     tenantName = null;
     currentSessionRow = null;
+    recovery("");
     renderSession();
     status("Logged in. Opening the socket…");
     loadMe();
@@ -163,6 +164,7 @@ client.on("state", ({ state, code, delayMs }) => {
     text = `closed (${code})`;
   }
   badge.textContent = text;
+  if (state !== "open") recovery(""); // the next socket's outcome replaces the last one's
   if (state === "open") {
     status("Connected: session ready.");
     setTimeout(loadSessions, 500); // the new socket shows in its session's count
@@ -172,6 +174,36 @@ client.on("state", ({ state, code, delayMs }) => {
 
 client.on("session.ready", (frame) => {
   logEvent("session.ready", `session ${frame.session_id}, heartbeat ${frame.heartbeat_s} s`);
+});
+
+/** What the last reconnect recovered, beside the socket state ("" hides it). */
+function recovery(text) {
+  const note = $("socket-recovery");
+  note.textContent = text;
+  note.hidden = !text;
+}
+
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
+// After a reconnect the server either replays what the page missed (the usual handlers
+// show it as it comes), or cannot: then the page re-reads what it shows over HTTP.
+client.on("resumed", ({ since, seq, replayed }) => {
+  const text = `resumed (${plural(replayed, "event")} replayed)`;
+  recovery(text);
+  status(`Reconnected: ${text}.`);
+  logEvent("resumed", `from position ${since} to ${seq}, ${plural(replayed, "event")} replayed`);
+});
+
+client.on("resync.required", async ({ since, seq }) => {
+  recovery("re-syncing…");
+  status("Reconnected: the missed events are gone; re-reading the state…");
+  logEvent("resync", `position ${since} cannot be resumed (now ${seq}): re-reading the state`);
+  await Promise.all([loadState(), loadExecutions()]);
+  loadSessions();
+  recovery("re-synced (state re-read)");
+  status("Reconnected: re-synced (state re-read).");
 });
 client.on("auth.refreshed", (frame) => logEvent("auth.refreshed", `token valid until ${when(frame.token_expires_at)}`));
 client.on("close", ({ code, reason, retry }) => logEvent("close", `${code}${reason ? ` ${reason}` : ""}${retry ? ", will retry" : ""}`));
@@ -266,6 +298,21 @@ function onExecution(type) {
   .forEach(onExecution);
 
 const UNFINISHED = new Set(["created", "running"]);
+
+/** Re-read the executions this page shows that may have moved on while it was away. */
+async function loadExecutions() {
+  const ids = new Set([...executions].filter(([, data]) => UNFINISHED.has(data.status)).map(([id]) => id));
+  if (currentExecution) ids.add(currentExecution);
+  await Promise.all([...ids].map(async (executionId) => {
+    try {
+      const execution = await client.api("GET", `/api/execution/${executionId}/status`);
+      executions.set(executionId, execution);
+      if (executionId === currentExecution) renderProgress(execution);
+    } catch (error) {
+      logEvent("execution", `could not re-read ${executionId}: ${describe(error)}`);
+    }
+  }));
+}
 
 function renderProgress(execution) {
   const bar = $("intent-progress");

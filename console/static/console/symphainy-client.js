@@ -15,7 +15,9 @@
  * before it expires: over HTTP first (the refresh token rotates), then on the open socket
  * with an `auth.refresh` frame, so the socket stays up. The socket reconnects after a
  * network drop with exponential backoff and jitter; it never retries 4401, 4404 or 4409,
- * which need a new login. See docs/client.md.
+ * which need a new login. A reconnect resumes where the last socket stopped (`since` and
+ * `epoch` in the socket URL): the server replays what was missed ("resumed"), or says it
+ * cannot and the app re-reads its state ("resync.required"). See docs/client.md.
  *
  * @module symphainy-client
  */
@@ -47,6 +49,9 @@ const SLOW_DOWN_CLOSES = new Set([CloseCode.RATE_LIMITED, CloseCode.TRY_AGAIN_LA
 /** Error codes with which the server refuses an `auth.refresh` frame. */
 const REFRESH_REFUSALS = new Set(["invalid_token", "token_expired", "not_authenticated", "not_found", "session_ended"]);
 const SUBPROTOCOL = "symphainy.v1";
+/** How long a replay may pause before the client takes it as finished (its last
+ * positions may be events the server never sends, such as coalesced progress). */
+const REPLAY_QUIET_MS = 500;
 
 /** An HTTP error answered by the API: `{error, message, details}` with its status. */
 export class ApiError extends Error {
@@ -117,7 +122,10 @@ export class SymphainyClient {
     this._waiters = []; // connect() promises waiting for session.ready
     this._refreshing = null; // the one refresh in flight (rotation forbids two)
     this._ack = null; // the pending auth.refresh acknowledgement
-    this._timers = { reconnect: 0, refresh: 0, heartbeat: 0 };
+    this._position = null; // {seq, epoch}: the last position of the session's event log seen
+    this._asked = null; // the position the current socket resumes from, or null (a fresh start)
+    this._replay = null; // {since, until, replayed}: the replay after a resumed session.ready
+    this._timers = { reconnect: 0, refresh: 0, heartbeat: 0, replay: 0 };
   }
 
   // --- Reading --------------------------------------------------------------------
@@ -143,6 +151,15 @@ export class SymphainyClient {
     return this._state === "open" ? this._ready : null;
   }
 
+  /**
+   * @returns {{seq: number, epoch: string}|null} the last position of the session's event
+   * log this client has seen (from `session.ready` and every frame with a `seq`): where the
+   * next socket resumes from. Null before the first `session.ready` of a login.
+   */
+  get position() {
+    return this._position ? { ...this._position } : null;
+  }
+
   // --- Events -----------------------------------------------------------------------
 
   /**
@@ -150,8 +167,12 @@ export class SymphainyClient {
    * ("session.ready", "pong", "auth.refreshed", "intent.accepted", "error"), runtime
    * events by their `event_type` ("agent.token", "execution.progress", ...) with their
    * `data` as first argument; "*" gets every frame. The client's own events: "state",
-   * "close", "login", "logout", "tokens", "refresh.failed", and the final ones
-   * "auth.required", "session.not_found", "session.ended".
+   * "close", "login", "logout", "tokens", "refresh.failed", after a reconnect "resumed"
+   * `{recovered: true, since, seq, replayed}` (the missed events were delivered, `replayed`
+   * of them) or "resync.required" `{recovered: false, since, seq, epoch}` (they cannot be:
+   * re-read the state over HTTP), and the final ones "auth.required", "session.not_found",
+   * "session.ended". A frame whose `seq` is at or below the last one seen is a duplicate
+   * and is dropped before any handler.
    *
    * @param {string} type
    * @param {(payload: any, frame?: object) => void} fn
@@ -196,6 +217,7 @@ export class SymphainyClient {
     const body = { email, password };
     if (options.tenantId) body.tenant_id = options.tenantId;
     const answer = await this._request("POST", "/api/auth/login", body, { auth: false });
+    this._position = null; // a new session: its log starts afresh
     this._session = {
       sessionId: answer.session_id,
       userId: answer.user_id,
@@ -349,7 +371,9 @@ export class SymphainyClient {
 
   /**
    * Open the socket for the login's session, and keep it open until `disconnect()`,
-   * `logout()` or a final close code. Refused before login.
+   * `logout()` or a final close code. Refused before login. The first socket of a login
+   * starts afresh; every later one (a reconnect, or `connect()` after `disconnect()`)
+   * resumes from `position`.
    *
    * @returns {Promise<object>} the `session.ready` frame; rejected on a final close
    */
@@ -414,7 +438,9 @@ export class SymphainyClient {
 
   _socketUrl() {
     const base = this.baseUrl.replace(/^http/, "ws");
-    return `${base}${this.socketPath}?session_id=${encodeURIComponent(this._session.sessionId)}`;
+    let url = `${base}${this.socketPath}?session_id=${encodeURIComponent(this._session.sessionId)}`;
+    if (this._asked) url += `&since=${this._asked.seq}&epoch=${encodeURIComponent(this._asked.epoch)}`;
+    return url;
   }
 
   async _open() {
@@ -432,6 +458,7 @@ export class SymphainyClient {
       if (!this._wanted) return;
     }
     let ws;
+    this._asked = this._position ? { ...this._position } : null;
     try {
       ws = new this._WebSocket(this._socketUrl(), [SUBPROTOCOL, `bearer.${this._tokens.access}`]);
     } catch (error) {
@@ -453,9 +480,24 @@ export class SymphainyClient {
       return;
     }
     if (!frame || typeof frame.type !== "string") return;
+    const positioned = frame.type === "runtime_event" && Number.isInteger(frame.seq);
+    if (positioned) {
+      if (this._duplicate(frame)) return;
+      // A position past the replay's end is a live event: the replay is over.
+      if (this._replay && frame.seq > this._replay.until) this._replayEnd();
+      this._position = { seq: frame.seq, epoch: frame.epoch ?? (this._position ? this._position.epoch : "") };
+      if (this._replay) {
+        this._replay.replayed += 1;
+        this._replayWait();
+      }
+    } else if (this._replay) {
+      this._replayEnd(); // live frames come after the replay
+    }
+    let resync = null;
     if (frame.type === "session.ready") {
       this._attempt = 0;
       this._ready = frame;
+      resync = this._positionStart(frame);
       this._setState("open", { ready: frame });
       this._heartbeatStart(frame.heartbeat_s);
       for (const waiter of this._waiters.splice(0)) waiter.resolve(frame);
@@ -470,12 +512,61 @@ export class SymphainyClient {
       this._emit(frame.type, frame, frame);
     }
     this._emit("*", frame, frame);
+    if (resync) this._emit("resync.required", resync);
+    // Up to the position session.ready named (at once when nothing was missed): done.
+    if (this._replay && this._position.seq >= this._replay.until) this._replayEnd();
+  }
+
+  /** A frame at or below the last position seen (in the same epoch) was delivered already. */
+  _duplicate(frame) {
+    const position = this._position;
+    if (!position) return false;
+    if (frame.epoch !== undefined && frame.epoch !== position.epoch) return false; // another log
+    return frame.seq <= position.seq;
+  }
+
+  /**
+   * Take the position of a `session.ready`. Resumed: keep the old one until the replayed
+   * events have moved it up to the frame's `seq`. Not resumed: start from the frame's, and
+   * return what the "resync.required" event reports.
+   */
+  _positionStart(frame) {
+    const asked = this._asked;
+    const known = Number.isInteger(frame.seq) && typeof frame.epoch === "string";
+    if (asked && frame.recovered === true && known) {
+      this._position = { seq: asked.seq, epoch: frame.epoch };
+      this._replay = { since: asked.seq, until: frame.seq, replayed: 0 };
+      this._replayWait();
+      return null;
+    }
+    this._position = known ? { seq: frame.seq, epoch: frame.epoch } : null;
+    if (asked && frame.recovered === false) {
+      return { recovered: false, since: asked.seq, seq: frame.seq, epoch: frame.epoch };
+    }
+    return null;
+  }
+
+  /** (Re)start the wait after which a replay that stopped short counts as finished. */
+  _replayWait() {
+    clearTimeout(this._timers.replay);
+    this._timers.replay = setTimeout(() => this._replayEnd(), REPLAY_QUIET_MS);
+  }
+
+  _replayEnd() {
+    const replay = this._replay;
+    clearTimeout(this._timers.replay);
+    if (!replay) return;
+    this._replay = null;
+    if (this._position && this._position.seq < replay.until) this._position.seq = replay.until;
+    this._emit("resumed", { recovered: true, since: replay.since, seq: replay.until, replayed: replay.replayed });
   }
 
   _onClose(ws, event) {
     if (ws !== this._ws) return;
     this._ws = null;
     clearInterval(this._timers.heartbeat);
+    clearTimeout(this._timers.replay);
+    this._replay = null; // cut short: the next socket resumes from the last event received
     if (this._ack) this._ack.reject(new Error("socket closed"));
     const info = { code: event.code, reason: event.reason, wasClean: event.wasClean };
     if (!this._wanted) {
@@ -550,9 +641,13 @@ export class SymphainyClient {
     clearTimeout(this._timers.refresh);
     clearTimeout(this._timers.reconnect);
     clearInterval(this._timers.heartbeat);
+    clearTimeout(this._timers.replay);
     this._tokens = null;
     this._session = null;
     this._ready = null;
+    this._position = null;
+    this._asked = null;
+    this._replay = null;
   }
 
   _setState(state, info) {
