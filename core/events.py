@@ -237,12 +237,12 @@ def log_position(session_id: uuid.UUID) -> int:
     return SessionEventSequence.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
 
 
-def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None, current_epoch: str = "") -> Replay:
+def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
     """The session's latest position and epoch; with `since`, every replayable event after
     it (progress coalesced to the latest per execution), or `recovered=False` when the log
     cannot give them all: another epoch, a position this session never had, or events
-    already pruned. `current_epoch`, when the caller knows it (its tail), saves a query."""
-    current_epoch = current_epoch or log_epoch()
+    already pruned."""
+    current_epoch = log_epoch()
     last = log_position(session_id)
     if since is None:
         return Replay(seq=last, epoch=current_epoch, recovered=None, events=[])

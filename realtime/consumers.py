@@ -191,8 +191,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             replay = Replay(seq=seq, epoch=feed.epoch, recovered=None, events=[])
         else:
             replay = await database_sync_to_async(log_replay)(
-                session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch,
-                current_epoch=feed.epoch if feed is not None else "",
+                session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
             )
         self._last_seq = replay.seq
         ready = {

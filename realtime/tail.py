@@ -273,8 +273,9 @@ def _start_position() -> tuple[int, str]:
 
 
 def _read(after: int, also: list[int]) -> tuple[list[LoggedEvent], str]:
-    rows = log_read(after=after, also=also, limit=READ_LIMIT)
-    return rows, (log_epoch() if rows else "")
+    # The epoch too, every time (a primary-key read): a log recreated under a running
+    # process (a flush, a restore) is noticed within one poll.
+    return log_read(after=after, also=also, limit=READ_LIMIT), log_epoch()
 
 
 _tails: dict[int, EventTail] = {}

@@ -88,6 +88,30 @@ def _execution_finished(console: Console, execution_id: str, token: str, timeout
         time.sleep(0.1)
 
 
+def _agent_answer_recorded(timeout_s: float = 30) -> None:
+    """Wait until the server has logged an agent's whole answer (a condition, not a time).
+    Asked from a thread of its own: Playwright runs route handlers beside its event loop,
+    where Django refuses database calls."""
+    import threading
+
+    from core.models import SessionEvent
+
+    seen: list[bool] = []
+
+    def poll() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if SessionEvent.objects.filter(kind="agent.completed").exists():
+                seen.append(True)
+                return
+            time.sleep(0.05)
+
+    waiter = threading.Thread(target=poll)
+    waiter.start()
+    waiter.join()
+    assert seen, "the agent's answer was never recorded"
+
+
 def _after_ready(console: Console, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The n-th session.ready frame (0-based) and the frames received after it."""
     readies = [i for i, f in enumerate(console.frames) if f.get("type") == "session.ready"]
@@ -210,7 +234,7 @@ def test_a_reconnect_the_log_cannot_resume_re_reads_the_state_and_executions(con
 
 def test_a_reply_cut_off_by_a_drop_is_shown_whole_after_the_reconnect(console):
     words = [f"word{n}" for n in range(30)]  # 1.5 s of tokens at 0.05 s each
-    routes = _route_sockets(console, {1: lambda: time.sleep(4)})  # the agent finishes meanwhile
+    routes = _route_sockets(console, {1: _agent_answer_recorded})  # the agent finishes meanwhile
     page = console.open().login().page
     page.get_by_label("Message").fill(" ".join(words))
     page.get_by_role("button", name="Send").click()

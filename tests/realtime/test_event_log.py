@@ -253,3 +253,19 @@ async def test_an_end_read_by_the_tail_drops_the_cached_snapshot():
     assert await sock.receive_close(timeout=2) == 4409
     late = await make_socket(body["access_token"]).open()
     assert await late.receive_close() == 4409
+
+
+async def test_a_log_recreated_under_a_running_process_is_named_anew():
+    """As after a flush or a restore: the epoch row goes and comes back with a new name;
+    the tail's next read carries it, and a resume against the old one is not recovered."""
+    from core.models import EventLog
+
+    _, body = await login_new_user()
+    sock, ready = await open_ready(body["access_token"])
+    await database_sync_to_async(lambda: EventLog.objects.all().delete())()
+    await publish(body["session_id"], 1)
+    frame = await sock.receive()
+    new_epoch = await database_sync_to_async(log_epoch)()
+    assert new_epoch != ready["epoch"] and frame["epoch"] == new_epoch
+    _, again = await open_ready(body["access_token"], query=f"since=0&epoch={ready['epoch']}")
+    assert again["recovered"] is False and again["epoch"] == new_epoch
