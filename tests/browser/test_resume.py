@@ -99,12 +99,17 @@ def _agent_answer_recorded(timeout_s: float = 30) -> None:
     seen: list[bool] = []
 
     def poll() -> None:
+        from django.db import connection
+
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if SessionEvent.objects.filter(kind="agent.completed").exists():
-                seen.append(True)
-                return
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                if SessionEvent.objects.filter(kind="agent.completed").exists():
+                    seen.append(True)
+                    return
+                time.sleep(0.05)
+        finally:
+            connection.close()  # this thread's own; with PostgreSQL's pool, handed back
 
     waiter = threading.Thread(target=poll)
     waiter.start()
