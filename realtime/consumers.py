@@ -116,7 +116,8 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        credentials: SocketCredentials = self.scope[SCOPE_CREDENTIALS]
+        # The credentials (the token among them) are not kept past the handshake.
+        credentials: SocketCredentials = self.scope.pop(SCOPE_CREDENTIALS)
         await self.accept(subprotocol=credentials.subprotocol)
         outcome = await self._authorize(credentials)
         if not isinstance(outcome, ServiceError):

@@ -95,9 +95,11 @@ class TokenAuthMiddleware(BaseMiddleware):
         # when sane, else a fresh one. The consumer runs in this task's context.
         request_id_var.set(request_id_from(_header(scope, b"x-request-id")))
         credentials, query_string = credentials_from_scope(scope)
+        # One copy of the scope, not BaseMiddleware's second one: every layer's copy lives
+        # as long as the socket, and idle sockets are the memory budget.
         scope = dict(scope, query_string=query_string)
         scope[SCOPE_CREDENTIALS] = credentials
-        return await super().__call__(scope, receive, send)
+        return await self.inner(scope, receive, send)
 
 
 class RuntimeOriginValidator(OriginValidator):

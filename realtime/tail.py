@@ -186,9 +186,7 @@ class EventTail:
         give_up = now - runtime_settings.EVENT_GAP_WAIT.total_seconds()
         for missing in [i for i, since in self.gaps.items() if since < give_up]:
             del self.gaps[missing]
-        # In a thread of its own, not the one handshakes and frames queue for: revocation
-        # must not wait behind a burst of handshakes.
-        rows, epoch = await database_sync_to_async(_read, thread_sensitive=False)(self.high, list(self.gaps))
+        rows, epoch = await database_sync_to_async(_read)(self.high, list(self.gaps))
         EVENT_TAIL_READS.inc()
         if epoch:
             self.epoch = epoch
