@@ -164,3 +164,51 @@ def check_product_settings(app_configs: Any = None, **kwargs: Any) -> list[check
                 errors.append(_error("METRICS_ALLOWED_NETWORKS", f"holds {network!r}, which is not a network "
                                      "like '10.0.0.0/8' or '::1/128'.", "core.E008"))
     return errors
+
+
+# --- Redis: Sentinel and TLS (core.redis_options) ---------------------------------------
+REDIS_HINT = "See the README's configuration table (REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_TLS_CA_FILE)."
+
+
+@checks.register(SETTINGS_TAG)
+def redis_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E009 half a Sentinel configuration (sentinels without a master name, or the
+    reverse, or either without REDIS_URL); E010 a sentinel address that is not host:port;
+    E011 a TLS CA file that is missing, or set while REDIS_URL does not ask for TLS."""
+    import os
+
+    from core.redis_options import is_tls_url, parse_sentinels
+
+    errors: list[checks.CheckMessage] = []
+    url = getattr(settings, "REDIS_URL", None)
+    sentinels = getattr(settings, "REDIS_SENTINELS", None) or []
+    master = getattr(settings, "REDIS_SENTINEL_MASTER", None)
+    ca_file = getattr(settings, "REDIS_TLS_CA_FILE", None)
+    if isinstance(sentinels, str):
+        sentinels = [sentinels]
+    if sentinels and not master:
+        errors.append(checks.Error("REDIS_SENTINELS is set but REDIS_SENTINEL_MASTER is not: "
+                                   "the sentinels would not know which master to name.", hint=REDIS_HINT, id="core.E009"))
+    if master and not sentinels:
+        errors.append(checks.Error("REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not: "
+                                   "there is no sentinel to ask for the master.", hint=REDIS_HINT, id="core.E009"))
+    if getattr(settings, "REDIS_SENTINEL_PASSWORD", None) and not sentinels:
+        errors.append(checks.Error("REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not.",
+                                   hint=REDIS_HINT, id="core.E009"))
+    if (sentinels or master) and not url:
+        errors.append(checks.Error("Sentinel is configured but REDIS_URL is not: Redis would not be used at all.",
+                                   hint="Set REDIS_URL too (e.g. redis://:password@sentinel/0): it gives the db, "
+                                        "the password and TLS; its host is not used.", id="core.E009"))
+    _, bad = parse_sentinels(sentinels)
+    for entry in bad:
+        errors.append(checks.Error(f"REDIS_SENTINELS holds {entry!r}, which is not host:port (or [ipv6]:port).",
+                                   hint=REDIS_HINT, id="core.E010"))
+    if ca_file:
+        if not os.path.isfile(ca_file) or not os.access(ca_file, os.R_OK):
+            errors.append(checks.Error(f"REDIS_TLS_CA_FILE {ca_file!r} is not a readable file.",
+                                       hint=REDIS_HINT, id="core.E011"))
+        if url and not is_tls_url(url):
+            errors.append(checks.Error("REDIS_TLS_CA_FILE is set but REDIS_URL is not rediss://: "
+                                       "Redis would be reached without TLS.",
+                                       hint="Use a rediss:// REDIS_URL, or unset REDIS_TLS_CA_FILE.", id="core.E011"))
+    return errors

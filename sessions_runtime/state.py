@@ -152,10 +152,14 @@ class RedisStateBackend(StateBackend):
     absolute lifetime unless written again."""
 
     def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
-        import redis
+        """Through the settings' Redis (directly or through Sentinel), or straight to `url`."""
         from django.conf import settings
 
-        self._client = redis.Redis.from_url(url or settings.REDIS_URL, **settings.REDIS_CONNECTION_OPTIONS)
+        from core.redis_options import RedisTarget
+
+        target = (RedisTarget(url=url, tls_ca_file=getattr(settings, "REDIS_TLS_CA_FILE", None)) if url
+                  else RedisTarget.from_settings(settings))
+        self._client = target.client()
         self._prefix = prefix or getattr(settings, "REDIS_PREFIX", "symphainy")
         self._cas = self._client.register_script(_REDIS_CAS)
 

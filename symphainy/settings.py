@@ -16,10 +16,10 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from redis import exceptions as redis_exceptions
 
 from core.checks import DEVELOPMENT_SECRET_KEY
 from core.conf import DEFAULTS as PRODUCT_DEFAULTS
+from core.redis_options import RedisTarget, parse_sentinels, split_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -188,43 +188,42 @@ else:
     }
 
 # --- Redis: channel layer and cache ----------------------------------------------------
+# Every Redis client is built by core.redis_options.RedisTarget, directly from REDIS_URL or,
+# with REDIS_SENTINELS and REDIS_SENTINEL_MASTER, through Sentinel (REDIS_URL then gives the
+# db, the credentials and TLS). core.checks reports a half or malformed configuration.
 REDIS_URL = _env("REDIS_URL")
 REDIS_PREFIX = _env("REDIS_PREFIX", "symphainy")
-# A pooled connection that died with a Redis restart fails its next command; each Redis
-# client retries such a command once, on a fresh connection, so the service recovers by
-# itself when Redis returns.
-REDIS_CONNECTION_OPTIONS = {
-    "retry_on_error": [redis_exceptions.ConnectionError, redis_exceptions.TimeoutError],
-}
+REDIS_SENTINELS = split_list(_env("REDIS_SENTINELS"))
+REDIS_SENTINEL_MASTER = _env("REDIS_SENTINEL_MASTER")
+REDIS_SENTINEL_PASSWORD = _env("REDIS_SENTINEL_PASSWORD")
+REDIS_TLS_CA_FILE = _env("REDIS_TLS_CA_FILE")
 if REDIS_URL:
+    _redis = RedisTarget(
+        url=REDIS_URL,
+        sentinels=tuple(parse_sentinels(REDIS_SENTINELS)[0]),
+        sentinel_master=REDIS_SENTINEL_MASTER,
+        sentinel_password=REDIS_SENTINEL_PASSWORD,
+        tls_ca_file=REDIS_TLS_CA_FILE,
+    )
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "realtime.layers.RedisChannelLayer",
             "CONFIG": {
-                # redis-py caps a pool at 100 connections by default; a burst of
-                # handshakes needs more (each group_add holds one briefly).
-                "hosts": [{
-                    "address": REDIS_URL,
-                    "max_connections": _env_int("REDIS_MAX_CONNECTIONS", 1000),
+                "hosts": [_redis.channel_layer_host(
+                    # redis-py caps a pool at 100 connections by default; a burst of
+                    # handshakes needs more (each group_add holds one briefly).
+                    max_connections=_env_int("REDIS_MAX_CONNECTIONS", 1000),
                     # redis-py's default read timeout (5 s) equals channels-redis' blocking
                     # pop (5 s): an idle process's receive would time out and close a socket.
-                    "socket_timeout": 15,
-                    **REDIS_CONNECTION_OPTIONS,
-                }],
+                    socket_timeout=15,
+                )],
                 "prefix": REDIS_PREFIX,
                 "capacity": _env_int("CHANNEL_LAYER_CAPACITY", 200),
                 "expiry": 30,
             },
         }
     }
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": REDIS_PREFIX,
-            "OPTIONS": REDIS_CONNECTION_OPTIONS,
-        }
-    }
+    CACHES = {"default": _redis.cache(KEY_PREFIX=REDIS_PREFIX)}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

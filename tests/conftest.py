@@ -20,7 +20,8 @@ def _services_problem() -> str | None:
     if not settings.REDIS_URL:
         return "REDIS_URL is not set"
     import psycopg
-    import redis
+
+    from core.redis_options import RedisTarget
 
     db = settings.DATABASES["default"]
     try:
@@ -31,7 +32,7 @@ def _services_problem() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"PostgreSQL is not reachable: {exc}"
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5).ping()
+        RedisTarget.from_settings(settings).client(socket_connect_timeout=5).ping()
     except Exception as exc:  # noqa: BLE001
         return f"Redis is not reachable: {exc}"
     return None
