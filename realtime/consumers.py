@@ -22,7 +22,6 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.utils import await_many_dispatch
 from django.utils import timezone
 
 from accounts.tokens import ACCESS, token_decode
@@ -100,8 +99,11 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         self.channel_layer = None
         self.channel_name = f"ws.{server_instance_id()}.{uuid.uuid4().hex}"
         self.base_send = send
+        # One source, so one plain loop: channels' `await_many_dispatch` keeps a task and
+        # an `asyncio.wait` per socket to multiplex sources this consumer does not have.
         try:
-            await await_many_dispatch([receive], self.dispatch)
+            while True:
+                await self.dispatch(await receive())
         except StopConsumer:
             pass
 
