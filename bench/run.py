@@ -51,6 +51,11 @@ SERVER_ENV = {
 
 
 # --- Processes ---------------------------------------------------------------------------
+def pythonpath() -> str:
+    """The project first, then whatever the caller had (bench extras installed elsewhere)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -102,7 +107,7 @@ def start(kind: str, env: dict[str, str], *, app: str | None = None) -> Server:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         output = open(Path(log_dir) / f"{kind}-{port}.log", "wb")  # noqa: SIM115 - the child keeps it
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": str(ROOT)},
+        command, cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
         stdout=output, stderr=subprocess.STDOUT if log_dir else subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 30
@@ -139,7 +144,7 @@ def configure(backend: str) -> dict[str, str]:
         import redis
 
         redis.Redis.from_url(REDIS_URL).flushdb()
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env={**os.environ, **env}, check=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env={**os.environ, **SERVER_ENV, **env}, check=True)
     return env
 
 
@@ -153,20 +158,59 @@ from accounts.services import membership_add, tenant_create
 from accounts.models import User
 from accounts.tokens import tokens_issue
 from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
-from sessions_runtime.services import Actor, session_create
+from core.caller import Caller
+from sessions_runtime.services import session_create
 tenant = tenant_create(name="bench")
 out = []
 for i in range({count}):
     user = User.objects.create_user(email=f"bench{{i}}@example.com", password="bench-password-123")
     m = membership_add(user=user, tenant=tenant, role=Role.MEMBER)
-    s = session_create(intent=session_intent_build(user=user, tenant=tenant, role=m.role, action=SessionIntentAction.COMMAND), actor=Actor.system())
+    s = session_create(intent=session_intent_build(user_id=user.pk, tenant_id=tenant.pk, role=m.role, action=SessionIntentAction.COMMAND), caller=Caller.system())
     t = tokens_issue(session=s)
     out.append({{"email": user.email, "user_id": str(user.pk), "session_id": str(s.pk), "access": t.access_token}})
 print(json.dumps(out))
 """
-    result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
+                            capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"making users failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Publisher:
+    """A child process with this backend's settings that writes events to the session event
+    log, as the product does (`core.events`), one transaction per request; it reports the
+    wall-clock time of the commit, so delivery is measured from there."""
+
+    SCRIPT = """
+import json, sys, time, uuid, django
+django.setup()
+from core.events import Event, events_record
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    session_id, n = uuid.UUID(request["session_id"]), int(request["n"])
+    began = time.time()
+    events_record(Event(session_id=session_id, kind="session.state_changed",
+                        data={"session_id": str(session_id), "version": i + 1, "bench": True}) for i in range(n))
+    print(json.dumps({"began": began, "committed": time.time()}), flush=True)
+"""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, "-c", self.SCRIPT], cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        assert json.loads(self.process.stdout.readline())["ready"]
+
+    def publish(self, session_id: str, n: int = 1) -> dict[str, float]:
+        self.process.stdin.write(json.dumps({"session_id": session_id, "n": n}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
 
 
 # --- Statistics ----------------------------------------------------------------------------
@@ -286,6 +330,7 @@ class Bench:
     quick: bool
     reps: int
     results: dict[str, Any] = field(default_factory=dict)
+    user_index: int = 0
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -348,7 +393,7 @@ for _ in range(15):
     t = time.perf_counter(); check_password("bench-password-123", encoded); times.append(time.perf_counter() - t)
 print(statistics.median(times) * 1000)
 """
-        result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, "DJANGO_SETTINGS_MODULE": "symphainy.settings"},
+        result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "symphainy.settings"},
                                 check=True, capture_output=True, text=True)
         self.results["argon2_verify_p50_ms"] = float(result.stdout.strip().splitlines()[-1])
 
@@ -381,7 +426,7 @@ runner.teardown_databases(old)
 print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": len(hs)}))
 """
         result = subprocess.run([PYTHON, "-c", script], cwd=ROOT,
-                                env={**os.environ, "DJANGO_SETTINGS_MODULE": "symphainy.settings", "PYTHONPATH": str(ROOT),
+                                env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "symphainy.settings", "PYTHONPATH": pythonpath(),
                                      "SQLITE_TEST_PATH": str(ROOT / "var" / "bench-queries.sqlite3")},
                                 check=True, capture_output=True, text=True)
         self.results["queries"] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -429,83 +474,218 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
             server.stop()
         self.results[f"idle_{backend}"] = out
 
-    def revocation(self, env: dict[str, str], users: list[dict[str, str]]) -> None:
-        a, b = start("daphne", env), start("daphne", env)
-        out: dict[str, Any] = {}
+    # --- Ends and events: the session event log ------------------------------------------
+    def _user(self, users: list[dict[str, str]]) -> dict[str, str]:
+        """The next user for a case that logs in (a fresh session each time). The last two
+        users are kept for fan-out and resume, whose sessions must stay open."""
+        pool = users[:-2]
+        self.user_index = (self.user_index + 1) % len(pool)
+        return pool[self.user_index]
 
-        async def once(count: int, user: dict[str, str]) -> dict[str, float]:
+    async def _end_once(self, a: Server, b: Server, env: dict[str, str], count: int, user: dict[str, str], *,
+                        how: str, flush_redis: bool = False) -> dict[str, float]:
+        """`count` sockets of one new session over two processes, then the session ended by
+        `how`: "delete" (`DELETE /api/session/{id}` sent to the first process) or
+        "command" (`manage.py sessions end <id> --yes`, a process of its own)."""
+        status, raw = await asyncio.to_thread(
+            http, "POST", f"{a.http}/api/auth/login", {"email": user["email"], "password": "bench-password-123"}
+        )
+        if status != 200:
+            raise RuntimeError(f"login answered {status}: {raw[:200]!r}")
+        body = json.loads(raw)
+        half = count // 2
+        sockets_a, _ = await hold(a.ws + "/api/runtime/agent", body["access_token"], count - half)
+        sockets_b, _ = await hold(b.ws + "/api/runtime/agent", body["access_token"], half) if half else ([], [])
+        closed: list[float] = []
+        codes: list[Any] = []
+
+        async def wait_close(ws: Any) -> None:
+            with contextlib.suppress(Exception):
+                await ws.wait_closed()
+            closed.append(time.perf_counter())
+            codes.append(getattr(ws, "close_code", None))
+
+        waiters = [asyncio.create_task(wait_close(ws)) for ws in sockets_a + sockets_b]
+        if flush_redis:
+            import redis
+
+            await asyncio.to_thread(redis.Redis.from_url(REDIS_URL).flushdb)
+        sent = time.perf_counter()
+        if how == "delete":
             status, raw = await asyncio.to_thread(
-                http, "POST", f"{a.http}/api/auth/login", {"email": user["email"], "password": "bench-password-123"}
+                http, "DELETE", f"{a.http}/api/session/{body['session_id']}", None, body["access_token"]
             )
-            body = json.loads(raw)
-            half = count // 2
-            sockets_a, _ = await hold(a.ws + "/api/runtime/agent", body["access_token"], count - half)
-            sockets_b, _ = await hold(b.ws + "/api/runtime/agent", body["access_token"], half) if half else ([], [])
-            closed: list[float] = []
+            if status >= 400:
+                raise RuntimeError(f"DELETE answered {status}: {raw[:200]!r}")
+        else:
+            command = await asyncio.create_subprocess_exec(
+                PYTHON, "manage.py", "sessions", "end", body["session_id"], "--yes", cwd=ROOT,
+                env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await command.communicate()
+            if command.returncode:
+                raise RuntimeError(f"sessions end exited with {command.returncode}: {err[-500:]!r}")
+        answered = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*waiters), 60)
+        # The end is announced when its transaction commits, before the response is written
+        # (before the command exits): most closes arrive before the client has read the 204.
+        # Both clocks are reported; "after the response" counts those as zero.
+        since_request = [(t - sent) * 1000 for t in closed]
+        after_response = [max(0.0, t - answered) * 1000 for t in closed]
+        return {
+            "request_to_close_p50_ms": pct(since_request, 0.5),
+            "request_to_close_p99_ms": pct(since_request, 0.99),
+            "request_to_close_max_ms": max(since_request),
+            "response_to_close_p99_ms": pct(after_response, 0.99),
+            "response_to_close_max_ms": max(after_response),
+            "closed_before_response_pct": 100.0 * sum(t <= answered for t in closed) / len(closed),
+            "request_ms": (answered - sent) * 1000,
+            "not_4409": float(sum(code != 4409 for code in codes)),
+        }
 
-            async def wait_close(ws: Any) -> None:
-                with contextlib.suppress(Exception):
-                    await ws.wait_closed()
-                closed.append(time.perf_counter())
+    def _two(self, env: dict[str, str]) -> tuple[Server, Server]:
+        return start("daphne", env), start("daphne", env)
 
-            waiters = [asyncio.create_task(wait_close(ws)) for ws in sockets_a + sockets_b]
-            sent = time.perf_counter()
-            status, _ = await asyncio.to_thread(http, "DELETE", f"{a.http}/api/session/{body['session_id']}", None, body["access_token"])
-            answered = time.perf_counter()
-            await asyncio.wait_for(asyncio.gather(*waiters), 60)
-            # The end is announced when its transaction commits, before the response is
-            # written: most closes arrive before the client has read the 204. Both
-            # clocks are reported; "after the response" counts those as zero.
-            since_request = [(t - sent) * 1000 for t in closed]
-            after_response = [max(0.0, t - answered) * 1000 for t in closed]
-            return {
-                "request_to_close_p50_ms": pct(since_request, 0.5),
-                "request_to_close_p99_ms": pct(since_request, 0.99),
-                "request_to_close_max_ms": max(since_request),
-                "response_to_close_p99_ms": pct(after_response, 0.99),
-                "response_to_close_max_ms": max(after_response),
-                "closed_before_response_pct": 100.0 * sum(t <= answered for t in closed) / len(closed),
-            }
-
+    def revocation(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """`DELETE /api/session/{id}` → the last of 1 / 100 / 1,000 sockets closed, over two
+        processes."""
+        a, b = self._two(env)
+        out: dict[str, Any] = {}
         try:
             for count in (1, 100, self.n(1000, 300)):
-                out[f"sockets_{count}"] = repeat(self.reps, lambda c=count: asyncio.run(once(c, users[c % len(users)])))
+                out[f"sockets_{count}"] = repeat(
+                    self.reps, lambda c=count: asyncio.run(self._end_once(a, b, env, c, self._user(users), how="delete"))
+                )
         finally:
             a.stop()
             b.stop()
-        self.results["revocation_pg_redis"] = out
+        self.results[f"revocation_{backend}"] = out
 
-    def fanout(self, env: dict[str, str], users: list[dict[str, str]]) -> None:
-        a, b = start("daphne", env), start("daphne", env)
+    def revocation_command(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """`manage.py sessions end <id> --yes` (a process with no socket of its own) → the last
+        of 1,000 sockets closed: the command's own wall time, and its exit → the last close."""
+        a, b = self._two(env)
+        count = self.n(1000, 300)
+        try:
+            self.results[f"revocation_command_{backend}"] = {f"sockets_{count}": repeat(
+                self.reps, lambda: asyncio.run(self._end_once(a, b, env, count, self._user(users), how="command"))
+            )}
+        finally:
+            a.stop()
+            b.stop()
+
+    def revocation_flushed(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """Redis flushed (FLUSHDB) just before the DELETE: sockets do not use Redis, so the
+        close time should not move."""
+        a, b = self._two(env)
+        count = self.n(1000, 300)
+        try:
+            self.results[f"revocation_flushed_{backend}"] = {f"sockets_{count}": repeat(self.reps, lambda: asyncio.run(
+                self._end_once(a, b, env, count, self._user(users), how="delete", flush_redis=True)
+            ))}
+        finally:
+            a.stop()
+            b.stop()
+
+    def revocation_10k(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """10,000 sockets over two processes, once per repetition (opt-in: minutes to open)."""
+        a, b = self._two(env)
+        try:
+            self.results[f"revocation_10k_{backend}"] = {"sockets_10000": repeat(self.reps, lambda: asyncio.run(
+                self._end_once(a, b, env, 10000, self._user(users), how="delete")
+            ))}
+        finally:
+            a.stop()
+            b.stop()
+
+    def fanout(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """One event written to the log (`core.events.events_record`, by a process with no
+        socket of its own) → each of 1,000 sockets of that session over two processes."""
+        a, b = self._two(env)
+        publisher = Publisher(env)
         user = users[-1]
         count = self.n(1000, 300)
 
         async def once() -> dict[str, float]:
-            from channels_redis.core import RedisChannelLayer
-
             half = count // 2
             sockets_a, _ = await hold(a.ws + "/api/runtime/agent", user["access"], count - half)
             sockets_b, _ = await hold(b.ws + "/api/runtime/agent", user["access"], half)
-            layer = RedisChannelLayer(hosts=[REDIS_URL], prefix=os.environ.get("REDIS_PREFIX", "symphainy"))
             received: list[float] = []
 
             async def receive(ws: Any) -> None:
-                await asyncio.wait_for(ws.recv(), 30)
-                received.append(time.perf_counter())
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if frame.get("type") == "runtime_event" and frame.get("data", {}).get("bench"):
+                        received.append(time.time())  # wall clock: the publisher's is the same
+                        return
 
             waiters = [asyncio.create_task(receive(ws)) for ws in sockets_a + sockets_b]
-            sent = time.perf_counter()
-            await layer.group_send(f"user.{user['user_id']}", {"type": "runtime.event", "event_type": "bench.fanout", "data": {}, "timestamp": ""})
+            await asyncio.sleep(0.5)
+            stamp = await asyncio.to_thread(publisher.publish, user["session_id"], 1)
             await asyncio.gather(*waiters, return_exceptions=True)
-            delays = [(t - sent) * 1000 for t in received]
+            delays = [(t - stamp["committed"]) * 1000 for t in received]
             await close_all(sockets_a + sockets_b)
-            return {"delivered": len(delays), "p50_ms": pct(delays, 0.5), "p99_ms": pct(delays, 0.99)}
+            return {"delivered": float(len(delays)), "p50_ms": pct(delays, 0.5), "p99_ms": pct(delays, 0.99),
+                    "max_ms": max(delays) if delays else float("nan"),
+                    "publish_ms": (stamp["committed"] - stamp["began"]) * 1000}
 
         try:
-            self.results["fanout_pg_redis"] = repeat(self.reps, lambda: asyncio.run(once()))
+            self.results[f"fanout_{backend}"] = repeat(self.reps, lambda: asyncio.run(once()))
         finally:
+            publisher.close()
             a.stop()
             b.stop()
+
+    def resume(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """A socket reconnecting with `?since=&epoch=` after N missed events: connect → the
+        last replayed frame, beside a plain connect (→ `session.ready`) of the same session."""
+        import websockets
+
+        server = start("daphne", env)
+        publisher = Publisher(env)
+        user = users[-2]
+        url = server.ws + "/api/runtime/agent"
+
+        async def connect(query: str = "") -> tuple[Any, dict[str, Any], float]:
+            began = time.perf_counter()
+            ws = await websockets.connect(url + query, subprotocols=["symphainy.v1", f"bearer.{user['access']}"],
+                                          origin=ORIGIN, open_timeout=30, ping_interval=None, max_queue=None)
+            ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if ready.get("type") != "session.ready":
+                raise RuntimeError(f"unexpected frame {ready}")
+            return ws, ready, began
+
+        async def once(missed: int) -> dict[str, float]:
+            plains = []
+            for _ in range(7):
+                ws, ready, began = await connect()
+                plains.append(time.perf_counter() - began)
+                await ws.close()
+            await asyncio.to_thread(publisher.publish, user["session_id"], missed) if missed else None
+            ws, resumed_ready, began = await connect(f"?since={ready['seq']}&epoch={ready['epoch']}")
+            if resumed_ready.get("recovered") is not True:
+                raise RuntimeError(f"not recovered: {resumed_ready}")
+            replayed = 0
+            while replayed < missed:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if frame.get("type") == "runtime_event":
+                    replayed += 1
+            resumed = time.perf_counter() - began
+            await ws.close()
+            plain = statistics.median(plains)
+            return {"plain_connect_ms": plain * 1000, "resume_ms": resumed * 1000, "ratio": resumed / plain,
+                    "replayed": float(replayed)}
+
+        out: dict[str, Any] = {}
+        try:
+            asyncio.run(once(0))  # warm-up
+            for missed in (0, 100, 1000):
+                out[f"missed_{missed}"] = repeat(self.reps, lambda m=missed: asyncio.run(once(m)))
+        finally:
+            publisher.close()
+            server.stop()
+        self.results[f"resume_{backend}"] = out
 
 
 def services_up() -> bool:
@@ -570,24 +750,61 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
         if idle:
             lines += [f"## Idle sockets, one process, {backend}", "", "| measure | value |", "| --- | --- |"]
             lines += [f"| {k} | {fmt(v)} |" for k, v in idle.items()] + [""]
-    if "revocation_pg_redis" in results:
-        lines += ["## Revocation over two processes (PostgreSQL + Redis)", "",
-                  "Sockets of one session spread over two daphne processes; `DELETE /api/session/{id}` sent to one.", "",
-                  "| sockets | request→close p50 ms | request→close p99 ms | request→close max ms | response→close p99 ms | response→close max ms | closed before the response % |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for key, row in results["revocation_pg_redis"].items():
-            lines.append(
-                f"| {key.split('_')[1]} | {fmt(row['request_to_close_p50_ms'])} | {fmt(row['request_to_close_p99_ms'])} | "
-                f"{fmt(row['request_to_close_max_ms'])} | {fmt(row['response_to_close_p99_ms'])} | "
-                f"{fmt(row['response_to_close_max_ms'])} | {fmt(row['closed_before_response_pct'])} |"
-            )
+    titles = {"sqlite": "SQLite (WAL, two processes on one file)", "pg_redis": "PostgreSQL + Redis"}
+    ends = (
+        ("revocation", "`DELETE /api/session/{id}` sent to the first process; request → close"),
+        ("revocation_command", "`manage.py sessions end <id> --yes`, a process of its own; command start → close, "
+                               "and its exit → close (\"after the response\")"),
+        ("revocation_flushed", "Redis flushed (FLUSHDB) just before the `DELETE`"),
+        ("revocation_10k", "10,000 sockets, `DELETE`"),
+    )
+    for backend in ("sqlite", "pg_redis"):
+        present = [(key, text) for key, text in ends if f"{key}_{backend}" in results]
+        if not present:
+            continue
+        lines += [f"## Session ends over two processes ({titles[backend]})", "",
+                  "Sockets of one session spread over two daphne processes; the close is read from the session event "
+                  "log by each process's tail.", "",
+                  "| path | sockets | request→close p50 ms | request→close p99 ms | request→close max ms | "
+                  "request (or command) ms | response→close p99 ms | response→close max ms | closed before the response % "
+                  "| closes not 4409 |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for key, text in present:
+            for count, row in results[f"{key}_{backend}"].items():
+                lines.append(
+                    f"| {text} | {count.split('_')[1]} | {fmt(row['request_to_close_p50_ms'])} | "
+                    f"{fmt(row['request_to_close_p99_ms'])} | {fmt(row['request_to_close_max_ms'])} | "
+                    f"{fmt(row['request_ms'])} | {fmt(row['response_to_close_p99_ms'])} | "
+                    f"{fmt(row['response_to_close_max_ms'])} | {fmt(row['closed_before_response_pct'])} | "
+                    f"{fmt(row['not_4409'])} |"
+                )
         lines.append("")
-    if "fanout_pg_redis" in results:
-        row = results["fanout_pg_redis"]
-        lines += ["## Fan-out: one event to every socket of one user, two processes", "",
-                  "| delivered | p50 ms | p99 ms |", "| --- | --- | --- |",
-                  f"| {fmt(row['delivered'])} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} |", ""]
+    for backend in ("sqlite", "pg_redis"):
+        row = results.get(f"fanout_{backend}")
+        if row:
+            lines += [f"## Fan-out: one event written to the log → every socket of one session, two processes "
+                      f"({titles[backend]})", "",
+                      "Written by a process with no socket (`core.events.events_record`); delay from its commit.", "",
+                      "| delivered | commit→delivery p50 ms | p99 ms | max ms | the write itself ms |",
+                      "| --- | --- | --- | --- | --- |",
+                      f"| {fmt(row['delivered'])} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | {fmt(row['max_ms'])} | "
+                      f"{fmt(row['publish_ms'])} |", ""]
+    for backend in ("sqlite", "pg_redis"):
+        res = results.get(f"resume_{backend}")
+        if res:
+            lines += [f"## Resume: reconnect with `since=` after N missed events ({titles[backend]})", "",
+                      "Connect → the last replayed frame, beside a plain connect → `session.ready` (median of 7) of "
+                      "the same session on the same process.", "",
+                      "| missed | plain connect ms | resume ms | resume ÷ plain |", "| --- | --- | --- | --- |"]
+            for key, row in res.items():
+                lines.append(f"| {key.split('_')[1]} | {fmt(row['plain_connect_ms'])} | {fmt(row['resume_ms'])} | "
+                             f"{fmt(row['ratio'])} |")
+            lines.append("")
     return "\n".join(lines)
+
+
+CASES = ("handshake", "login", "idle", "queries", "revocation", "command", "flushed", "fanout", "resume", "revocation10k")
+DEFAULT_CASES = tuple(case for case in CASES if case != "revocation10k")
 
 
 def main() -> None:
@@ -595,37 +812,69 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small, fast repetitions (a smoke run)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions per case (default 3, quick 1)")
     parser.add_argument("--skip-services", action="store_true", help="SQLite only")
+    parser.add_argument("--only", default=None,
+                        help=f"comma-separated cases of {','.join(CASES)} (default: all but revocation10k); "
+                             "the results are merged into the existing results file")
+    parser.add_argument("--backends", default="sqlite,pg_redis", help="comma-separated: sqlite, pg_redis")
     args = parser.parse_args()
+    cases = set(args.only.split(",")) if args.only else set(DEFAULT_CASES)
+    if cases - set(CASES):
+        parser.error(f"unknown cases: {', '.join(sorted(cases - set(CASES)))}")
+    backends = args.backends.split(",")
     bench = Bench(quick=args.quick, reps=args.reps or (1 if args.quick else 3))
     started = time.monotonic()
 
-    env = configure("sqlite")
-    users = make_users(env, 60)
-    bench.handshakes("sqlite", env, users)
-    bench.login_and_rest("sqlite", env, users)
-    bench.idle_sockets("sqlite", env, users)
-    bench.hasher_cost()
-    bench.query_counts()
-    if not args.skip_services and services_up():
-        env = configure("pg_redis")
+    def run(backend: str) -> None:
+        env = configure(backend)
         users = make_users(env, 60)
-        bench.handshakes("pg_redis", env, users)
-        bench.login_and_rest("pg_redis", env, users)
-        bench.idle_sockets("pg_redis", env, users)
-        bench.revocation(env, users)
-        bench.fanout(env, users)
+        if "handshake" in cases:
+            bench.handshakes(backend, env, users)
+        if "login" in cases:
+            bench.login_and_rest(backend, env, users)
+        if "idle" in cases:
+            bench.idle_sockets(backend, env, users)
+        if "revocation" in cases:
+            bench.revocation(backend, env, users)
+        if "command" in cases:
+            bench.revocation_command(backend, env, users)
+        if "flushed" in cases and backend == "pg_redis":
+            bench.revocation_flushed(backend, env, users)
+        if "fanout" in cases:
+            bench.fanout(backend, env, users)
+        if "resume" in cases:
+            bench.resume(backend, env, users)
+        if "revocation10k" in cases:
+            bench.revocation_10k(backend, env, users)
 
+    if "sqlite" in backends:
+        run("sqlite")
+    if "queries" in cases:
+        bench.hasher_cost()
+        bench.query_counts()
+    if "pg_redis" in backends and not args.skip_services and services_up():
+        run("pg_redis")
+
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     meta = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": now,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "reps": bench.reps, "quick": bench.quick, "seconds": round(time.monotonic() - started, 1),
+        "load_average": os.getloadavg(),
+        "cases": {key: now for key in bench.results},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "quick" if args.quick else "latest"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": bench.results}, indent=2, default=str))
-    (RESULTS / f"{stem}.md").write_text(report(bench.results, meta) + f"\nRun time: {meta['seconds']} s.\n")
-    print(report(bench.results, meta))
-    print(f"\nwritten: {RESULTS / (stem + '.md')} and .json ({meta['seconds']} s)")
+    results = bench.results
+    if args.only and (RESULTS / f"{stem}.json").exists():
+        # A partial run: the other cases keep their numbers, each dated in meta["cases"].
+        previous = json.loads((RESULTS / f"{stem}.json").read_text())
+        meta["cases"] = {**previous["meta"].get("cases", {}), **meta["cases"]}
+        meta["seconds"] = None
+        results = {**previous["results"], **bench.results}
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
+    (RESULTS / f"{stem}.md").write_text(report(results, meta) + (f"\nRun time: {meta['seconds']} s.\n" if meta["seconds"] else ""))
+    print(report(results, meta))
+    print(f"\nwritten: {RESULTS / (stem + '.md')} and .json ({round(time.monotonic() - started, 1)} s)")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,15 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Channels' disconnect without its `aclose_old_connections()` (for the reason given
+        in `dispatch`). That call is a hop to the one thread-sensitive thread per closed
+        socket: when a session's 1,000 sockets close at once they queue 1,000 hops, one
+        after another, and the request that ended the session, whose view runs on that
+        same thread, answers behind them. This consumer joins no groups."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def connect(self) -> None:
         # The credentials (the token among them) are not kept past the handshake.
         credentials: SocketCredentials = self.scope.pop(SCOPE_CREDENTIALS)
