@@ -277,13 +277,16 @@ def replay_coalesce(rows: list[LoggedEvent]) -> list[LoggedEvent]:
 # --- Pruning --------------------------------------------------------------------------------
 def log_prune(*, now: datetime | None = None) -> int:
     """Delete what no resume can ask for: events older than EVENT_RETENTION that are not
-    among the last EVENT_RETENTION_COUNT of a live session, and every event of a session
-    that ended longer than EVENT_RETENTION ago. Returns how many rows went."""
+    among the last EVENT_RETENTION_COUNT of a live session, and every event (and the
+    position row) of a session that ended longer than EVENT_RETENTION ago. Returns how
+    many events went."""
     now = now or timezone.now()
     cutoff = now - runtime_settings.EVENT_RETENTION
     keep = runtime_settings.EVENT_RETENTION_COUNT
     ended = SessionEventSequence.objects.filter(ended_at__lt=cutoff)
     deleted, _ = SessionEvent.objects.filter(session_id__in=ended.values("session_id")).delete()
+    # Their positions go too: an ended session takes no socket, so no resume can ask.
+    ended.delete()
     last_seq = SessionEventSequence.objects.filter(session_id=OuterRef("session_id")).values("last_seq")[:1]
     old = (
         SessionEvent.objects.filter(at__lt=cutoff)

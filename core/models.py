@@ -88,7 +88,7 @@ class SessionEventSequence(models.Model):
     session_id = models.UUIDField(primary_key=True)
     last_seq = models.BigIntegerField(default=0)
     # Set with the session's end: its events are pruned once past the retention time.
-    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True, db_index=True)
 
 
 class SessionEvent(models.Model):

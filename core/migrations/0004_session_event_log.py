@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('session_id', models.UUIDField(primary_key=True, serialize=False)),
                 ('last_seq', models.BigIntegerField(default=0)),
-                ('ended_at', models.DateTimeField(blank=True, null=True)),
+                ('ended_at', models.DateTimeField(blank=True, db_index=True, null=True)),
             ],
         ),
         migrations.CreateModel(

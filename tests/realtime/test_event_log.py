@@ -176,6 +176,7 @@ def test_the_sweep_prunes_ended_sessions_logs_and_reports_the_size(settings):
     report = runtime_sweep()
     assert report.events_pruned == 2  # the ended session's change and its end
     assert list(SessionEvent.objects.values_list("session_id", flat=True)) == [alive.pk]  # within the last 1,000
+    assert list(SessionEventSequence.objects.values_list("session_id", flat=True)) == [alive.pk]
     assert EVENT_LOG_ROWS._value.get() == 1
 
 
