@@ -209,7 +209,7 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
             assert closed.value.rcvd.code == 4409
-            assert time.monotonic() - ended < 1.5  # the contract's second, and the close frame's trip
+            assert time.monotonic() - ended < 2.0  # the contract's second, a busy machine's slack; not the 30 s re-check
 
         asyncio.run(scenario())
         assert call(base, "GET", "/api/auth/me", token=token)[0] == 401

@@ -24,7 +24,7 @@ from tests.live import ORIGIN, ROOT, database_env, running
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 PATH = "/api/runtime/agent"
 WITHIN = 1.0  # the contract's promise
-SLACK = 0.5  # a busy two-core machine: the socket's own close frame travelling back
+SLACK = 1.0  # a busy two-core machine; still far from the 30 s re-check these tests rule out
 
 
 def manage(*args: str) -> subprocess.CompletedProcess:
