@@ -712,6 +712,10 @@ def fmt(value: Any) -> str:
 def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [f"# Benchmark — {meta['date']}", "", f"Machine: {meta['machine']}. Repetitions: {meta['reps']} "
              f"(median, with min–max).{' Quick run.' if meta['quick'] else ''}", ""]
+    dates = sorted(set((meta.get("cases") or {}).values()))
+    if len(dates) > 1:  # a partial run merged into an earlier one
+        lines += ["Cases run at: " + "; ".join(
+            f"{date}: {', '.join(k for k, v in meta['cases'].items() if v == date)}" for date in dates), ""]
     for backend in ("sqlite", "pg_redis"):
         hs = results.get(f"handshake_{backend}")
         if not hs:
