@@ -212,6 +212,22 @@ async def test_socket_cap_per_user_closes_4429(settings):
     await fourth.close()
 
 
+async def test_the_socket_cap_holds_under_concurrent_handshakes(settings):
+    """35 handshakes of one user at once against a cap of 20: the slot is checked and taken
+    with nothing in between, so exactly 20 open and 15 are refused with 4429."""
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_SOCKETS_PER_USER": 20}
+    _, body = await login_new_user()
+    sockets = [make_socket(body["access_token"]) for _ in range(35)]
+    await asyncio.gather(*(sock.open() for sock in sockets))
+    firsts = await asyncio.gather(*(sock.communicator.receive_output(10) for sock in sockets))
+    opened = [f for f in firsts if f["type"] == "websocket.send"]
+    refused = [f for f in firsts if f["type"] == "websocket.close"]
+    assert (len(opened), len(refused)) == (20, 15)
+    assert {f["code"] for f in refused} == {4429}
+    for sock in sockets:
+        await sock.close()
+
+
 @pytest.mark.parametrize("origin", [b"http://evil.example", None], ids=["foreign", "missing"])
 async def test_cross_origin_is_refused_at_the_handshake(origin):
     _, body = await login_new_user()
