@@ -30,9 +30,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 PYTHON = sys.executable
 CORES = os.cpu_count() or 1
-PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/symphainy_bench_rest")
 ENV = {
     "SYMPHAINY_INSECURE_DEV_KEY": "1", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
     "DJANGO_SETTINGS_MODULE": "symphainy.settings", "THROTTLE_LOGIN_ADDRESS": "1000000/min",
@@ -105,24 +105,14 @@ class Servers:
 
 
 def configure(backend: str) -> dict[str, str]:
-    env = dict(ENV)
-    if backend == "sqlite":
-        path = ROOT / "var" / "bench-rest.sqlite3"
-        path.parent.mkdir(exist_ok=True)
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        env["SQLITE_PATH"] = str(path)
-    else:
-        import psycopg
+    """bench/run.py's fresh schema for the backend, plus what the layout serves: the
+    collected static files and the demo user (whose login gives the token)."""
+    from bench.run import configure as fresh_schema
 
-        name = PG_URL.rsplit("/", 1)[1]
-        with psycopg.connect(PG_URL.rsplit("/", 1)[0] + "/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            connection.execute(f'CREATE DATABASE "{name}"')
-        env["DATABASE_URL"] = PG_URL
+    env = {**ENV, **fresh_schema("sqlite" if backend == "sqlite" else "pg_redis")}
+    env.pop("REDIS_URL", None)  # REST reads need no Redis; keep the comparison to the database
     full = {**os.environ, **env}
-    full.pop("REDIS_URL", None) if backend == "sqlite" else None
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=full, check=True)
+    full.pop("REDIS_URL", None)
     subprocess.run([PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=full, check=True)
     subprocess.run([PYTHON, "manage.py", "seed_demo"], cwd=ROOT, env={**full, "SEED_DEMO": "1"}, check=True,
                    capture_output=True)
@@ -152,7 +142,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     env = configure(args.backend)
     servers = Servers(env)
     try:

@@ -270,3 +270,36 @@ async def test_a_log_recreated_under_a_running_process_is_named_anew():
     assert new_epoch != ready["epoch"] and frame["epoch"] == new_epoch
     _, again = await open_ready(body["access_token"], query=f"since=0&epoch={ready['epoch']}")
     assert again["recovered"] is False and again["epoch"] == new_epoch
+
+
+def test_concurrent_writers_of_one_session_get_every_position_once():
+    """Eight threads, each its own connection and transactions, recording into one session
+    at once: positions 1..N, each once, none skipped (the counter row's lock serializes
+    them; on SQLite the database does)."""
+    import threading
+
+    from django.db import connection
+
+    user = factories.make_user()
+    session = factories.make_session(user)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for _ in range(10):
+                events_record([Event(session.pk, "x", {}), Event(session.pk, "x", {})])
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    seqs = list(SessionEvent.objects.filter(session_id=session.pk).order_by("id").values_list("seq", flat=True))
+    assert sorted(seqs) == list(range(1, 161))
+    assert seqs == sorted(seqs)  # id order is position order within a session
+    assert SessionEventSequence.objects.get(pk=session.pk).last_seq == 160
