@@ -50,7 +50,7 @@ def parse_host_port(entry: str) -> tuple[str, int]:
         host, sep, port_text = entry.rpartition(":")
         if not sep or ":" in host:
             raise ValueError(f"{entry!r} is not host:port")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"{entry!r} is not host:port with a port from 1 to 65535")
     return host, int(port_text)
 

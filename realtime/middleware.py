@@ -58,7 +58,8 @@ def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, by
     # A `since` that is no position at all (not a whole number >= 0) is answered like a
     # position the log no longer holds: recovered false, the client re-reads state.
     since = -1 if since_text is not None else None
-    if since_text is not None and since_text.isdigit() and len(since_text) <= 18:
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    if since_text is not None and since_text.isascii() and since_text.isdigit() and len(since_text) <= 18:
         since = int(since_text)
     epoch = next((v for k, v in query if k == "epoch"), None)
     return SocketCredentials(

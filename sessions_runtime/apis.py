@@ -142,7 +142,7 @@ def _if_match(request: Request) -> int:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit() or len(value) > 12:
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:  # not "²", which int() refuses
         raise InvalidRequest("If-Match must be the state's version number.", details={"If-Match": raw[:64]})
     return int(value)
 

@@ -32,7 +32,7 @@ def test_host_port_parses(entry, parsed):
 
 
 @pytest.mark.parametrize("entry", ["sentinel", "sentinel:", ":26379", "a:b", "a:0", "a:65536", "2001:db8::1:26379",
-                                   "[2001:db8::1]", "[::1]26379", "a:26379:1"])
+                                   "[2001:db8::1]", "[::1]26379", "a:26379:1", "a:\u00b2"])
 def test_host_port_refuses(entry):
     with pytest.raises(ValueError):
         parse_host_port(entry)

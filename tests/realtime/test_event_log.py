@@ -103,7 +103,9 @@ async def test_since_zero_replays_the_session_from_its_start():
 
 
 @pytest.mark.parametrize("query", ["since=1&epoch=other", "since=99&epoch={epoch}", "since=-1&epoch={epoch}",
-                                   "since=abc&epoch={epoch}", "since=1"])
+                                   "since=abc&epoch={epoch}", "since=1", "since=%C2%B2&epoch={epoch}",
+                                   "since=1e3&epoch={epoch}", "since=&epoch={epoch}",
+                                   "since=9999999999999999999999&epoch={epoch}"])
 async def test_what_cannot_be_recovered_says_so_and_sends_nothing_old(query):
     _, body = await login_new_user()
     await publish(body["session_id"], 2)

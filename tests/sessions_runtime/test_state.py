@@ -257,7 +257,7 @@ def test_a_stale_if_match_is_412(written, method, if_match):
     assert stored(body["session_id"]).version == 1 and stored(body["session_id"]).data == {"a": 1}
 
 
-@pytest.mark.parametrize("if_match", ["abc", "-1", "1.0", "*", "9" * 20, ""])
+@pytest.mark.parametrize("if_match", ["abc", "-1", "1.0", "*", "9" * 20, "", "\u00b2", "\u0663"])
 def test_an_if_match_that_is_not_a_version_is_400(written, if_match):
     api, body = written
     response = api.put(state_url(body["session_id"]), {"data": {"a": 2}}, format="json", HTTP_IF_MATCH=if_match)
