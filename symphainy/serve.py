@@ -151,6 +151,17 @@ class BoundedWebRequest(WebRequest):
         if not self._body_refused:
             super().requestReceived(command, path, version)
 
+    def process(self) -> None:
+        super().process()
+        channel = self.channel
+        if self.transport is None and channel is not None and self in channel.requests:
+            # Daphne handed the connection to a WebSocket protocol (it sets the request's
+            # transport to None only then). The HTTP channel and this request still refer
+            # to each other: a cycle of some twenty objects that only the garbage
+            # collector's full pass frees, and until then it is scanned on every pass, for
+            # every socket. Leaving the channel's list frees both as this call returns.
+            channel.requests.remove(self)
+
 
 class LoggingAccessLog(AccessLogGenerator):
     """Daphne's access lines, written through the `daphne.access` logger instead of straight
