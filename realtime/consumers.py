@@ -1,8 +1,9 @@
 """The socket at /api/runtime/agent.
 
-The handshake check ran in `TokenAuthMiddleware`; this consumer accepts (so that a
-refusal reaches the client as a close code, not as an HTTP 403 with none), closes at once
-when the check refused, and otherwise serves the session. It parses frames, calls a
+`RuntimeSocketApp` found the credentials; this consumer accepts (so that a refusal
+reaches the client as a close code, not as an HTTP 403 with none), checks them once it
+listens to the event log, closes at once when the check refused, and otherwise serves
+the session. It parses frames, calls a
 service, sends the result; errors are translated in `_guarded`, its one `except`.
 """
 

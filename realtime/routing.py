@@ -1,8 +1,5 @@
-from django.urls import path
-
 from realtime.consumers import RuntimeAgentConsumer
-from realtime.middleware import TokenAuthMiddleware
+from realtime.middleware import RuntimeSocketApp
 
-websocket_urlpatterns = [
-    path("api/runtime/agent", TokenAuthMiddleware(RuntimeAgentConsumer.as_asgi())),
-]
+# Socket paths and their consumers; the one layer in front of them is RuntimeSocketApp.
+websocket_application = RuntimeSocketApp({"/api/runtime/agent": RuntimeAgentConsumer})

@@ -1,15 +1,18 @@
-"""The socket protocol through the full ASGI application (origin check, token middleware,
+"""The socket protocol through the full ASGI application (origin, route and credentials,
 consumer), with WebsocketCommunicator."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import uuid
 from datetime import timedelta
 
 import jwt
 import pytest
 from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -18,10 +21,12 @@ from accounts.services import membership_remove, tenant_suspend, user_deactivate
 from accounts.tokens import tokens_issue
 from core.caller import Caller
 from core.models import ActorType
+from realtime.middleware import SocketCredentials
 from realtime.models import Connection
 from realtime.registry import registry
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import session_end, sessions_expire_due
+from symphainy.asgi import application
 from tests import factories
 from tests.realtime.conftest import make_socket
 
@@ -243,6 +248,37 @@ async def test_configured_extra_origin_is_accepted(settings):
     settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"], origin=b"https://app.example.com")
+    await sock.close()
+
+
+@pytest.mark.parametrize("path", ["/api/runtime/other", "/api/runtime/agent/", "/api/runtime"])
+async def test_a_socket_path_with_no_consumer_is_refused_at_the_handshake(path):
+    """Denied before accept (HTTP 403 over daphne), not an unhandled routing error."""
+    _, body = await login_new_user()
+    communicator = WebsocketCommunicator(
+        application, path, headers=[(b"origin", b"http://localhost")], subprotocols=["symphainy.v1", f"bearer.{body['access_token']}"]
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected is False
+    await communicator.disconnect()
+
+
+async def test_an_open_socket_keeps_no_credentials_and_no_routing_layers():
+    """Every object an idle socket holds is memory and garbage-collector work for as long
+    as it is open: once the socket is ready, its credentials (the token among them) are
+    gone, and nothing but the consumer's own loop is suspended above the server."""
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, SocketCredentials)]
+    suspended = [o for o in gc.get_objects() if inspect.iscoroutine(o) and o.cr_frame is not None]
+    names = {coroutine.cr_code.co_qualname for coroutine in suspended}
+    assert "RuntimeAgentConsumer.__call__" in names
+    # channels' OriginValidator, URLRouter and BaseMiddleware layers stay suspended for the
+    # socket's life when stacked; the one layer in front of the consumer is ours.
+    assert not names & {"OriginValidator.__call__", "URLRouter.__call__", "BaseMiddleware.__call__",
+                        "TokenAuthMiddleware.__call__", "ConsumerMixin.as_asgi.<locals>.app",
+                        "AsyncConsumer.as_asgi.<locals>.app"}
     await sock.close()
 
 
