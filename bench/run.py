@@ -265,30 +265,59 @@ async def handshake_load(url: str, tokens: list[str | None], total: int, concurr
             "p99_ms": pct(latencies, 0.99) * 1000, "errors": errors}
 
 
-async def hold(url: str, token: str, count: int, *, concurrency: int = 50) -> tuple[list[Any], list[float]]:
-    """Open `count` sockets, at most `concurrency` handshakes at a time, and keep them;
-    returns the sockets and their handshake times."""
+@dataclass
+class Held:
+    """What `hold` opened: the sockets, their handshake times, and the handshakes that
+    failed (counted, with the first failure's text; the run goes on)."""
+    sockets: list[Any]
+    latencies: list[float]
+    errors: int = 0
+    first_error: str = ""
+
+
+async def hold(url: str, token: str, count: int, *, concurrency: int = 50) -> Held:
+    """Open `count` sockets, at most `concurrency` handshakes at a time, and keep them.
+
+    Afterwards the client freezes what it holds out of its own garbage collector: with
+    thousands of sockets, a full pass of the *client's* collector pauses it for hundreds
+    of milliseconds, which would be counted as the server's handshake time."""
+    import gc
+
     import websockets
 
-    sockets: list[Any] = []
-    latencies: list[float] = []
+    held = Held([], [])
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with gate:
             start = time.perf_counter()
-            ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=ORIGIN,
-                                          open_timeout=60, ping_interval=None, max_queue=None)
-            await asyncio.wait_for(ws.recv(), 60)
-            latencies.append(time.perf_counter() - start)
-            sockets.append(ws)
+            try:
+                ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=ORIGIN,
+                                              open_timeout=60, ping_interval=None, max_queue=None)
+            except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
+                held.errors += 1
+                held.first_error = held.first_error or f"{type(error).__name__}: {error}"[:200]
+                return
+            try:
+                await asyncio.wait_for(ws.recv(), 60)
+            except Exception as error:  # noqa: BLE001 - idem; the socket is closed, not kept
+                held.errors += 1
+                held.first_error = held.first_error or f"{type(error).__name__} after the handshake: {error}"[:200]
+                await ws.close()
+                return
+            held.latencies.append(time.perf_counter() - start)
+            held.sockets.append(ws)
 
     await asyncio.gather(*(one() for _ in range(count)))
-    return sockets, latencies
+    gc.freeze()
+    return held
 
 
 async def close_all(sockets: list[Any]) -> None:
+    import gc
+
     await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    gc.unfreeze()  # what `hold` froze can be collected again
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -322,6 +351,62 @@ def http_load(calls: list[Callable[[], tuple[int, bytes]]], concurrency: int) ->
         list(pool.map(timed, calls))
     elapsed = time.perf_counter() - began
     return {"rate": len(calls) / elapsed, "p50_ms": pct(latencies, 0.5) * 1000, "errors": errors}
+
+
+# --- The hasher on its own: the login's baseline ----------------------------------------------
+HASHER_PROBE = """
+import statistics, sys, threading, time
+import django
+django.setup()
+from django.contrib.auth.hashers import check_password, make_password
+encoded = make_password("bench-password-123")
+check_password("bench-password-123", encoded)
+for line in sys.stdin:
+    concurrency, count = map(int, line.split())
+    times, lock, left = [], threading.Lock(), [count]
+    def work():
+        while True:
+            with lock:
+                if left[0] <= 0:
+                    return
+                left[0] -= 1
+            began = time.perf_counter()
+            check_password("bench-password-123", encoded)
+            with lock:
+                times.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    print(count / elapsed, statistics.median(times) * 1000, flush=True)
+"""
+
+
+class HasherProbe:
+    """Django's password check (the project's hasher settings) in a process of its own,
+    with no server work: `run(c, n)` verifies n times on c threads and returns the rate
+    and the p50. Run beside the logins, round by round, so both see the same machine."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [PYTHON, "-c", HASHER_PROBE], cwd=ROOT, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "symphainy.settings", "PYTHONPATH": pythonpath()},
+        )
+
+    def run(self, concurrency: int, count: int) -> dict[str, float]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{concurrency} {count}\n")
+        self.process.stdin.flush()
+        rate, p50 = map(float, self.process.stdout.readline().split())
+        return {"rate": rate, "p50_ms": p50}
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
 
 
 # --- Cases -----------------------------------------------------------------------------------
@@ -368,6 +453,7 @@ class Bench:
 
     def login_and_rest(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
         server = start("daphne", env)
+        probe = HasherProbe()
         try:
             logins = [
                 (lambda u=u: http("POST", f"{server.http}/api/auth/login", {"email": u["email"], "password": "bench-password-123"}))
@@ -375,27 +461,31 @@ class Bench:
             ]
             me = [(lambda u=u: http("GET", f"{server.http}/api/auth/me", token=u["access"])) for u in users] * self.n(20, 3)
             http_load(me[:20], 4)
-            # One at a time, the login's cost beyond the password hasher shows on its own.
-            self.results[f"login_c1_{backend}"] = repeat(self.reps, lambda: http_load(logins[:20], 1))
-            self.results[f"login_{backend}"] = repeat(self.reps, lambda: http_load(logins, 4))
+            http_load(logins[:4], 1)
+            # Round by round: the hasher alone, then the logins, at c=1 and at c=4. At c=1
+            # the login's cost beyond the hasher shows on its own; at c=4 the throughput
+            # is set against the hasher's own at the same concurrency.
+            rounds: list[dict[str, float]] = []
+            for _ in range(self.reps):
+                hasher_c1 = probe.run(1, 15)
+                login_c1 = http_load(logins[:15], 1)
+                hasher_c4 = probe.run(4, 24)
+                login_c4 = http_load(logins[:24], 4)
+                rounds.append({
+                    "hasher_c1_p50_ms": hasher_c1["p50_ms"], "login_c1_p50_ms": login_c1["p50_ms"],
+                    "login_c1_beyond_hasher_ms": login_c1["p50_ms"] - hasher_c1["p50_ms"],
+                    "login_c1_errors": login_c1["errors"],
+                    "hasher_c4_rate": hasher_c4["rate"], "login_c4_rate": login_c4["rate"],
+                    "login_c4_p50_ms": login_c4["p50_ms"],
+                    "login_c4_over_hasher_c4": login_c4["rate"] / hasher_c4["rate"],
+                    "cores_over_hash_time": (os.cpu_count() or 1) / (hasher_c1["p50_ms"] / 1000),
+                    "login_c4_errors": login_c4["errors"],
+                })
+            self.results[f"login_{backend}"] = {key: summary([r[key] for r in rounds]) for key in rounds[0]}
             self.results[f"rest_me_{backend}"] = repeat(self.reps, lambda: http_load(me, 10))
         finally:
+            probe.close()
             server.stop()
-
-    def hasher_cost(self) -> None:
-        script = """
-import time, django, statistics
-django.setup()
-from django.contrib.auth.hashers import make_password, check_password
-encoded = make_password("bench-password-123")
-times = []
-for _ in range(15):
-    t = time.perf_counter(); check_password("bench-password-123", encoded); times.append(time.perf_counter() - t)
-print(statistics.median(times) * 1000)
-"""
-        result = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, **SERVER_ENV, "DJANGO_SETTINGS_MODULE": "symphainy.settings"},
-                                check=True, capture_output=True, text=True)
-        self.results["argon2_verify_p50_ms"] = float(result.stdout.strip().splitlines()[-1])
 
     def query_counts(self) -> None:
         script = """
@@ -440,31 +530,39 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
             await asyncio.sleep(1)
             base = server.rss_kib()
             held: list[Any] = []
-            for target in (1000, self.n(5000, 2000)):
-                sockets, _ = await hold(server.ws + "/api/runtime/agent", token, target - len(held))
-                held += sockets
-                await asyncio.sleep(2)
-                out[f"kib_per_socket_at_{target}"] = (server.rss_kib() - base) / len(held)
-            # How far one process goes: batches of 500 until a handshake fails, the batch's
-            # p99 passes one second, or the bound of this run.
-            limit = self.n(10000, 3000)
-            most = len(held)
-            while most < limit:
-                try:
-                    sockets, latencies = await asyncio.wait_for(
-                        hold(server.ws + "/api/runtime/agent", token, min(500, limit - most)), 120
-                    )
-                except Exception:  # noqa: BLE001 - the first failure ends the climb
-                    out["stopped_by"] = "handshake failure"
+            errors, first_error = 0, ""
+            # How far one process goes: batches of 500 at c=50, each batch's handshake p99
+            # recorded, memory per socket read at 1,000, 5,000 and 10,000. The climb stops
+            # at the run's bound or when a batch's p99 passes one second; a failed handshake
+            # is counted (and its first error kept), and the climb goes on.
+            limit = self.n(12000, 3000)
+            marks = {1000, 5000, 10000} if not self.quick else {1000, 2000}
+            worst, worst_at = 0.0, 0
+            while len(held) < limit:
+                batch = await hold(server.ws + "/api/runtime/agent", token, min(500, limit - len(held)))
+                held += batch.sockets
+                errors += batch.errors
+                first_error = first_error or batch.first_error
+                p99 = pct(batch.latencies, 0.99) if batch.latencies else float("inf")
+                if len(held) <= 10000 and p99 > worst:
+                    worst, worst_at = p99, len(held)
+                if len(held) in marks:
+                    await asyncio.sleep(2)
+                    out[f"kib_per_socket_at_{len(held)}"] = (server.rss_kib() - base) / len(held)
+                if p99 > 1.0:
+                    out["stopped_by"] = f"p99 over 1 s ({p99 * 1000:.0f} ms) in the batch ending at {len(held)}"
                     break
-                held += sockets
-                most = len(held)
-                if pct(latencies, 0.99) > 1.0:
-                    out["stopped_by"] = "p99 over 1 s"
+                if batch.errors and not batch.sockets:
+                    out["stopped_by"] = "a batch with no handshake at all"
                     break
             else:
                 out["stopped_by"] = f"run bound ({limit})"
-            out["most_sockets"] = most
+            out["most_sockets"] = len(held)
+            out["worst_batch_p99_ms_up_to_10000"] = worst * 1000
+            out["worst_batch_ends_at"] = worst_at
+            out["handshake_errors"] = errors
+            if first_error:
+                out["first_error"] = first_error
             out["rss_mib_at_most"] = server.rss_kib() / 1024
             await close_all(held)
 
@@ -494,8 +592,9 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
             raise RuntimeError(f"login answered {status}: {raw[:200]!r}")
         body = json.loads(raw)
         half = count // 2
-        sockets_a, _ = await hold(a.ws + "/api/runtime/agent", body["access_token"], count - half)
-        sockets_b, _ = await hold(b.ws + "/api/runtime/agent", body["access_token"], half) if half else ([], [])
+        held_a = await hold(a.ws + "/api/runtime/agent", body["access_token"], count - half)
+        held_b = await hold(b.ws + "/api/runtime/agent", body["access_token"], half) if half else Held([], [])
+        sockets_a, sockets_b = held_a.sockets, held_b.sockets
         closed: list[float] = []
         codes: list[Any] = []
 
@@ -542,7 +641,43 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
             "closed_before_response_pct": 100.0 * sum(t <= answered for t in closed) / len(closed),
             "request_ms": (answered - sent) * 1000,
             "not_4409": float(sum(code != 4409 for code in codes)),
+            "handshake_errors": float(held_a.errors + held_b.errors),
         }
+
+    async def _floor_once(self, a: Server, b: Server, count: int, token: str) -> dict[str, float]:
+        """The baseline of a revocation: `count` sockets over two bare processes, closed with
+        4409 by `POST /close-all` sent to both at once; request → last close."""
+        half = count // 2
+        held_a = await hold(a.ws + "/held", token, count - half)
+        held_b = await hold(b.ws + "/held", token, half) if half else Held([], [])
+        closed: list[float] = []
+
+        async def wait_close(ws: Any) -> None:
+            with contextlib.suppress(Exception):
+                await ws.wait_closed()
+            closed.append(time.perf_counter())
+
+        waiters = [asyncio.create_task(wait_close(ws)) for ws in held_a.sockets + held_b.sockets]
+        sent = time.perf_counter()
+        await asyncio.gather(*(asyncio.to_thread(http, "POST", f"{s.http}/close-all") for s in (a, b)))
+        await asyncio.wait_for(asyncio.gather(*waiters), 60)
+        since_request = [(t - sent) * 1000 for t in closed]
+        return {"request_to_close_p50_ms": pct(since_request, 0.5), "request_to_close_p99_ms": pct(since_request, 0.99),
+                "handshake_errors": float(held_a.errors + held_b.errors)}
+
+    def revocation_floor(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
+        """The same counts as `revocation`, on the bare baseline, in the same run."""
+        a, b = start("daphne", env, app="bench.bare:application"), start("daphne", env, app="bench.bare:application")
+        out: dict[str, Any] = {}
+        try:
+            for count in (1, 100, self.n(1000, 300)):
+                out[f"sockets_{count}"] = repeat(
+                    self.reps, lambda c=count: asyncio.run(self._floor_once(a, b, c, users[0]["access"]))
+                )
+        finally:
+            a.stop()
+            b.stop()
+        self.results[f"revocation_floor_{backend}"] = out
 
     def _two(self, env: dict[str, str]) -> tuple[Server, Server]:
         return start("daphne", env), start("daphne", env)
@@ -609,8 +744,9 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
 
         async def once() -> dict[str, float]:
             half = count // 2
-            sockets_a, _ = await hold(a.ws + "/api/runtime/agent", user["access"], count - half)
-            sockets_b, _ = await hold(b.ws + "/api/runtime/agent", user["access"], half)
+            held_a = await hold(a.ws + "/api/runtime/agent", user["access"], count - half)
+            held_b = await hold(b.ws + "/api/runtime/agent", user["access"], half)
+            sockets_a, sockets_b = held_a.sockets, held_b.sockets
             received: list[float] = []
 
             async def receive(ws: Any) -> None:
@@ -731,19 +867,23 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
             lines.append(f"| {ratio} | {hs[f'ratio_{ratio}_c1']:.2f} | {hs[f'ratio_{ratio}_c50']:.2f} |")
         lines.append("")
     for backend in ("sqlite", "pg_redis"):
-        if f"login_{backend}" in results:
-            login, rest = results[f"login_{backend}"], results[f"rest_me_{backend}"]
-            single = results[f"login_c1_{backend}"]
-            lines += [f"## Login and REST, {backend}", "", "| call | req/s | p50 ms | errors |", "| --- | --- | --- | --- |",
-                      f"| POST /api/auth/login (c=1) | {fmt(single['rate'])} | {fmt(single['p50_ms'])} | {fmt(single['errors'])} |",
-                      f"| POST /api/auth/login (c=4) | {fmt(login['rate'])} | {fmt(login['p50_ms'])} | {fmt(login['errors'])} |",
-                      f"| GET /api/auth/me (c=10) | {fmt(rest['rate'])} | {fmt(rest['p50_ms'])} | {fmt(rest['errors'])} |", ""]
-    if "argon2_verify_p50_ms" in results:
-        lines += [f"Argon2 verification alone (the hasher's own cost): {results['argon2_verify_p50_ms']:.1f} ms p50.", ""]
-        for backend in ("sqlite", "pg_redis"):
-            if f"login_c1_{backend}" in results:
-                beyond = results[f"login_c1_{backend}"]["p50_ms"]["median"] - results["argon2_verify_p50_ms"]
-                lines += [f"Login beyond the hasher, c=1, {backend}: {beyond:.1f} ms p50.", ""]
+        login, rest = results.get(f"login_{backend}"), results.get(f"rest_me_{backend}")
+        if login and rest and "hasher_c1_p50_ms" in login:
+            lines += [f"## Login and REST, {backend}", "",
+                      "The hasher alone (Django's password check with the project's settings, in a process of its own) "
+                      "and the logins, round by round.", "",
+                      "| measure | value |", "| --- | --- |",
+                      f"| hasher alone, c=1, p50 ms | {fmt(login['hasher_c1_p50_ms'])} |",
+                      f"| POST /api/auth/login, c=1, p50 ms | {fmt(login['login_c1_p50_ms'])} |",
+                      f"| login beyond the hasher, c=1, ms | {fmt(login['login_c1_beyond_hasher_ms'])} |",
+                      f"| hasher alone, c=4, verifications/s | {fmt(login['hasher_c4_rate'])} |",
+                      f"| POST /api/auth/login, c=4, logins/s | {fmt(login['login_c4_rate'])} |",
+                      f"| POST /api/auth/login, c=4, p50 ms | {fmt(login['login_c4_p50_ms'])} |",
+                      f"| logins ÷ hasher, c=4 | {fmt(login['login_c4_over_hasher_c4'])} |",
+                      f"| cores ÷ hash time (/s) | {fmt(login['cores_over_hash_time'])} |",
+                      f"| login errors, c=1 / c=4 | {fmt(login['login_c1_errors'])} / {fmt(login['login_c4_errors'])} |",
+                      f"| GET /api/auth/me (c=10, Python client), req/s | {fmt(rest['rate'])} |",
+                      f"| GET /api/auth/me p50 ms | {fmt(rest['p50_ms'])} |", ""]
     if "queries" in results:
         q = results["queries"]
         lines += ["## Database queries (counted)", "", "| path | queries |", "| --- | --- |",
@@ -771,8 +911,8 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
                   "log by each process's tail.", "",
                   "| path | sockets | request→close p50 ms | request→close p99 ms | request→close max ms | "
                   "request (or command) ms | response→close p99 ms | response→close max ms | closed before the response % "
-                  "| closes not 4409 |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| closes not 4409 | handshakes failed |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for key, text in present:
             for count, row in results[f"{key}_{backend}"].items():
                 lines.append(
@@ -780,9 +920,21 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
                     f"{fmt(row['request_to_close_p99_ms'])} | {fmt(row['request_to_close_max_ms'])} | "
                     f"{fmt(row['request_ms'])} | {fmt(row['response_to_close_p99_ms'])} | "
                     f"{fmt(row['response_to_close_max_ms'])} | {fmt(row['closed_before_response_pct'])} | "
-                    f"{fmt(row['not_4409'])} |"
+                    f"{fmt(row['not_4409'])} | {fmt(row.get('handshake_errors', 0.0))} |"
                 )
         lines.append("")
+    for backend in ("sqlite", "pg_redis"):
+        floor, product = results.get(f"revocation_floor_{backend}"), results.get(f"revocation_{backend}")
+        if floor and product:
+            lines += [f"## Revocation beside its floor ({titles[backend]})", "",
+                      "The floor: the same sockets on two bare daphne processes (`bench/bare.py`), closed with 4409 "
+                      "by `POST /close-all` to both, no log and no check in between.", "",
+                      "| sockets | floor p99 ms | product p99 ms | product ÷ floor |", "| --- | --- | --- | --- |"]
+            for count, row in floor.items():
+                if count in product:
+                    p, f = product[count]["request_to_close_p99_ms"], row["request_to_close_p99_ms"]
+                    lines.append(f"| {count.split('_')[1]} | {fmt(f)} | {fmt(p)} | {p['median'] / f['median']:.2f} |")
+            lines.append("")
     for backend in ("sqlite", "pg_redis"):
         row = results.get(f"fanout_{backend}")
         if row:
@@ -838,6 +990,7 @@ def main() -> None:
         if "idle" in cases:
             bench.idle_sockets(backend, env, users)
         if "revocation" in cases:
+            bench.revocation_floor(backend, env, users)
             bench.revocation(backend, env, users)
         if "command" in cases:
             bench.revocation_command(backend, env, users)
@@ -853,7 +1006,6 @@ def main() -> None:
     if "sqlite" in backends:
         run("sqlite")
     if "queries" in cases:
-        bench.hasher_cost()
         bench.query_counts()
     if "pg_redis" in backends and not args.skip_services and services_up():
         run("pg_redis")

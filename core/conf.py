@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "WS_MAX_SOCKETS_PER_USER": 20,
     "WS_MAX_MESSAGE_BYTES": 64 * 1024,
     "WS_MAX_SEND_BUFFER_BYTES": 1024 * 1024,
+    # Pending connections each daphne listener queues (gunicorn's and uvicorn's default).
+    "SERVER_LISTEN_BACKLOG": 2048,
     "WS_MESSAGE_RATE": "60/10s",
     "WS_RECHECK_INTERVAL": timedelta(seconds=30),
     "WS_HEARTBEAT_INTERVAL": timedelta(seconds=25),

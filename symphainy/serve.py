@@ -179,13 +179,38 @@ class LoggingAccessLog(AccessLogGenerator):
 
 _server_init = Server.__init__
 _server_log_action = Server.log_action
+# Endpoint kinds whose Twisted parser takes a `backlog` (an adopted `fd:` already listens).
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "unix", "ssl"})
 
 
-def _logging_access_init(self: Server, *args: Any, **kwargs: Any) -> None:
+def with_listen_backlog(endpoints: list[str] | None) -> list[str]:
+    """Twisted listens with a backlog of 50 unless the endpoint says otherwise: when
+    thousands of clients reconnect at once (a deploy, a network blip), connections past
+    the fiftieth wait for SYN retries, seconds each. Each endpoint without a backlog of
+    its own gets SERVER_LISTEN_BACKLOG (the kernel caps it at net.core.somaxconn)."""
+    from core.conf import runtime_settings
+
+    backlog = runtime_settings.SERVER_LISTEN_BACKLOG
+    out = []
+    for endpoint in endpoints or []:
+        kind = endpoint.split(":", 1)[0].strip()
+        if kind in _BACKLOG_KINDS and not re.search(r"(^|(?<!\\):)backlog=", endpoint):
+            endpoint = f"{endpoint}:backlog={backlog}"
+        out.append(endpoint)
+    return out
+
+
+def _server_init_patched(self: Server, *args: Any, **kwargs: Any) -> None:
     # `--access-log -` (stdout) becomes the logger; a named file keeps daphne's own writer.
     action_logger = kwargs.get("action_logger")
     if isinstance(action_logger, AccessLogGenerator) and action_logger.stream is sys.stdout:
         kwargs["action_logger"] = LoggingAccessLog()
+    # Every command that builds daphne's Server (daphne, runserver, symphainy.serve)
+    # passes its endpoints here.
+    if "endpoints" in kwargs:
+        kwargs["endpoints"] = with_listen_backlog(kwargs["endpoints"])
+    elif len(args) >= 2:
+        args = (args[0], with_listen_backlog(args[1]), *args[2:])
     _server_init(self, *args, **kwargs)
 
 
@@ -209,7 +234,7 @@ def daphne_protections_install() -> None:
     # Every access-log line goes through Server.log_action, whichever logger is attached
     # (the command line's AccessLogGenerator, runserver's own `log_action`).
     Server.log_action = _redacting_log_action  # type: ignore[method-assign]
-    Server.__init__ = _logging_access_init  # type: ignore[method-assign]
+    Server.__init__ = _server_init_patched  # type: ignore[method-assign]
     # Autobahn pretty-prints its whole protocol configuration for a debug log line on
     # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
     # in a profile of handshakes. The line is not needed; the formatting is skipped.

@@ -316,6 +316,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
     "WS_MAX_MESSAGE_BYTES": ("WS_MAX_MESSAGE_BYTES", lambda n: _env_int(n, 0)),
     "WS_MAX_SEND_BUFFER_BYTES": ("WS_MAX_SEND_BUFFER_BYTES", lambda n: _env_int(n, 0)),
+    "SERVER_LISTEN_BACKLOG": ("SERVER_LISTEN_BACKLOG", lambda n: _env_int(n, 0)),
     "WS_MESSAGE_RATE": ("WS_MESSAGE_RATE", _env),
     "WS_RECHECK_INTERVAL_SECONDS": ("WS_RECHECK_INTERVAL", lambda n: _env_seconds(n, 0)),
     "WS_HEARTBEAT_INTERVAL_SECONDS": ("WS_HEARTBEAT_INTERVAL", lambda n: _env_seconds(n, 0)),

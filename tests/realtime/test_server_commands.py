@@ -1,11 +1,12 @@
 """Each documented way to start daphne serves the same protections: a frame over
-WS_MAX_MESSAGE_BYTES closes with 1009 (not an open socket), and `?access_token=` never
-reaches the access log."""
+WS_MAX_MESSAGE_BYTES closes with 1009 (not an open socket), `?access_token=` never
+reaches the access log, and the listener queues SERVER_LISTEN_BACKLOG connections."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 
 import pytest
 import websockets
@@ -42,3 +43,16 @@ def test_oversized_frame_closes_1009_and_the_query_token_stays_out_of_the_log(tm
         assert PATH in log, log
         assert token not in log
         assert token.split(".")[2] not in log
+
+
+def _listen_backlog(port: int) -> int:
+    """The listening socket's backlog, as the kernel reports it (`ss`: Send-Q)."""
+    output = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], check=True, capture_output=True, text=True).stdout
+    return int(output.split()[2])
+
+
+@pytest.mark.parametrize("command", ["serve", "daphne", "runserver"])
+def test_every_command_listens_with_the_configured_backlog(tmp_path, command):
+    """Twisted's own backlog is 50: a reconnect storm past it waits for SYN retries."""
+    with running(tmp_path, command, SERVER_LISTEN_BACKLOG="1500") as server:
+        assert _listen_backlog(server.port) == 1500

@@ -1,7 +1,8 @@
 """What an open socket leaves behind on the server: daphne's upgrade hands the TCP
 connection from Twisted's HTTP channel to a WebSocket protocol, and the HTTP channel and
 its request must not outlive that (as a reference cycle, they would stay until a full
-pass of the garbage collector, and every pass would scan them for every socket)."""
+pass of the garbage collector, and every pass would scan them for every socket). Also
+the listeners' backlog, which decides how many connections wait for the server at once."""
 
 from __future__ import annotations
 
@@ -116,3 +117,16 @@ def test_what_the_process_loaded_at_start_is_left_out_of_collector_passes():
     # Django, the apps and the URL conf: well over 50,000 objects that every full pass
     # would otherwise scan, for as long as the process runs.
     assert gc.get_freeze_count() > 50_000
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("tcp:port=8000:interface=127.0.0.1", "tcp:port=8000:interface=127.0.0.1:backlog=2048"),
+    (r"tcp:port=8000:interface=\:\:1", r"tcp:port=8000:interface=\:\:1:backlog=2048"),
+    ("unix:/run/symphainy.sock", "unix:/run/symphainy.sock:backlog=2048"),
+    ("tcp:port=8000:backlog=10", "tcp:port=8000:backlog=10"),  # the operator's own stays
+    ("fd:fileno=3", "fd:fileno=3"),  # an adopted socket already listens
+])
+def test_endpoints_get_the_listen_backlog(given, expected):
+    from symphainy.serve import with_listen_backlog
+
+    assert with_listen_backlog([given]) == [expected]
