@@ -97,6 +97,9 @@ def start(kind: str, env: dict[str, str], *, app: str | None = None) -> Server:
         command = [PYTHON, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
         if app:
             command.append(app)
+    elif kind == "gunicorn":  # the layout's HTTP tier: sync workers, one per core
+        command = [PYTHON, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
+        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(os.cpu_count() or 1)}
     else:
         command = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
                    "--ws", "websockets", app or "symphainy.asgi:application"]
@@ -452,40 +455,51 @@ class Bench:
         self.results[f"handshake_{backend}"] = out
 
     def login_and_rest(self, backend: str, env: dict[str, str], users: list[dict[str, str]]) -> None:
-        server = start("daphne", env)
+        servers = {"daphne": start("daphne", env), "gunicorn": start("gunicorn", env)}
         probe = HasherProbe()
         try:
-            logins = [
-                (lambda u=u: http("POST", f"{server.http}/api/auth/login", {"email": u["email"], "password": "bench-password-123"}))
-                for u in users[: self.n(100, 20)]
-            ]
-            me = [(lambda u=u: http("GET", f"{server.http}/api/auth/me", token=u["access"])) for u in users] * self.n(20, 3)
+            def logins(server: Server) -> list[Callable[[], tuple[int, bytes]]]:
+                return [(lambda u=u: http("POST", f"{server.http}/api/auth/login",
+                                          {"email": u["email"], "password": "bench-password-123"}))
+                        for u in users[: self.n(100, 20)]]
+
+            calls = {name: logins(server) for name, server in servers.items()}
+            me = [(lambda u=u: http("GET", f"{servers['daphne'].http}/api/auth/me", token=u["access"]))
+                  for u in users] * self.n(20, 3)
             http_load(me[:20], 4)
-            http_load(logins[:4], 1)
-            # Round by round: the hasher alone, then the logins, at c=1 and at c=4. At c=1
-            # the login's cost beyond the hasher shows on its own; at c=4 the throughput
-            # is set against the hasher's own at the same concurrency.
+            for name in servers:
+                http_load(calls[name][:4], 1)
+            # Round by round: the hasher alone, then the logins on each server, at c=1 and
+            # at c=4. At c=1 the login's cost beyond the hasher shows on its own; at c=4 the
+            # throughput is set against the hasher's own at the same concurrency. Served by
+            # the embedded default (one daphne process) and by the layout's HTTP tier
+            # (gunicorn, one sync worker per core), on the same database.
             rounds: list[dict[str, float]] = []
             for _ in range(self.reps):
+                row: dict[str, float] = {}
                 hasher_c1 = probe.run(1, 15)
-                login_c1 = http_load(logins[:15], 1)
+                row["hasher_c1_p50_ms"] = hasher_c1["p50_ms"]
+                row["cores_over_hash_time"] = (os.cpu_count() or 1) / (hasher_c1["p50_ms"] / 1000)
+                for name in servers:
+                    single = http_load(calls[name][:15], 1)
+                    row[f"{name}_login_c1_p50_ms"] = single["p50_ms"]
+                    row[f"{name}_login_c1_beyond_hasher_ms"] = single["p50_ms"] - hasher_c1["p50_ms"]
+                    row[f"{name}_login_errors"] = single["errors"]
                 hasher_c4 = probe.run(4, 24)
-                login_c4 = http_load(logins[:24], 4)
-                rounds.append({
-                    "hasher_c1_p50_ms": hasher_c1["p50_ms"], "login_c1_p50_ms": login_c1["p50_ms"],
-                    "login_c1_beyond_hasher_ms": login_c1["p50_ms"] - hasher_c1["p50_ms"],
-                    "login_c1_errors": login_c1["errors"],
-                    "hasher_c4_rate": hasher_c4["rate"], "login_c4_rate": login_c4["rate"],
-                    "login_c4_p50_ms": login_c4["p50_ms"],
-                    "login_c4_over_hasher_c4": login_c4["rate"] / hasher_c4["rate"],
-                    "cores_over_hash_time": (os.cpu_count() or 1) / (hasher_c1["p50_ms"] / 1000),
-                    "login_c4_errors": login_c4["errors"],
-                })
+                row["hasher_c4_rate"] = hasher_c4["rate"]
+                for name in servers:
+                    four = http_load(calls[name][:24], 4)
+                    row[f"{name}_login_c4_rate"] = four["rate"]
+                    row[f"{name}_login_c4_p50_ms"] = four["p50_ms"]
+                    row[f"{name}_login_c4_over_hasher_c4"] = four["rate"] / hasher_c4["rate"]
+                    row[f"{name}_login_errors"] += four["errors"]
+                rounds.append(row)
             self.results[f"login_{backend}"] = {key: summary([r[key] for r in rounds]) for key in rounds[0]}
             self.results[f"rest_me_{backend}"] = repeat(self.reps, lambda: http_load(me, 10))
         finally:
             probe.close()
-            server.stop()
+            for server in servers.values():
+                server.stop()
 
     def query_counts(self) -> None:
         script = """
@@ -871,19 +885,19 @@ def report(results: dict[str, Any], meta: dict[str, Any]) -> str:
         if login and rest and "hasher_c1_p50_ms" in login:
             lines += [f"## Login and REST, {backend}", "",
                       "The hasher alone (Django's password check with the project's settings, in a process of its own) "
-                      "and the logins, round by round.", "",
-                      "| measure | value |", "| --- | --- |",
-                      f"| hasher alone, c=1, p50 ms | {fmt(login['hasher_c1_p50_ms'])} |",
-                      f"| POST /api/auth/login, c=1, p50 ms | {fmt(login['login_c1_p50_ms'])} |",
-                      f"| login beyond the hasher, c=1, ms | {fmt(login['login_c1_beyond_hasher_ms'])} |",
-                      f"| hasher alone, c=4, verifications/s | {fmt(login['hasher_c4_rate'])} |",
-                      f"| POST /api/auth/login, c=4, logins/s | {fmt(login['login_c4_rate'])} |",
-                      f"| POST /api/auth/login, c=4, p50 ms | {fmt(login['login_c4_p50_ms'])} |",
-                      f"| logins ÷ hasher, c=4 | {fmt(login['login_c4_over_hasher_c4'])} |",
-                      f"| cores ÷ hash time (/s) | {fmt(login['cores_over_hash_time'])} |",
-                      f"| login errors, c=1 / c=4 | {fmt(login['login_c1_errors'])} / {fmt(login['login_c4_errors'])} |",
-                      f"| GET /api/auth/me (c=10, Python client), req/s | {fmt(rest['rate'])} |",
-                      f"| GET /api/auth/me p50 ms | {fmt(rest['p50_ms'])} |", ""]
+                      "and the logins, round by round, on one daphne process (`make run`) and on the layout's HTTP "
+                      "tier (gunicorn, one sync worker per core).", "",
+                      f"Hasher alone: c=1 p50 {fmt(login['hasher_c1_p50_ms'])} ms; c=4 "
+                      f"{fmt(login['hasher_c4_rate'])} verifications/s; cores ÷ hash time "
+                      f"{fmt(login['cores_over_hash_time'])}/s.", "",
+                      "| measure | daphne | gunicorn |", "| --- | --- | --- |"]
+            for label, key in (("login c=1 p50 ms", "login_c1_p50_ms"),
+                               ("login beyond the hasher, c=1, ms", "login_c1_beyond_hasher_ms"),
+                               ("logins/s, c=4", "login_c4_rate"), ("login c=4 p50 ms", "login_c4_p50_ms"),
+                               ("logins ÷ hasher, c=4", "login_c4_over_hasher_c4"), ("login errors", "login_errors")):
+                lines.append(f"| {label} | {fmt(login[f'daphne_{key}'])} | {fmt(login[f'gunicorn_{key}'])} |")
+            lines += ["", f"`GET /api/auth/me` on daphne (c=10, Python client): {fmt(rest['rate'])} req/s, "
+                          f"p50 {fmt(rest['p50_ms'])} ms.", ""]
     if "queries" in results:
         q = results["queries"]
         lines += ["## Database queries (counted)", "", "| path | queries |", "| --- | --- |",
