@@ -47,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "EVENT_RETENTION": timedelta(minutes=10),
     "EVENT_RETENTION_COUNT": 1000,
     "EVENT_POLL_INTERVAL": timedelta(milliseconds=200),
+    # On the embedded SQLite, how often each serving process looks for another process's
+    # commit to the log (a cheap version read; zero turns the watcher off).
+    "EVENT_WATCH_INTERVAL": timedelta(milliseconds=10),
     "EVENT_GAP_WAIT": timedelta(seconds=5),
     "SERVER_INSTANCE": None,
     "STATE_BACKEND": "database",

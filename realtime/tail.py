@@ -7,9 +7,11 @@ once per socket, and hands each event to the sockets that care:
 - by the session its token belongs to: the end of that session and access changes, so a
   socket opened on session X with a token of session S closes when S ends.
 
-It wakes on PostgreSQL's NOTIFY, on a commit made in this process, and every
-EVENT_POLL_INTERVAL at the latest (the whole mechanism on the embedded SQLite, and what
-covers a NOTIFY lost with its connection on PostgreSQL). The channel layer plays no part.
+It wakes on PostgreSQL's NOTIFY, on a commit made in this process, on the embedded
+SQLite when its watcher sees another process's commit add a row (every
+EVENT_WATCH_INTERVAL), and every EVENT_POLL_INTERVAL at the latest (what covers a NOTIFY
+lost with its connection on PostgreSQL, or a watcher that stopped). The channel layer
+plays no part.
 
 Ephemeral frames (an agent's tokens) are not logged: they go to this process's sockets of
 the session and, on PostgreSQL, to the other processes by a NOTIFY of their own. On the
@@ -28,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -105,6 +109,8 @@ class EventTail:
             self._tasks.append(self.loop.create_task(self._run()))
             if connections["default"].vendor == "postgresql":
                 self._tasks.append(self.loop.create_task(self._listen()))
+            else:
+                self._watch_sqlite()
         elif not self._starting.done():
             await asyncio.shield(self._starting)
 
@@ -150,6 +156,52 @@ class EventTail:
             except Exception:  # noqa: BLE001 - the poll carries on meanwhile
                 logger.warning("event log LISTEN connection lost; reconnecting", exc_info=True)
                 await asyncio.sleep(1.0)
+
+    def _watch_sqlite(self) -> None:
+        """Wake on another process's commit to the embedded SQLite file (a `manage.py`
+        command, a second server process), within EVENT_WATCH_INTERVAL instead of the poll.
+
+        SQLite has no NOTIFY. A thread of this tail's own asks its own connection for
+        `PRAGMA data_version` (it changes when any other connection has committed: a
+        read of the WAL index, no table and no lock) and, only when it changed, for the
+        log's newest id; the tail is woken when that moved. Nothing of this runs on the
+        event loop or on Django's database thread, where the handshakes' queries run."""
+        interval = runtime_settings.EVENT_WATCH_INTERVAL.total_seconds()
+        database = connections["default"]
+        path = database.settings_dict["NAME"]
+        if interval <= 0 or database.creation.is_in_memory_db(path):
+            return  # one process only: its own commits wake it already
+        from core.models import SessionEvent
+
+        newest = f"SELECT max(id) FROM {database.ops.quote_name(SessionEvent._meta.db_table)}"
+        threading.Thread(
+            target=self._watch, args=(str(path), newest, interval), name="event-log-watch", daemon=True
+        ).start()
+
+    def _watch(self, path: str, newest: str, interval: float) -> None:
+        version = top = None
+        watcher: sqlite3.Connection | None = None
+        while not self.loop.is_closed():
+            time.sleep(interval)
+            try:
+                if watcher is None:
+                    watcher = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
+                current = watcher.execute("PRAGMA data_version").fetchone()[0]
+                if current == version:
+                    continue
+                version = current
+                latest = watcher.execute(newest).fetchone()[0]
+                if latest != top:
+                    top = latest
+                    self.wake()
+            except sqlite3.Error:  # a locked or replaced file: the poll covers it meanwhile
+                logger.warning("event log watcher could not read the database; retrying", exc_info=True)
+                if watcher is not None:
+                    watcher.close()
+                watcher = None
+                time.sleep(1.0)
+        if watcher is not None:
+            watcher.close()
 
     def forward_live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
         """Hand an ephemeral frame to the other processes (PostgreSQL only), in order."""

@@ -327,6 +327,7 @@ _PRODUCT_ENV: dict[str, tuple[str, object]] = {
     "EVENT_RETENTION_SECONDS": ("EVENT_RETENTION", lambda n: _env_seconds(n, 0)),
     "EVENT_RETENTION_COUNT": ("EVENT_RETENTION_COUNT", lambda n: _env_int(n, 0)),
     "EVENT_POLL_INTERVAL_MS": ("EVENT_POLL_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))),
+    "EVENT_WATCH_INTERVAL_MS": ("EVENT_WATCH_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))),
     "EVENT_GAP_WAIT_SECONDS": ("EVENT_GAP_WAIT", lambda n: _env_seconds(n, 0)),
     "SERVER_INSTANCE": ("SERVER_INSTANCE", _env),
     "STATE_BACKEND": ("STATE_BACKEND", _env),

@@ -209,6 +209,41 @@ async def test_an_end_recorded_elsewhere_closes_the_socket_through_the_log_alone
     assert REGISTRY.get_sample_value("symphainy_revocation_seconds_count") == closes_before + 1
 
 
+async def test_on_sqlite_another_processs_commit_wakes_the_tail_before_its_poll(monkeypatch, settings):
+    """The embedded SQLite has no NOTIFY: the watcher sees another connection's commit (a
+    `manage.py` process, a second server) and wakes the tail. With the poll an hour away
+    and no local wake-up, only the watcher can close this socket."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL wakes the tail by NOTIFY (tests/realtime/test_event_log_live.py)")
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_POLL_INTERVAL": timedelta(hours=1),
+                          "EVENT_WATCH_INTERVAL": timedelta(milliseconds=10)}
+    monkeypatch.setattr("core.events._wake_local_tails", lambda: None)
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    session_id = uuid.UUID(body["session_id"])
+
+    @database_sync_to_async
+    def end_elsewhere():
+        RuntimeSession.objects.filter(pk=session_id).update(status="ended", end_reason=EndReason.DELETED)
+        events_record([Event(session_id, "session.ended", {"reason": "deleted", "close_code": 4409})])
+
+    await end_elsewhere()
+    assert await sock.receive_close(timeout=20) == 4409
+
+
+async def test_with_the_watcher_off_no_thread_watches_the_file(settings):
+    import threading
+
+    from realtime.tail import EventTail
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_WATCH_INTERVAL": timedelta(milliseconds=10)}
+    before = sum(t.name == "event-log-watch" for t in threading.enumerate())
+    EventTail(asyncio.get_running_loop())._watch_sqlite()
+    assert sum(t.name == "event-log-watch" for t in threading.enumerate()) == before
+
+
 async def test_a_socket_on_another_session_closes_when_its_tokens_session_ends():
     user, body = await login_new_user()
     other = await database_sync_to_async(factories.make_session)(user)
