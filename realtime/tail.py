@@ -109,7 +109,7 @@ class EventTail:
             self._tasks.append(self.loop.create_task(self._run()))
             if connections["default"].vendor == "postgresql":
                 self._tasks.append(self.loop.create_task(self._listen()))
-            else:
+            elif connections["default"].vendor == "sqlite":
                 self._watch_sqlite()
         elif not self._starting.done():
             await asyncio.shield(self._starting)
@@ -169,7 +169,7 @@ class EventTail:
         interval = runtime_settings.EVENT_WATCH_INTERVAL.total_seconds()
         database = connections["default"]
         path = database.settings_dict["NAME"]
-        if interval <= 0 or database.creation.is_in_memory_db(path):
+        if database.vendor != "sqlite" or interval <= 0 or database.creation.is_in_memory_db(path):
             return  # one process only: its own commits wake it already
         from core.models import SessionEvent
 
