@@ -238,7 +238,7 @@ async def test_with_the_watcher_off_no_thread_watches_the_file(settings):
 
     from realtime.tail import EventTail
 
-    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_WATCH_INTERVAL": timedelta(milliseconds=10)}
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_WATCH_INTERVAL": timedelta(0)}
     before = sum(t.name == "event-log-watch" for t in threading.enumerate())
     EventTail(asyncio.get_running_loop())._watch_sqlite()
     assert sum(t.name == "event-log-watch" for t in threading.enumerate()) == before
