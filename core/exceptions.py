@@ -94,14 +94,20 @@ class InvalidCredentials(ServiceError):
     default_message = "Email or password is incorrect."
 
 
-class SessionNotActive(ServiceError):
-    """The caller's own session has ended or expired: the client must log in again."""
+class SessionEnded(ServiceError):
+    """The caller's own session has ended or expired: the client must log in again.
+    Not to be confused with `SessionNotWritable`: a write to a session that is not active."""
 
     status_code, code, close_code = 401, "session_ended", CloseCode.SESSION_ENDED
     default_message = "The session has ended. Log in again."
 
 
 class PermissionDenied(ServiceError):
+    """The caller is known but may not do this. On an open socket it is an `error` frame and
+    the socket stays open; a handshake refused for it closes with 4401 on purpose: the
+    contract has no 4403, and 4401 tells a client to refresh its token (which re-reads its
+    role and membership) before trying again, the right answer to a permission refusal."""
+
     status_code, code, close_code = 403, "permission_denied", CloseCode.UNAUTHENTICATED
     default_message = "You are not allowed to do this."
 
@@ -141,6 +147,9 @@ class VersionConflict(Conflict):
 
 
 class SessionNotWritable(Conflict):
+    """A write (state, file, intent) to a session that is no longer active. Its code,
+    `session_not_active`, is the public protocol's and stays."""
+
     code = "session_not_active"
     default_message = "The session is not active."
 
