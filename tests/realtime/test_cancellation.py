@@ -20,6 +20,10 @@ from realtime.models import Connection
 from realtime.registry import ConnectionRegistry
 from realtime.tail import EventTail
 
+# No test here writes to the database, but `database_sync_to_async` looks at its thread's
+# connection before each call, which needs database access allowed.
+pytestmark = pytest.mark.django_db
+
 BOUND = 5.0  # seconds: far more than any of these loops needs to notice a cancel()
 
 
