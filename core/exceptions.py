@@ -1,9 +1,11 @@
-"""Every error the service can answer with, declared once.
+"""Every error the service can answer with, declared once, and the one body it answers with.
 
 Each class carries its machine code, its HTTP status and its WebSocket close code. They
-are translated in exactly two places: `core.http.exception_handler` (HTTP) and the
-consumer's one `except` (WebSocket). `DEPENDENCY_ERRORS` is what an outage looks like
-from inside the process; both places answer it with 503 / 1013.
+are translated in exactly two places: `core.http` for HTTP (DRF's exception handler, and
+`error_response` for the answers Django gives outside DRF: its error pages, the CSRF
+failure, the body limit, the admin's login throttle) and the consumer's `except` for
+WebSocket. Every error body is `error_body`'s. `DEPENDENCY_ERRORS` is what an outage looks
+like from inside the process; both places answer it with 503 / 1013.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4429
 
 
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The contract's error body, `{"error", "message", "details"?}`: the only place it is built."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
 class ServiceError(Exception):
     """Base of the domain errors. Subclasses only set the class attributes."""
 
@@ -63,15 +73,18 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
     def as_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
+        return error_body(self.code, self.message, self.details)
 
 
 class InvalidRequest(ServiceError):
     status_code, code = 400, "invalid_request"
     default_message = "The request is invalid."
+
+
+class BadRequest(InvalidRequest):
+    """A request Django itself refused before any view (e.g. a disallowed Host)."""
+
+    code, default_message = "bad_request", "Bad request."
 
 
 class NotAuthenticated(ServiceError):
@@ -94,16 +107,29 @@ class InvalidCredentials(ServiceError):
     default_message = "Email or password is incorrect."
 
 
-class SessionNotActive(ServiceError):
-    """The caller's own session has ended or expired: the client must log in again."""
+class SessionEnded(ServiceError):
+    """The caller's own session has ended or expired: the client must log in again.
+    Not to be confused with `SessionNotWritable`: a write to a session that is not active."""
 
     status_code, code, close_code = 401, "session_ended", CloseCode.SESSION_ENDED
     default_message = "The session has ended. Log in again."
 
 
 class PermissionDenied(ServiceError):
+    """The caller is known but may not do this. On an open socket it is an `error` frame and
+    the socket stays open; a handshake refused for it closes with 4401 on purpose: the
+    contract has no 4403, and 4401 tells a client to refresh its token (which re-reads its
+    role and membership) before trying again, the right answer to a permission refusal."""
+
     status_code, code, close_code = 403, "permission_denied", CloseCode.UNAUTHENTICATED
     default_message = "You are not allowed to do this."
+
+
+class CsrfFailed(PermissionDenied):
+    """A form post without a good CSRF token (only the admin's forms are CSRF-protected)."""
+
+    code = "csrf_failed"
+    default_message = "The CSRF check failed. Reload the page and try again."
 
 
 class RegistrationClosed(PermissionDenied):
@@ -141,6 +167,9 @@ class VersionConflict(Conflict):
 
 
 class SessionNotWritable(Conflict):
+    """A write (state, file, intent) to a session that is no longer active. Its code,
+    `session_not_active`, is the public protocol's and stays."""
+
     code = "session_not_active"
     default_message = "The session is not active."
 

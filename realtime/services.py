@@ -17,7 +17,7 @@ from accounts.tokens import TokenClaims, claims_authenticate
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import log_position
-from core.exceptions import NotFound, RateLimited, SessionNotActive
+from core.exceptions import NotFound, RateLimited, SessionEnded
 from core.ids import uuid_parse
 from core.models import ActorType, AuditEvent
 from core.process import server_instance_id
@@ -69,7 +69,7 @@ def _target_session(own: RuntimeSession, requested: object | None) -> RuntimeSes
     if session is None:
         raise NotFound("Session not found.")
     if not session.is_usable():
-        raise SessionNotActive()
+        raise SessionEnded()
     return session
 
 

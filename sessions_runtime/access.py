@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from django.db import transaction
 
 from core.conf import runtime_settings
-from core.exceptions import InvalidToken, SessionNotActive
+from core.exceptions import InvalidToken, SessionEnded
 from sessions_runtime.models import SessionStatus, expiry_reason
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def access_check(access: SessionAccess | None) -> None:
     if not access.tenant_active:
         raise InvalidToken("The tenant is suspended.")
     if not access.usable():
-        raise SessionNotActive()
+        raise SessionEnded()
 
 
 # --- The cache -----------------------------------------------------------------------------

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-from channels.layers import InMemoryChannelLayer
 from channels.testing import WebsocketCommunicator
 
 from symphainy.asgi import application
@@ -80,31 +78,3 @@ def make_socket(
         params.append(f"session_id={session_id}")
     path = PATH + ("?" + "&".join(params) if params else "")
     return Socket(WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols))
-
-
-@pytest.fixture
-def socket_factory():
-    opened: list[Socket] = []
-
-    def factory(*args: Any, **kwargs: Any) -> Socket:
-        sock = make_socket(*args, **kwargs)
-        opened.append(sock)
-        return sock
-
-    return factory
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_channel_layer():
-    """Each test starts with an empty channel layer (the in-memory one outlives loops)."""
-    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers, get_channel_layer
-
-    if not isinstance(get_channel_layer(), InMemoryChannelLayer):
-        # channels-redis keeps pools per event loop and closes all of them on flush;
-        # those of earlier tests' loops cannot be closed from this one. A fresh layer
-        # only has this loop's.
-        channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
-    layer = get_channel_layer()
-    if hasattr(layer, "flush"):
-        await layer.flush()
-    yield

@@ -1,4 +1,4 @@
-"""Health, readiness, metrics and request ids."""
+"""Observability: health, liveness and readiness probes, metrics and request ids."""
 
 from __future__ import annotations
 
