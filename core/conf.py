@@ -68,12 +68,16 @@ def _networks(raw: str) -> list[str]:
     return networks
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
+
+
 SECONDS = Unit("seconds", lambda raw: timedelta(seconds=_whole(raw, "a whole number of seconds")),
-               lambda value: f"{value.total_seconds():g}")
+               lambda value: _number(value.total_seconds()))
 MILLISECONDS = Unit("milliseconds", lambda raw: timedelta(milliseconds=_whole(raw, "a whole number of milliseconds")),
-                    lambda value: f"{value / timedelta(milliseconds=1):g}")
+                    lambda value: _number(value / timedelta(milliseconds=1)))
 # A plain number of seconds, fractions allowed (the handlers' pacing delays).
-DECIMAL_SECONDS = Unit("seconds (decimal)", _decimal, lambda value: f"{value:g}")
+DECIMAL_SECONDS = Unit("seconds (decimal)", _decimal, str)
 BYTES = Unit("bytes", _whole)
 COUNT = Unit("count", _whole)
 FLAG = Unit("flag (1/0)", _flag, lambda value: "1" if value else "0")
@@ -216,7 +220,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         S("SESSION_CREATE_RATE", "20/min", "SESSION_CREATE_RATE", RATE, A_RATE,
           "per user: sessions made with `/api/session/create`; over it, 429 with `Retry-After`"),
         S("ACCESS_CACHE_TTL", timedelta(seconds=5), "ACCESS_CACHE_TTL_SECONDS", SECONDS, ZERO_OR_MORE,
-          "how long a handshake may reuse a session-access snapshot (see the architecture); `0` turns the cache off"),
+          "how long a handshake may reuse a session-access snapshot ([architecture.md](architecture.md)); `0` turns "
+          "the cache off"),
     ),
     "Logins and tokens": (
         S("REFRESH_REUSE_GRACE", timedelta(seconds=10), "REFRESH_REUSE_GRACE_SECONDS", SECONDS, ZERO_OR_MORE,
@@ -306,7 +311,7 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "largest session state document; beyond it, 413. Agent conversations obey it too (least recently "
           "used dropped first)"),
         S("INTENT_HANDLERS", {"echo": "sessions_runtime.handlers.echo", "batch": "sessions_runtime.handlers.batch"},
-          None, MAPPING, HANDLER_PATHS, "intent type → dotted path of its handler (see extending the service)"),
+          None, MAPPING, HANDLER_PATHS, "intent type → dotted path of its handler ([extending.md](extending.md))"),
         S("INTENT_SUBMIT_RATE", "60/min", "INTENT_SUBMIT_RATE", RATE, A_RATE,
           "per user: intent submissions (REST and socket); over it, 429 with `Retry-After`"),
         S("IDEMPOTENCY_TTL", timedelta(hours=24), "IDEMPOTENCY_TTL_SECONDS", SECONDS, POSITIVE,
@@ -428,12 +433,12 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "Deployment and tests": (
         V("PROMETHEUS_MULTIPROC_DIR", None, "a directory shared by every process of a machine: `/metrics` then "
-          "reports their sum (the deploy layout sets it)", read_by="prometheus_client, core/metrics.py"),
-        V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="deploy/gunicorn.conf.py"),
-        V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="deploy/gunicorn.conf.py"),
-        V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="deploy/gunicorn.conf.py"),
+          "reports their sum (the deploy layout sets it)", read_by="prometheus_client and `core/metrics.py`"),
+        V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
+        V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
+        V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),
         V("SEED_DEMO", None, "`make run` seeds the demo user on SQLite; with `DATABASE_URL` only when "
-          "`SEED_DEMO=1`", read_by="Makefile"),
+          "`SEED_DEMO=1`", read_by="the `Makefile`"),
         V("SYMPHAINY_REQUIRE_SERVICES", "0", "`1`: the test suite fails, never skips, when PostgreSQL or Redis is "
           "not configured or not reachable"),
     ),
