@@ -213,11 +213,12 @@ if REDIS_URL:
             "BACKEND": "realtime.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [_redis.channel_layer_host(
-                    # redis-py caps a pool at 100 connections by default; a burst of
-                    # handshakes needs more (each group_add holds one briefly).
+                    # redis-py caps a pool at 100 connections by default. Sockets join no
+                    # group: the layer carries executions for `runworker` and /ready's check
+                    # only (docs/architecture.md#the-channel-layer).
                     max_connections=_env_int("REDIS_MAX_CONNECTIONS", 1000),
                     # redis-py's default read timeout (5 s) equals channels-redis' blocking
-                    # pop (5 s): an idle process's receive would time out and close a socket.
+                    # pop (5 s): an idle `runworker`'s receive would time out.
                     socket_timeout=15,
                 )],
                 "prefix": REDIS_PREFIX,

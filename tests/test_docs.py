@@ -98,8 +98,9 @@ def test_the_docs_a_code_comment_points_to_exist():
     for folder in CODE_DIRS:
         for module in (ROOT / folder).rglob("*.py"):
             for target in re.findall(r"\bdocs/[\w-]+\.md(?:#[\w-]+)?", module.read_text()):
+                # Read from the repository's root, as the README's own links are.
                 if problem := _broken(ROOT / "README.md", target):
-                    broken.append(f"{module.relative_to(ROOT)} -> {problem}")
+                    broken.append(f"{module.relative_to(ROOT)}: {problem.split(': ', 1)[1]}")
     assert not broken, broken
 
 
