@@ -10,7 +10,7 @@ import logging
 import threading
 import uuid
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from django.db import OperationalError
@@ -19,33 +19,11 @@ from realtime import heartbeat, tail as tail_module
 from realtime.models import Connection
 from realtime.registry import ConnectionRegistry
 from realtime.tail import EventTail
+from tests.cancelling import BOUND, assert_ends_cancelled, until
 
 # No test here writes to the database, but `database_sync_to_async` looks at its thread's
 # connection before each call, which needs database access allowed.
 pytestmark = pytest.mark.django_db
-
-BOUND = 5.0  # seconds: far more than any of these loops needs to notice a cancel()
-
-
-async def until(check: Callable[[], Any], *, timeout: float = BOUND, message: str = "") -> Any:
-    """Yield to the loop until `check()` is true, at most `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := check()):
-        assert loop.time() < deadline, message or f"not within {timeout} s: {check}"
-        await asyncio.sleep(0.005)
-    return result
-
-
-async def assert_ends_cancelled(task: asyncio.Task) -> None:
-    """`task` ends, cancelled, within BOUND; if it does not, the test fails here (and the
-    task is cancelled again, so that the loop's teardown does not hang in its turn)."""
-    done, _ = await asyncio.wait({task}, timeout=BOUND)
-    if task not in done:
-        task.cancel()
-        await asyncio.wait({task}, timeout=BOUND)
-        pytest.fail(f"{task!r} went on after cancel()")
-    assert task.cancelled(), f"{task!r} ended without being cancelled: {task.exception()!r}"
 
 
 @pytest.fixture
