@@ -3,7 +3,8 @@
 Each `Setting` names its key, default, environment variable, unit, check and what it does.
 From this one table `symphainy/settings.py` reads the environment (the only module that
 does), `core.checks` validates the values at start-up, and `docs/configuration.md` is
-written (`python manage.py settings_doc > docs/configuration.md`).
+written (`python manage.py settings_doc > docs/configuration.md`), with the project's other
+environment variables (Django's, the libraries', the deployment's) from `PROJECT_VARIABLES`.
 
 `runtime_settings.SESSION_IDLE_TTL` reads `settings.SYMPHAINY["SESSION_IDLE_TTL"]`, falling
 back to the default here. The object reloads in place when tests override settings, so
@@ -80,6 +81,7 @@ MILLISECONDS = Unit("milliseconds", lambda raw: timedelta(milliseconds=_whole(ra
 DECIMAL_SECONDS = Unit("seconds (decimal)", _decimal, str)
 BYTES = Unit("bytes", _whole)
 COUNT = Unit("count", _whole)
+CHARACTERS = Unit("characters", _whole)
 FLAG = Unit("flag (1/0)", _flag, lambda value: "1" if value else "0")
 # Any text is taken as it is; the check judges it (a rate that does not parse is core.E003).
 TEXT = Unit("text", lambda raw: raw)
@@ -316,6 +318,9 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "per user: intent submissions (REST and socket); over it, 429 with `Retry-After`"),
         S("IDEMPOTENCY_TTL", timedelta(hours=24), "IDEMPOTENCY_TTL_SECONDS", SECONDS, POSITIVE,
           "how long an `Idempotency-Key` answers with its first response"),
+        S("IDEMPOTENCY_LOCK_TTL", timedelta(seconds=30), None, SECONDS, POSITIVE,
+          "how long a request with an `Idempotency-Key` holds the key while it is being recorded (another with "
+          "the same key meanwhile gets 409); released when it answers, so this bounds only a crashed one's hold"),
         S("EXECUTION_RUNNER", "asyncio", "EXECUTION_RUNNER", TEXT, AN_EXECUTION_RUNNER,
           "`asyncio` runs executions in the serving process; `worker` sends them to "
           "`manage.py runworker symphainy.executions`"),
@@ -333,6 +338,10 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "the agent that answers `agent.message` (the built-in echo agent by default)"),
         S("AGENT_TOKEN_DELAY", 0.02, "AGENT_TOKEN_DELAY_SECONDS", DECIMAL_SECONDS, DELAY,
           "the echo agent's pause between tokens"),
+        S("AGENT_MESSAGE_MAX_CHARS", 16_000, "AGENT_MESSAGE_MAX_CHARS", CHARACTERS, AT_LEAST_ONE,
+          "the longest `agent.message` text; longer is an `invalid_request` error frame"),
+        S("AGENT_HISTORY_MAX_TURNS", 50, "AGENT_HISTORY_MAX_TURNS", COUNT, AT_LEAST_ONE,
+          "turns of a conversation kept in session state, the agent's `history` (the oldest dropped first)"),
     ),
     "Operations": (
         S("AUDIT_RETENTION", timedelta(days=90), "AUDIT_RETENTION_SECONDS", SECONDS, POSITIVE,
@@ -371,8 +380,9 @@ class Variable:
 V = Variable
 PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     "Keys and tokens": (
-        V("SECRET_KEY", None, "unset: a public development key; with `DEBUG=0` the service refuses to start on it "
-          "(`core.E001`) unless `SYMPHAINY_INSECURE_DEV_KEY=1`"),
+        V("SECRET_KEY", None, "Django's signing key, and the tokens' unless `JWT_SIGNING_KEY` is set. Unset: a public "
+          "development key, on which with `DEBUG=0` the service refuses to start (`core.E001`) unless "
+          "`SYMPHAINY_INSECURE_DEV_KEY=1`"),
         V("JWT_SIGNING_KEY", None, "HS256 key for the tokens (unset: `SECRET_KEY`); shorter than 32 bytes is "
           "refused at start (`core.E002`)"),
         V("JWT_ISSUER", "symphainy", "the `iss` claim issued and required"),

@@ -84,6 +84,7 @@ def _sample(setting) -> str:
         "seconds (decimal)": lambda: str(default + 0.5),
         "bytes": lambda: str(default + 1),
         "count": lambda: str(default + 1),
+        "characters": lambda: str(default + 1),
         "flag (1/0)": lambda: "0" if default else "1",
         "text": lambda: f"{default or ''}-sample",
         "rate (N/period)": lambda: "7/min",
@@ -93,7 +94,7 @@ def _sample(setting) -> str:
 
 
 GARBAGE = {
-    "seconds": "1h", "milliseconds": "0.5", "seconds (decimal)": "soon", "bytes": "1MB", "count": "many",
+    "seconds": "1h", "milliseconds": "0.5", "seconds (decimal)": "soon", "bytes": "1MB", "count": "many", "characters": "long",
     "flag (1/0)": "maybe", "networks (comma-separated CIDR)": "10.0.0.0/8,intranet",
 }
 # Any text is a value of these; the system checks judge it (a bad rate is core.E003).
