@@ -27,9 +27,8 @@ from core.exceptions import (
 )
 from core.jsonlimits import frame_parse
 from core.metrics import SOCKET_REFUSALS
-from core.tasks import background
 from realtime.handshake import SocketGrant, socket_recheck
-from sessions_runtime.agents import agent_message_parse, agent_message_run
+from sessions_runtime.agents import agent_message_cancel, agent_message_parse, agent_message_start
 from sessions_runtime.submission import intent_submit, intent_submit_parse
 
 if TYPE_CHECKING:  # the socket calls this table; the table only reads the socket's state
@@ -95,9 +94,16 @@ async def submit_intent(socket: OpenSocket, message: dict[str, Any]) -> None:
 
 
 async def agent_message(socket: OpenSocket, message: dict[str, Any]) -> None:
+    """Start an answer of the session (it goes on when this socket closes); every socket
+    of the session hears of it, this one too, from `agent.started` on."""
     caller = socket.grant.caller(socket.client_address)
     text, context, conversation_id = agent_message_parse(message, caller=caller)
-    background(agent_message_run(caller=caller, text=text, context=context, conversation_id=conversation_id))
+    await agent_message_start(caller=caller, text=text, context=context, conversation_id=conversation_id)
+
+
+async def agent_cancel(socket: OpenSocket, message: dict[str, Any]) -> None:
+    """Stop an answer of the session, on whatever process runs it; `agent.cancelled` follows."""
+    await agent_message_cancel(caller=socket.grant.caller(socket.client_address), message_id=message.get("message_id"))
 
 
 Handler = Callable[["OpenSocket", dict[str, Any]], Awaitable[None]]
@@ -106,6 +112,7 @@ FRAMES: dict[str, Handler] = {
     "auth.refresh": auth_refresh,
     "intent.submit": submit_intent,
     "agent.message": agent_message,
+    "agent.cancel": agent_cancel,
 }
 
 

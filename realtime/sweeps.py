@@ -9,6 +9,7 @@ from accounts.tokens import token_ledger_prune
 from core.events import log_prune, log_size
 from core.metrics import EVENT_LOG_PRUNED, EVENT_LOG_ROWS
 from realtime.presence import connections_sweep
+from sessions_runtime.answers import agent_answers_sweep
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.services import sessions_expire_due
 from sessions_runtime.submission import idempotency_records_prune
@@ -24,15 +25,18 @@ class SweepReport:
     idempotency_pruned: int
     tokens_pruned: int
     events_pruned: int = 0
+    answers_interrupted: int = 0
 
 
 def runtime_sweep() -> SweepReport:
-    """Connection records of dead server processes, executions whose runner stopped,
-    sessions past an expiry (written down, audited, sockets closed), expired idempotency
-    records, simplejwt's ledger rows of expired refresh tokens, and the session events no
-    resume can ask for any more (the log's size is then in /metrics)."""
+    """Connection records of dead server processes, executions whose runner stopped, agent
+    answers whose process stopped renewing their lease (failed as `interrupted`), sessions
+    past an expiry (written down, audited, sockets closed), expired idempotency records,
+    simplejwt's ledger rows of expired refresh tokens, and the session events no resume
+    can ask for any more (the log's size is then in /metrics)."""
     connections = connections_sweep()
     executions = executions_sweep()
+    answers = agent_answers_sweep()
     expired = sessions_expire_due()
     pruned = idempotency_records_prune()
     tokens = token_ledger_prune()
@@ -41,5 +45,5 @@ def runtime_sweep() -> SweepReport:
     EVENT_LOG_ROWS.set(log_size())
     return SweepReport(
         connections=connections, expired=expired, idempotency_pruned=pruned, tokens_pruned=tokens,
-        events_pruned=events, **executions
+        events_pruned=events, answers_interrupted=answers, **executions
     )

@@ -58,6 +58,7 @@ from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
 from core.process import server_instance_id
 from core.tasks import tasks_stop
 from sessions_runtime.access import access_cache_drop_local
+from sessions_runtime.answers import AGENT_STARTED, TERMINAL_KINDS, agent_answers_sessions
 
 logger = logging.getLogger(__name__)
 READ_LIMIT = 1000
@@ -87,6 +88,14 @@ class EventTail:
         # The newest position read for each session (bounded): with the snapshot's own,
         # what a fresh socket's `session.ready` says without asking the database.
         self.positions: dict[uuid.UUID, int] = {}
+        # The sessions with agent answers in flight, and their message ids: read from the
+        # answers' rows at start, then kept from the log (started, then a terminal event),
+        # so that a socket opening on any other session reads no answer row.
+        self.answering: dict[uuid.UUID, set[str]] = {}
+        # Reads begun, and the number of the last one done: a read begun after a socket
+        # subscribed has handed it, or told `answering` of, every event committed before.
+        self.reads = 0
+        self.read_done = 0
         self.by_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self.by_token_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._wake = asyncio.Event()
@@ -103,7 +112,9 @@ class EventTail:
         if self._starting is None:
             self._starting = self.loop.create_future()
             try:
-                self.high, self.epoch = await database_sync_to_async(_start_position)()
+                self.high, self.epoch, answering = await database_sync_to_async(_start_position)()
+                for session_id, message_id in answering:
+                    self.answering.setdefault(session_id, set()).add(message_id)
             except BaseException as exc:
                 self._starting.set_exception(exc)
                 self._starting.exception()  # retrieved here: the caller sees it raised
@@ -266,6 +277,8 @@ class EventTail:
         give_up = now - runtime_settings.EVENT_GAP_WAIT.total_seconds()
         for missing in [i for i, since in self.gaps.items() if since < give_up]:
             del self.gaps[missing]
+        self.reads += 1
+        number = self.reads
         rows, epoch = await database_sync_to_async(_read)(self.high, list(self.gaps))
         EVENT_TAIL_READS.inc()
         if epoch:
@@ -282,6 +295,12 @@ class EventTail:
             else:
                 continue
             fresh.append(row)
+            if row.kind == AGENT_STARTED:
+                self.answering.setdefault(row.session_id, set()).add(str(row.data.get("message_id")))
+            elif row.kind in TERMINAL_KINDS and row.session_id in self.answering:
+                self.answering[row.session_id].discard(str(row.data.get("message_id")))
+                if not self.answering[row.session_id]:
+                    del self.answering[row.session_id]
             if row.seq > self.positions.get(row.session_id, 0):
                 self.positions[row.session_id] = row.seq
         if len(self.positions) > MAX_POSITIONS:
@@ -289,6 +308,8 @@ class EventTail:
         if fresh:
             EVENT_TAIL_LAG.observe(max(0.0, time.time() - fresh[-1].at.timestamp()))
             self._deliver(fresh)
+        if len(rows) < READ_LIMIT:  # a full read leaves more: not yet all it would see
+            self.read_done = number
         if len(rows) >= READ_LIMIT:
             self._wake.set()
         return len(fresh)
@@ -346,8 +367,9 @@ async def _pg_connect() -> Any:
     return await psycopg.AsyncConnection.connect(**params, autocommit=True)
 
 
-def _start_position() -> tuple[int, str]:
-    return log_last_id(), log_epoch()
+def _start_position() -> tuple[int, str, list[tuple[uuid.UUID, str]]]:
+    high = log_last_id()  # first: an answer that starts after it is read from the log
+    return high, log_epoch(), agent_answers_sessions()
 
 
 def _read(after: int, also: list[int]) -> tuple[list[LoggedEvent], str]:
