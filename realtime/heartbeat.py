@@ -12,12 +12,13 @@ import logging
 
 from channels.db import database_sync_to_async
 
+from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
-from realtime.services import server_heartbeat, socket_refusals_flush
+from core.tasks import tasks_stop
+from realtime.presence import server_heartbeat, socket_refusals_flush
 from realtime.sweeps import runtime_sweep
 
 logger = logging.getLogger(__name__)
-HEARTBEAT_EVERY_S = 30.0
 _task: asyncio.Task | None = None
 
 
@@ -32,13 +33,15 @@ def _beat_and_sweep() -> int:
 
 async def _loop() -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        await asyncio.sleep(runtime_settings.SERVER_HEARTBEAT_INTERVAL.total_seconds())
         try:
             swept = await database_sync_to_async(_beat_and_sweep)()
             if swept:
                 logger.info("swept %d connection records of dead server processes", swept)
         except DEPENDENCY_ERRORS:
             logger.warning("heartbeat failed; will retry", exc_info=True)
+        except Exception:  # noqa: BLE001 - one bad sweep must not stop the heartbeat for good
+            logger.exception("heartbeat sweep failed; will retry")
 
 
 async def ensure_running() -> None:
@@ -49,3 +52,14 @@ async def ensure_running() -> None:
         return
     _task = loop.create_task(_loop())
     await database_sync_to_async(_beat_and_sweep)()
+
+
+async def stop(*, timeout: float = 5.0) -> None:
+    """Stop this event loop's heartbeat loop and wait (at most `timeout`) for it to end."""
+    global _task
+    task = _task
+    if task is None or task.get_loop() is not asyncio.get_running_loop():
+        return
+    _task = None
+    if await tasks_stop([task], timeout=timeout):
+        logger.error("the heartbeat loop did not end when cancelled")
