@@ -15,7 +15,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminPasswordChangeForm, BaseUserCreationForm, UserChangeForm
 from django.core.cache import cache
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
@@ -37,7 +37,8 @@ from core.audit import audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.drf import client_address
-from core.exceptions import DEPENDENCY_ERRORS
+from core.exceptions import DEPENDENCY_ERRORS, RateLimited
+from core.http import error_response
 from core.models import AuditEvent
 
 # The admin caller of the request being served, for forms Django builds without the
@@ -227,11 +228,10 @@ def admin_login(request: HttpRequest, extra_context: Any = None) -> HttpResponse
     address = client_address(request)
     limit = runtime_settings.ADMIN_LOGIN_FAILURES_PER_MINUTE
     if request.method == "POST" and _admin_login_failures(address) >= limit:
-        response = JsonResponse(
-            {"error": "rate_limited", "message": "Too many failed logins from this address. Retry later."}, status=429
-        )
-        response["Retry-After"] = str(60 - int(timezone.now().timestamp()) % 60)
-        return response
+        return error_response(RateLimited(
+            "Too many failed logins from this address. Retry later.",
+            retry_after=60 - int(timezone.now().timestamp()) % 60,  # the end of the one-minute window
+        ))
     response = admin.site.login(request, extra_context)
     if request.method == "POST":
         email = str(request.POST.get("username", ""))[:254]

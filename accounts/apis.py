@@ -20,7 +20,7 @@ from accounts.throttles import (
     RefreshAddressThrottle,
     RegisterAddressThrottle,
 )
-from accounts.tokens import TokenPair, token_refresh
+from accounts.tokens import MAX_TOKEN_LENGTH, TokenPair, token_refresh
 from core.conf import runtime_settings
 from core.drf import client_address
 from core.exceptions import RegistrationClosed
@@ -139,7 +139,7 @@ class RefreshApi(APIView):
         class Meta:
             ref_name = "RefreshInput"
 
-        refresh_token = serializers.CharField(max_length=4096)
+        refresh_token = serializers.CharField(max_length=MAX_TOKEN_LENGTH)
 
     @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
     @extend_schema(request=InputSerializer, responses={200: TokenOutputSerializer}, auth=[])

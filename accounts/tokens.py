@@ -48,6 +48,8 @@ TENANT_CLAIM = "tid"
 SESSION_CLAIM = "sid"
 # Real tokens are ~400 bytes; anything far larger is refused before it is parsed.
 MAX_TOKEN_LENGTH = 4096
+# A derived jti is as long as simplejwt's own (uuid4().hex).
+JTI_HEX_LENGTH = 32
 
 
 def jwt_settings() -> Any:
@@ -149,7 +151,7 @@ def _derived_jti(seed: str, purpose: str) -> str:
     """A jti only the signing key can compute from `seed` (see `token_refresh`)."""
     key = jwt_settings().SIGNING_KEY
     key_bytes = key.encode() if isinstance(key, str) else bytes(key)
-    return hmac.new(key_bytes, f"{seed}:{purpose}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(key_bytes, f"{seed}:{purpose}".encode(), hashlib.sha256).hexdigest()[:JTI_HEX_LENGTH]
 
 
 def tokens_issue(*, session: RuntimeSession, seed: str | None = None, issued_at: datetime | None = None,

@@ -1,6 +1,6 @@
 """Start-up checks that fail closed: the service refuses to run with a public signing key,
-or with a product setting of `core.conf` that is malformed (a rate that does not parse, a
-size, count, interval or TTL of zero or less, an unknown name).
+or with a product setting that breaks the check its row in `core.conf`'s table declares (a
+rate that does not parse, a size, count, interval or TTL of zero or less), or an unknown name.
 
 Registered as Django system checks (`manage.py check`, `runserver`, `migrate` and every
 command that runs checks), and run again by `startup_checks_enforce` when the ASGI or WSGI
@@ -11,15 +11,13 @@ paths and backends in `sessions_runtime.checks`.
 
 from __future__ import annotations
 
-import ipaddress
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from core.conf import DEFAULTS, runtime_settings
+from core.conf import DEFAULTS, LONGER_THAN_ERROR, SETTINGS, runtime_settings
 
 # The key `symphainy/settings.py` falls back to when SECRET_KEY is unset: public, in the
 # repository, so anything signed with it can be forged.
@@ -68,107 +66,45 @@ def startup_checks_enforce() -> None:
         raise ImproperlyConfigured(f"Refusing to start:\n{lines}")
 
 
-@checks.register(SETTINGS_TAG)
-def rates_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """core.E003: a rate setting that does not parse (it would fail at the first request)."""
-    from core.limits import parse_rate
-
-    errors: list[checks.CheckMessage] = []
-    for name in ("WS_MESSAGE_RATE", "INTENT_SUBMIT_RATE", "SESSION_CREATE_RATE"):
-        rate = getattr(runtime_settings, name)
-        try:
-            parse_rate(rate if isinstance(rate, str) else "")
-        except ValueError:
-            errors.append(checks.Error(f"{name}: Invalid rate {rate!r}; expected like '60/10s' or '100/min'.",
-                                       id="core.E003"))
-    return errors
-
-
-# --- Product settings (core.conf): types and ranges ------------------------------------
-POSITIVE_DURATIONS = (
-    "SESSION_ABSOLUTE_TTL", "SESSION_IDLE_TTL", "SESSION_INTENT_TTL", "WS_RECHECK_INTERVAL",
-    "WS_HEARTBEAT_INTERVAL", "WS_CONNECTION_FLUSH_INTERVAL", "EXECUTION_STALE_AFTER", "IDEMPOTENCY_TTL",
-    "AUDIT_RETENTION", "LOGIN_HASH_WAIT", "LOGIN_LOCKOUT", "LOGIN_LOCKOUT_MAX",
-    "EVENT_RETENTION", "EVENT_POLL_INTERVAL", "EVENT_GAP_WAIT",
-)
-# Zero is meaningful here: touch on every request, no access cache, no refresh-reuse grace,
-# no SQLite watcher.
-NON_NEGATIVE_DURATIONS = ("SESSION_TOUCH_INTERVAL", "ACCESS_CACHE_TTL", "REFRESH_REUSE_GRACE", "EVENT_WATCH_INTERVAL")
-POSITIVE_INTEGERS = (
-    "MAX_ACTIVE_SESSIONS_PER_USER", "MAX_REQUEST_BYTES", "SESSION_METADATA_MAX_BYTES", "WS_MAX_SOCKETS_PER_USER",
-    "WS_MAX_MESSAGE_BYTES", "WS_MAX_SEND_BUFFER_BYTES", "STATE_MAX_BYTES", "EXECUTION_MAX_ATTEMPTS",
-    "ADMIN_LOGIN_FAILURES_PER_MINUTE", "LOGIN_LOCKOUT_AFTER_FAILURES", "JSON_MAX_DEPTH",
-    "MAX_RUNNING_EXECUTIONS_PER_USER", "EVENT_RETENTION_COUNT", "SERVER_LISTEN_BACKLOG",
-)
-# Zero is meaningful here: one hash per core, or no login waits for a hash.
-NON_NEGATIVE_INTEGERS = ("LOGIN_HASH_CONCURRENCY", "LOGIN_HASH_QUEUE")
-NON_NEGATIVE_SECONDS = ("BATCH_ITEM_DELAY", "AGENT_TOKEN_DELAY")
-NON_EMPTY_STRINGS = ("DEMO_EMAIL", "DEMO_PASSWORD")
-
-HINT = "Set it in the environment (see the README's configuration table) or in settings.SYMPHAINY."
-
-
-def _error(name: str, problem: str, id: str, hint: str = HINT) -> checks.CheckMessage:
-    return checks.Error(f"SYMPHAINY[{name!r}] {problem}", hint=hint, id=id)
+# --- Product settings (core.conf): each checked as its row in the table says -------------
+HINT = "Set it in the environment (see docs/configuration.md) or in settings.SYMPHAINY."
 
 
 @checks.register(SETTINGS_TAG)
-def check_product_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """core.E004 unknown name; E005 a duration that is not positive (or negative, where zero is
-    allowed); E006 a count or size below 1 (or below 0, where zero is allowed); E007 a delay
-    that is negative; E008 a flag, string or list of the wrong shape."""
-    errors: list[checks.CheckMessage] = []
+def product_settings_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E004 an unknown name; then each setting by its check in core.conf's table:
+    E003 a rate that does not parse, E005 a duration, E006 a count or size, E007 a delay,
+    E008 a flag, string or list of the wrong shape; E012 a duration not longer than the one
+    it must outlast. Settings whose check names another app's id are checked there."""
     configured = getattr(settings, "SYMPHAINY", {})
     if not isinstance(configured, dict):
         return [checks.Error("settings.SYMPHAINY must be a dict.", id="core.E008")]
-    for name in sorted(set(configured) - set(DEFAULTS)):
-        errors.append(_error(name, "is not a Symphainy setting.", "core.E004", hint="Check its spelling."))
-    for name in POSITIVE_DURATIONS + NON_NEGATIVE_DURATIONS:
-        value = getattr(runtime_settings, name)
-        if not isinstance(value, timedelta):
-            errors.append(_error(name, f"must be a timedelta, not {value!r}.", "core.E005"))
-        elif name in POSITIVE_DURATIONS and value <= timedelta(0):
-            errors.append(_error(name, f"must be longer than zero, not {value.total_seconds():g} s.", "core.E005"))
-        elif value < timedelta(0):
-            errors.append(_error(name, f"must be zero or more, not {value.total_seconds():g} s.", "core.E005"))
-    for name in POSITIVE_INTEGERS:
-        value = getattr(runtime_settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            errors.append(_error(name, f"must be a whole number of at least 1, not {value!r}.", "core.E006"))
-    for name in NON_NEGATIVE_INTEGERS:
-        value = getattr(runtime_settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors.append(_error(name, f"must be a whole number of at least 0, not {value!r}.", "core.E006"))
-    for name in NON_NEGATIVE_SECONDS:
-        value = getattr(runtime_settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            errors.append(_error(name, f"must be zero or more seconds, not {value!r}.", "core.E007"))
-    for name in NON_EMPTY_STRINGS:
-        value = getattr(runtime_settings, name)
-        if not isinstance(value, str) or not value.strip():
-            errors.append(_error(name, f"must be a non-empty string, not {value!r}.", "core.E008"))
-    for name in ("SERVER_INSTANCE", "METRICS_TOKEN"):
-        value = getattr(runtime_settings, name)
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            errors.append(_error(name, f"must be a non-empty string or unset, not {value!r}.", "core.E008"))
-    for name in ("REGISTRATION_OPEN", "INSECURE_DEV_KEY"):
-        if not isinstance(getattr(runtime_settings, name), bool):
-            errors.append(_error(name, f"must be True or False, not {getattr(runtime_settings, name)!r}.", "core.E008"))
-    networks = runtime_settings.METRICS_ALLOWED_NETWORKS
-    if not isinstance(networks, (list, tuple)):
-        errors.append(_error("METRICS_ALLOWED_NETWORKS", f"must be a list of networks, not {networks!r}.", "core.E008"))
-    else:
-        for network in networks:
-            try:  # parsed as core.metrics parses it
-                ipaddress.ip_network(network, strict=False)
-            except (TypeError, ValueError):
-                errors.append(_error("METRICS_ALLOWED_NETWORKS", f"holds {network!r}, which is not a network "
-                                     "like '10.0.0.0/8' or '::1/128'.", "core.E008"))
+    errors = [
+        checks.Error(f"SYMPHAINY[{name!r}] is not a Symphainy setting.", hint="Check its spelling.", id="core.E004")
+        for name in sorted(set(configured) - set(DEFAULTS))
+    ]
+    valid: set[str] = set()
+    for setting in SETTINGS:
+        if setting.check.problems is None:
+            continue
+        problems = setting.check.problems(setting.key, getattr(runtime_settings, setting.key))
+        errors += [checks.Error(problem, hint=HINT, id=setting.check.error_id) for problem in problems]
+        if not problems:
+            valid.add(setting.key)
+    for setting in SETTINGS:
+        floor = setting.longer_than
+        if floor and {setting.key, floor} <= valid:
+            value, least = getattr(runtime_settings, setting.key), getattr(runtime_settings, floor)
+            if value <= least:
+                errors.append(checks.Error(
+                    f"SYMPHAINY[{setting.key!r}] must be longer than {floor} ({least.total_seconds():g} s), "
+                    f"not {value.total_seconds():g} s.", hint=HINT, id=LONGER_THAN_ERROR,
+                ))
     return errors
 
 
 # --- Redis: Sentinel and TLS (core.redis_options) ---------------------------------------
-REDIS_HINT = "See the README's configuration table (REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_TLS_CA_FILE)."
+REDIS_HINT = "See docs/configuration.md (REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_TLS_CA_FILE)."
 
 
 @checks.register(SETTINGS_TAG)

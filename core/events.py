@@ -1,20 +1,5 @@
-"""The session event log: the one way a change reaches sockets.
-
-Every change a socket must hear of (a session ended, an access change, a state write, an
-execution's life, an agent's finished answer) is written here as a `SessionEvent` row in
-the same transaction as the change itself: a change that rolls back is never announced,
-and one that commits is announced even if every server process is down at that moment.
-This is the transactional outbox; the anchor is Centrifugo's PostgreSQL stream broker.
-
-Each serving process tails the log (`realtime.tail`): woken by PostgreSQL's NOTIFY (sent
-here, inside the transaction, so it is delivered with the commit), by a short poll on the
-embedded SQLite, and at once by a commit made in its own process. Reconnecting sockets
-replay from it (`log_replay`). What is ephemeral (an agent's tokens) is not logged: it goes
-to the sockets of this process only (`live_event_send`).
-
-Positions: `seq` counts within a session (1, 2, 3 ...). Taking one locks the session's
-`SessionEventSequence` row until commit, so within a session the commit order is the
-position order. `id` orders the whole log for the tails.
+"""The session event log, the one way a change reaches sockets: writing (in the change's
+own transaction), reading, replay and pruning. See docs/architecture.md#the-session-event-log.
 """
 
 from __future__ import annotations
@@ -179,9 +164,9 @@ def access_changed_record(session_ids: Iterable[uuid.UUID], *, role: str) -> Non
 
 
 async def live_event_send(session_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> None:
-    """An ephemeral `runtime_event` (an agent's token) for the session's sockets in this
-    process, sent now and never logged: a tab that missed it gets the whole text with the
-    replayable `agent.completed`."""
+    """An ephemeral `runtime_event` (an agent's token) for the session's sockets, sent now
+    and never logged: a tab that missed it gets the whole text with the replayable
+    `agent.completed`. Who hears it: docs/architecture.md#live-frames."""
     frame = {"type": "runtime_event", "event_type": event_type, "data": data, "timestamp": timezone.now().isoformat()}
     for listener in list(_live_listeners):
         listener(session_id, frame)

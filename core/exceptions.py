@@ -1,9 +1,11 @@
-"""Every error the service can answer with, declared once.
+"""Every error the service can answer with, declared once, and the one body it answers with.
 
 Each class carries its machine code, its HTTP status and its WebSocket close code. They
-are translated in exactly two places: `core.http.exception_handler` (HTTP) and the
-consumer's one `except` (WebSocket). `DEPENDENCY_ERRORS` is what an outage looks like
-from inside the process; both places answer it with 503 / 1013.
+are translated in exactly two places: `core.http` for HTTP (DRF's exception handler, and
+`error_response` for the answers Django gives outside DRF: its error pages, the CSRF
+failure, the body limit, the admin's login throttle) and the consumer's `except` for
+WebSocket. Every error body is `error_body`'s. `DEPENDENCY_ERRORS` is what an outage looks
+like from inside the process; both places answer it with 503 / 1013.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4429
 
 
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The contract's error body, `{"error", "message", "details"?}`: the only place it is built."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return body
+
+
 class ServiceError(Exception):
     """Base of the domain errors. Subclasses only set the class attributes."""
 
@@ -63,15 +73,18 @@ class ServiceError(Exception):
         super().__init__(self.message)
 
     def as_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
+        return error_body(self.code, self.message, self.details)
 
 
 class InvalidRequest(ServiceError):
     status_code, code = 400, "invalid_request"
     default_message = "The request is invalid."
+
+
+class BadRequest(InvalidRequest):
+    """A request Django itself refused before any view (e.g. a disallowed Host)."""
+
+    code, default_message = "bad_request", "Bad request."
 
 
 class NotAuthenticated(ServiceError):
@@ -110,6 +123,13 @@ class PermissionDenied(ServiceError):
 
     status_code, code, close_code = 403, "permission_denied", CloseCode.UNAUTHENTICATED
     default_message = "You are not allowed to do this."
+
+
+class CsrfFailed(PermissionDenied):
+    """A form post without a good CSRF token (only the admin's forms are CSRF-protected)."""
+
+    code = "csrf_failed"
+    default_message = "The CSRF check failed. Reload the page and try again."
 
 
 class RegistrationClosed(PermissionDenied):

@@ -1,6 +1,8 @@
-"""The HTTP edge: the one exception handler and the JSON error pages.
+"""The HTTP edge: the one translation of errors into HTTP answers.
 
-Every HTTP error leaves through here as `{"error", "message", "details"?}`.
+DRF's exception handler for the API, `error_response` for everything Django answers
+outside DRF (its error pages, the CSRF failure, the body limit, the admin's login
+throttle); both give `core.exceptions.error_body` with the same headers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,18 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from core.conf import runtime_settings
-from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, RequestTooLarge, ServiceError
+from core.exceptions import (
+    DEPENDENCY_ERRORS,
+    BadRequest,
+    CsrfFailed,
+    DependencyUnavailable,
+    NotFound,
+    PermissionDenied,
+    RequestTooLarge,
+    ServerError,
+    ServiceError,
+    error_body,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +51,6 @@ _DRF_CODES: dict[type[drf.APIException], str] = {
 }
 
 
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": code, "message": message}
-    if details:
-        body["details"] = details
-    return body
-
-
 def _drf_response(exc: drf.APIException) -> Response:
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
@@ -59,6 +65,13 @@ def _drf_response(exc: drf.APIException) -> Response:
     else:
         message, details = str(exc.detail), None
     return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+
+
+def _headers(exc: ServiceError) -> dict[str, str]:
+    headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return headers
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -79,44 +92,45 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     exc = getattr(exc, "error", None) if isinstance(getattr(exc, "error", None), ServiceError) else exc
     set_rollback()
     if isinstance(exc, ServiceError):
-        headers = {"WWW-Authenticate": 'Bearer realm="api"'} if exc.status_code == 401 else {}
-        if exc.retry_after is not None:
-            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-        return Response(exc.as_body(), status=exc.status_code, headers=headers)
+        return Response(exc.as_body(), status=exc.status_code, headers=_headers(exc))
     if isinstance(exc, drf.APIException):
         return _drf_response(exc)
     if isinstance(exc, DatabaseError):
         logger.exception("database error")
     else:
         logger.exception("unhandled error in %s", context.get("view").__class__.__name__)
-    return Response(error_body("server_error", "Internal server error."), status=500)
+    return Response(ServerError().as_body(), status=ServerError.status_code)
+
+
+def error_response(exc: ServiceError) -> JsonResponse:
+    """A declared error as a Django response, for code outside DRF's views: the same body
+    and headers as `exception_handler` gives."""
+    return JsonResponse(
+        exc.as_body(), status=exc.status_code, headers=_headers(exc), json_dumps_params={"separators": (",", ":")}
+    )
 
 
 # Django-level handlers, for errors raised outside DRF views (unknown paths, bad Host).
-def _json_error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse(error_body(code, message), status=status, json_dumps_params={"separators": (",", ":")})
-
-
 def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(400, "bad_request", "Bad request.")
+    return error_response(BadRequest())
 
 
 def handler403(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(403, "permission_denied", "You are not allowed to do this.")
+    return error_response(PermissionDenied())
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
-    return _json_error(404, "not_found", "Not found.")
+    return error_response(NotFound())
 
 
 def handler500(request: HttpRequest) -> JsonResponse:
-    return _json_error(500, "server_error", "Internal server error.")
+    return error_response(ServerError())
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> JsonResponse:
     """CSRF_FAILURE_VIEW: the contract's error body instead of Django's HTML page (the
     admin's forms are the only CSRF-protected views; the API uses bearer tokens)."""
-    return _json_error(403, "csrf_failed", "The CSRF check failed. Reload the page and try again.")
+    return error_response(CsrfFailed())
 
 
 def request_too_large_response_bytes(limit: int) -> bytes:

@@ -12,7 +12,7 @@ import uuid
 from typing import Callable
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils.log import log_response
 
 from core.conf import runtime_settings
@@ -71,15 +71,15 @@ class RequestBodyLimitMiddleware:
             except ValueError:
                 length = -1
             if length < 0:
-                return _error(InvalidRequest("Content-Length is not a number of bytes."))
+                return _refuse(InvalidRequest("Content-Length is not a number of bytes."))
             if length > limit:
-                return _error(RequestTooLarge(details={"limit_bytes": limit}))
+                return _refuse(RequestTooLarge(details={"limit_bytes": limit}))
         elif _has_unknown_length_body(request):
             # WSGI hands the raw (de-chunked) input; ASGI the body the server buffered.
             source = request.META.get("wsgi.input") or request
             body = source.read(limit + 1)
             if len(body) > limit:
-                return _error(RequestTooLarge(details={"limit_bytes": limit}))
+                return _refuse(RequestTooLarge(details={"limit_bytes": limit}))
             request._stream = io.BytesIO(body)  # noqa: SLF001 - Django reads the body from here
             request._read_started = False  # noqa: SLF001
             request.META["CONTENT_LENGTH"] = str(len(body))
@@ -92,5 +92,9 @@ def _has_unknown_length_body(request: HttpRequest) -> bool:
     return isinstance(request, ASGIRequest) and request.method not in {"GET", "HEAD", "OPTIONS"}
 
 
-def _error(exc: InvalidRequest | RequestTooLarge) -> JsonResponse:
-    return JsonResponse(exc.as_body(), status=exc.status_code)
+def _refuse(exc: InvalidRequest | RequestTooLarge) -> HttpResponse:
+    # Imported here: LOGGING loads this module (RequestIdFilter) before the apps are ready,
+    # and core.http imports DRF's views.
+    from core.http import error_response
+
+    return error_response(exc)

@@ -63,11 +63,10 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind}"
 
 
-# --- The session event log ---------------------------------------------------------------
-# Written by `core.events` in the same transaction as the change each row announces (the
-# transactional outbox); read by every serving process's tail (`realtime.tail`) and by a
-# reconnecting socket's replay. Neither table has a foreign key to the session: the log
-# is on the ground floor, and a row outlives nothing it needs.
+# --- The session event log (docs/architecture.md#the-session-event-log) ------------------
+# Written by `core.events`, read by each serving process's tail and by a resuming socket.
+# Neither table has a foreign key to the session: the log is on the ground floor, and a
+# row outlives nothing it needs.
 class EventLog(models.Model):
     """One row: the log's epoch. A new epoch (the row recreated, as after a flush or a
     restore into an empty database) tells a resuming client its positions mean nothing."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterable
 
 _running: set[asyncio.Task] = set()
 
@@ -30,3 +30,15 @@ def background(
 def background_tasks() -> frozenset[asyncio.Task]:
     """The tasks started here that have not finished yet (tests, shutdown)."""
     return frozenset(_running)
+
+
+async def tasks_stop(tasks: Iterable[asyncio.Task], *, timeout: float) -> set[asyncio.Task]:
+    """Cancel `tasks` and wait up to `timeout` seconds for them to end; returns those that
+    did not (a loop that swallowed its cancellation), so a drain can name them and go on."""
+    tasks = {task for task in tasks if not task.done()}
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return set()
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    return pending

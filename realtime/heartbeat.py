@@ -13,6 +13,7 @@ import logging
 from channels.db import database_sync_to_async
 
 from core.exceptions import DEPENDENCY_ERRORS
+from core.tasks import tasks_stop
 from realtime.services import server_heartbeat, socket_refusals_flush
 from realtime.sweeps import runtime_sweep
 
@@ -39,6 +40,8 @@ async def _loop() -> None:
                 logger.info("swept %d connection records of dead server processes", swept)
         except DEPENDENCY_ERRORS:
             logger.warning("heartbeat failed; will retry", exc_info=True)
+        except Exception:  # noqa: BLE001 - one bad sweep must not stop the heartbeat for good
+            logger.exception("heartbeat sweep failed; will retry")
 
 
 async def ensure_running() -> None:
@@ -49,3 +52,14 @@ async def ensure_running() -> None:
         return
     _task = loop.create_task(_loop())
     await database_sync_to_async(_beat_and_sweep)()
+
+
+async def stop(*, timeout: float = 5.0) -> None:
+    """Stop this event loop's heartbeat loop and wait (at most `timeout`) for it to end."""
+    global _task
+    task = _task
+    if task is None or task.get_loop() is not asyncio.get_running_loop():
+        return
+    _task = None
+    if await tasks_stop([task], timeout=timeout):
+        logger.error("the heartbeat loop did not end when cancelled")

@@ -16,6 +16,7 @@ from channels.db import database_sync_to_async
 
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
+from core.tasks import tasks_stop
 from realtime.models import Connection
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,20 @@ class ConnectionRegistry:
             self._flusher = self.loop.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(runtime_settings.WS_CONNECTION_FLUSH_INTERVAL.total_seconds())
+        # Until nothing is pending: a write that failed is retried an interval later, not
+        # only when the next socket opens or closes.
+        while True:
+            await asyncio.sleep(runtime_settings.WS_CONNECTION_FLUSH_INTERVAL.total_seconds())
+            await self.flush()
+            if not self._opened and not self._closed:
+                return
+
+    async def close(self, *, timeout: float = 5.0) -> None:
+        """Stop the flusher and write what is pending once more (a drain's last step)."""
+        if self._flusher is not None:
+            if await tasks_stop([self._flusher], timeout=timeout):
+                logger.error("the connection-record flusher did not end when cancelled")
+            self._flusher = None
         await self.flush()
 
     async def flush(self) -> None:

@@ -56,6 +56,7 @@ from core.events import (
 from core.exceptions import DEPENDENCY_ERRORS
 from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
 from core.process import server_instance_id
+from core.tasks import tasks_stop
 from sessions_runtime.access import access_cache_drop_local
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class EventTail:
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
         self._live_out: asyncio.Queue | None = None
+        self._watcher: threading.Thread | None = None
+        self._stopping = threading.Event()  # ends the watcher thread
+        self._closed = False
 
     # --- Life -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,6 +110,8 @@ class EventTail:
                 self._starting = None
                 raise
             self._starting.set_result(None)
+            if self._closed:
+                return
             self._tasks.append(self.loop.create_task(self._run()))
             if connections["default"].vendor == "postgresql":
                 self._tasks.append(self.loop.create_task(self._listen()))
@@ -114,16 +120,35 @@ class EventTail:
         elif not self._starting.done():
             await asyncio.shield(self._starting)
 
+    async def close(self, *, timeout: float = 5.0) -> None:
+        """Stop reading: cancel the tail's tasks, stop its watcher thread and wait (at most
+        `timeout` each) for them to end. This loop's next `tail()` is a new one."""
+        self._closed = True
+        if _tails.get(id(self.loop)) is self:
+            del _tails[id(self.loop)]
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, []
+        for task in await tasks_stop(tasks, timeout=timeout):
+            logger.error("event tail task %r did not end when cancelled", task)
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.join, timeout)
+
     def wake(self) -> None:
         """Read now (callable from any thread)."""
-        if not self.loop.is_closed():
+        try:
             self.loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # the loop closed meanwhile: nothing left to wake
+            pass
 
     async def _run(self) -> None:
+        # Not `wait_for` around the event: on Python 3.11 it returns the event's result
+        # when that and a cancel() arrive together, and the loop would go on for ever
+        # (CPython gh-86296). `asyncio.timeout` never turns a cancel() into a timeout.
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), runtime_settings.EVENT_POLL_INTERVAL.total_seconds())
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(runtime_settings.EVENT_POLL_INTERVAL.total_seconds()):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:
@@ -174,15 +199,16 @@ class EventTail:
         from core.models import SessionEvent
 
         newest = f"SELECT max(id) FROM {database.ops.quote_name(SessionEvent._meta.db_table)}"
-        threading.Thread(
+        self._watcher = threading.Thread(
             target=self._watch, args=(str(path), newest, interval), name="event-log-watch", daemon=True
-        ).start()
+        )
+        self._watcher.start()
 
     def _watch(self, path: str, newest: str, interval: float) -> None:
+        """Until `close()` (or the event loop closes), every `interval`."""
         version = top = None
         watcher: sqlite3.Connection | None = None
-        while not self.loop.is_closed():
-            time.sleep(interval)
+        while not self._stopping.wait(interval) and not self.loop.is_closed():
             try:
                 if watcher is None:
                     watcher = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=1.0)
@@ -199,12 +225,14 @@ class EventTail:
                 if watcher is not None:
                     watcher.close()
                 watcher = None
-                time.sleep(1.0)
+                self._stopping.wait(1.0)
         if watcher is not None:
             watcher.close()
 
     def forward_live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
         """Hand an ephemeral frame to the other processes (PostgreSQL only), in order."""
+        if self._closed:
+            return
         if self._live_out is None:
             self._live_out = asyncio.Queue(maxsize=10_000)
             self._tasks.append(self.loop.create_task(self._send_live()))

@@ -8,7 +8,8 @@ that judge it are `access_check`, the only copy of them (REST and sockets both u
 The cache holds a snapshot for at most ACCESS_CACHE_TTL (a few seconds), per process. An
 end or an access change drops it on every process through the session event log, so a
 new socket never opens on a snapshot older than the change once the tail has read it;
-the TTL bounds what a tail that cannot reach the database leaves behind.
+the TTL bounds what a tail that cannot reach the database leaves behind. See
+docs/architecture.md#the-session-access-snapshot.
 """
 
 from __future__ import annotations
@@ -84,9 +85,7 @@ def access_check(access: SessionAccess | None) -> None:
 
 # --- The cache -----------------------------------------------------------------------------
 # Each process keeps its own snapshots, in memory, read on the event loop without a thread
-# hop. A change drops them on every process: in the process that made it when its
-# transaction commits, in every other one when that process's tail of the session event
-# log reads the change (`realtime.tail`). A snapshot read from the database just before
+# hop; dropped as the module docstring says. A snapshot read from the database just before
 # such a drop is not stored after it (the generation check in `put`). Written here rather
 # than through Django's cache API, whose async methods hop to a thread.
 class _LocalStore:

@@ -31,10 +31,8 @@ from core.exceptions import ExecutionFinished
 from realtime.models import Connection
 from sessions_runtime.executions import execution_cancel
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.services import session_end, sessions_end
+from sessions_runtime.services import END_NOTE_MAX_LENGTH, session_end, sessions_end
 from sessions_runtime.state_writes import session_state_read
-
-END_NOTE_MAX_LENGTH = 200  # as `sessions end --reason`
 
 
 def _pretty(value: Any) -> str:

@@ -29,8 +29,11 @@ from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
 from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key, state_size
 
 logger = logging.getLogger(__name__)
-MAX_TEXT_LENGTH = 16_000
-MAX_TURNS_KEPT = 50
+# Of the protocol: a conversation id is a client's own short name for it.
+MAX_CONVERSATION_ID_LENGTH = 64
+# Compare-and-set rounds before a conversation write gives up (each lost round means
+# another writer of the same session state got there first).
+CONVERSATION_WRITE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +72,14 @@ def agent_message_parse(message: dict[str, Any], *, caller: Caller) -> tuple[str
     if not isinstance(payload, dict):
         raise InvalidRequest("'payload' must be an object with 'text'.")
     text, context = payload.get("text"), payload.get("context", {})
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_LENGTH:
-        raise InvalidRequest(f"'payload.text' must be 1 to {MAX_TEXT_LENGTH} characters.")
+    longest = runtime_settings.AGENT_MESSAGE_MAX_CHARS
+    if not isinstance(text, str) or not text.strip() or len(text) > longest:
+        raise InvalidRequest(f"'payload.text' must be 1 to {longest} characters.")
     if not isinstance(context, dict):
         raise InvalidRequest("'payload.context' must be an object.")
     conversation_id = message.get("conversation_id") or payload.get("conversation_id") or str(uuid.uuid4())
-    if not isinstance(conversation_id, str) or len(conversation_id) > 64:
-        raise InvalidRequest("'conversation_id' must be a string of at most 64 characters.")
+    if not isinstance(conversation_id, str) or len(conversation_id) > MAX_CONVERSATION_ID_LENGTH:
+        raise InvalidRequest(f"'conversation_id' must be a string of at most {MAX_CONVERSATION_ID_LENGTH} characters.")
     return text, context, conversation_id
 
 
@@ -109,10 +113,10 @@ def conversation_append(
     backend = state_backend()
     at = time.time()
     stamped = [{**turn, "at": at} for turn in turns]
-    for _ in range(5):
+    for _ in range(CONVERSATION_WRITE_ATTEMPTS):
         document = backend.read(key)
         data = dict(document.data)
-        data[conversation_id] = (list(data.get(conversation_id, [])) + stamped)[-MAX_TURNS_KEPT:]
+        data[conversation_id] = (list(data.get(conversation_id, [])) + stamped)[-runtime_settings.AGENT_HISTORY_MAX_TURNS:]
         bounded = _conversations_bounded(data, current=conversation_id, limit=runtime_settings.STATE_MAX_BYTES)
         if bounded is None:
             logger.warning("conversation %s: one exchange exceeds STATE_MAX_BYTES; not saved", conversation_id)

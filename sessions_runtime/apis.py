@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from core.conf import runtime_settings
 from core.drf import Pagination
 from core.exceptions import InvalidRequest, PreconditionRequired
+from core.ids import MAX_ID_LENGTH
 from sessions_runtime.executions import execution_cancel, execution_get_for_caller, execution_payload
 from sessions_runtime.files import file_reference_add, file_reference_get, file_references_for_session
 from sessions_runtime.models import EndReason, SessionStatus
@@ -29,7 +30,7 @@ from sessions_runtime.services import session_create, session_end
 from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 from sessions_runtime.state import StateDocument
 from sessions_runtime.state_writes import session_state_read, session_state_write
-from sessions_runtime.submission import intent_submit
+from sessions_runtime.submission import MAX_IDEMPOTENCY_KEY_LENGTH, intent_submit
 
 
 class SessionOutputSerializer(serializers.Serializer):
@@ -208,10 +209,10 @@ class IntentSubmitApi(APIView):
         class Meta:
             ref_name = "IntentSubmitInput"
 
-        session_id = serializers.CharField(max_length=64)
+        session_id = serializers.CharField(max_length=MAX_ID_LENGTH)
         intent_type = serializers.CharField(max_length=64)
         parameters = serializers.DictField(required=False, default=dict)
-        idempotency_key = serializers.CharField(max_length=255, required=False)
+        idempotency_key = serializers.CharField(max_length=MAX_IDEMPOTENCY_KEY_LENGTH, required=False)
 
     @extend_schema(
         request=InputSerializer,

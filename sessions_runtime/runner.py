@@ -22,15 +22,16 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from core.conf import runtime_settings
-from core.exceptions import InvalidRequest, error_for_client
+from core.exceptions import DEPENDENCY_ERRORS, InvalidRequest, error_for_client
 from core.process import server_instance_id
-from core.tasks import background
+from core.tasks import background, tasks_stop
 from sessions_runtime.executions import execution_claim, execution_fail_lost, execution_finish, execution_progress
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
 
 logger = logging.getLogger(__name__)
 WORKER_CHANNEL = "symphainy.executions"
 EXECUTION_RUNNERS = ("asyncio", "worker")  # checked at start-up by sessions_runtime.checks
+HEARTBEAT_STOP_TIMEOUT_S = 5.0
 
 
 class ExecutionCancelled(Exception):
@@ -82,10 +83,17 @@ def _beat(execution_id: uuid.UUID) -> None:
 
 
 async def _heartbeat(execution_id: uuid.UUID) -> None:
+    """Until cancelled. A beat that fails is retried at the next one: a heartbeat that
+    stopped would have the sweep run the execution a second time while it still runs."""
     every = max(1.0, runtime_settings.EXECUTION_STALE_AFTER.total_seconds() / 3)
     while True:
         await asyncio.sleep(every)
-        await database_sync_to_async(_beat)(execution_id)
+        try:
+            await database_sync_to_async(_beat)(execution_id)
+        except DEPENDENCY_ERRORS:
+            logger.warning("execution %s: heartbeat failed; will retry", execution_id, exc_info=True)
+        except Exception:  # noqa: BLE001 - the run goes on, so must its heartbeat
+            logger.exception("execution %s: heartbeat failed; will retry", execution_id)
 
 
 async def execution_run(execution_id: uuid.UUID) -> None:
@@ -111,7 +119,9 @@ async def execution_run(execution_id: uuid.UUID) -> None:
             execution_id=execution_id, status=ExecutionStatus.COMPLETED, result=result
         )
     finally:
-        heartbeat.cancel()
+        # Ended with the run, cancelled or not (a drain waits for the run only).
+        if await tasks_stop([heartbeat], timeout=HEARTBEAT_STOP_TIMEOUT_S):
+            logger.error("execution %s: its heartbeat did not end when cancelled", execution_id)
 
 
 # --- Dispatch: where executions run ----------------------------------------------------
@@ -142,8 +152,29 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="symphainy-executions", daemon=True)
             thread.start()
-            _background["loop"] = loop
+            _background["loop"], _background["thread"] = loop, thread
         return loop
+
+
+def background_loop_stop(*, timeout: float = 5.0) -> int:
+    """Cancel what runs on the private loop, then stop the loop and its thread (a command
+    that exits, tests). Returns how many tasks did not end within `timeout`."""
+    with _background_lock:
+        loop, thread = _background.pop("loop", None), _background.pop("thread", None)
+    if loop is None or thread is None or not thread.is_alive():
+        return 0
+    if thread is threading.current_thread():
+        raise RuntimeError("background_loop_stop() called from the loop it stops")
+
+    async def cancel_all() -> int:
+        return len(await tasks_stop(asyncio.all_tasks() - {asyncio.current_task()}, timeout=timeout))
+
+    left = asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout + 1.0)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout)
+    if not thread.is_alive():
+        loop.close()
+    return left
 
 
 def _spawn(execution_id: uuid.UUID) -> None:

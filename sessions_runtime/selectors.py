@@ -1,7 +1,8 @@
 """Reads of runtime sessions, each with its access rule.
 
-The rule, written once (`_visible_to`): a session is visible to its own user, and to the
-admins and owners of its tenant while they act in that tenant. Anything else is a
+The rule, written once (`access_visible`, with `access_owned` for what only the owner may
+touch): a session is visible to its own user, and to the admins and owners of its tenant
+while they act in that tenant. Anything else is a
 `NotFound` identical to a session that does not exist.
 """
 

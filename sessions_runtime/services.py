@@ -32,6 +32,9 @@ from sessions_runtime.models import (
 )
 from sessions_runtime.session_intents import SessionIntent, SessionIntentAction, session_intent_validate
 
+# The longest operator's note an end keeps in the audit trail (the admin's form, `sessions end --reason`).
+END_NOTE_MAX_LENGTH = 200
+
 
 # No savepoint: inside a caller's transaction (login) a failure here fails it whole anyway.
 @transaction.atomic(savepoint=False)

@@ -100,7 +100,7 @@ def intent_submit(
     digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
     lock = f"idempotency:{caller.tenant_id}:{caller.user_id}:{digest}"
     try:
-        locked = cache.add(lock, 1, timeout=30)
+        locked = cache.add(lock, 1, timeout=runtime_settings.IDEMPOTENCY_LOCK_TTL.total_seconds())
     except Exception:  # noqa: BLE001 - the cache (Redis) is down: the unique key still guards
         logger.warning("idempotency lock unavailable; relying on the unique key", exc_info=True)
         locked, lock = True, None

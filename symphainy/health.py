@@ -1,6 +1,7 @@
-"""Liveness (`/health`: the process answers; no dependency is asked, so a Redis blip does
-not get every process restarted) and readiness (`/ready`: the database and the channel
-layer answer), and the middleware that lets probes and scrapes in by IP."""
+"""Liveness (`/live`: the process answers; no dependency is asked, so a Redis blip does
+not get every process restarted) and readiness (`/ready`, and `/health` as the contract
+names it: the database and the channel layer answer), and the middleware that lets probes
+and scrapes in by IP."""
 
 from __future__ import annotations
 

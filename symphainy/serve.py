@@ -33,6 +33,7 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from core.exceptions import CloseCode
 from core.logs import redact
 
 APPLICATION = "symphainy.asgi:application"
@@ -50,7 +51,7 @@ def send_buffer_limit() -> int:
 # later). Autobahn's `sendClose` only lets an application send 1000 and 3000-4999 and
 # raises on the rest, which would leave such a socket open; these go out as close frames
 # directly.
-ENDPOINT_CLOSE_CODES = frozenset({1009, 1011, 1013})
+ENDPOINT_CLOSE_CODES = frozenset({CloseCode.MESSAGE_TOO_BIG, CloseCode.SERVER_ERROR, CloseCode.TRY_AGAIN_LATER})
 
 
 @implementer(IPushProducer)

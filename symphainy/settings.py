@@ -9,16 +9,16 @@ knobs are declared in `core.conf` and read through `core.conf.runtime_settings`;
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, Mapping
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from core.checks import DEVELOPMENT_SECRET_KEY
-from core.conf import DEFAULTS as PRODUCT_DEFAULTS
+from core.conf import COUNT, DEFAULTS as PRODUCT_DEFAULTS, FLAG, SECONDS, SETTINGS as PRODUCT_SETTINGS, Unit
 from core.redis_options import RedisTarget, parse_sentinels, split_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,43 +29,46 @@ def _env(name: str, default: str | None = None) -> str | None:
     return default if value is None or value == "" else value
 
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    value = _env(name)
-    if value is None:
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), not {value!r}")
-
-
-def _env_int(name: str, default: int) -> int:
+def _env_as(name: str, unit: Unit, default: Any) -> Any:
+    """The variable read as `unit` (core.conf), or `default` when unset or empty."""
     value = _env(name)
     if value is None:
         return default
     try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+        return unit.parse(value)  # type: ignore[misc]
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} {error}") from None
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    return _env_as(name, FLAG, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return _env_as(name, COUNT, default)
 
 
 def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in (_env(name, default) or "").split(",") if item.strip()]
 
 
-def _env_networks(name: str) -> list[str]:
-    networks = _env_list(name, "")
-    for network in networks:
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ImproperlyConfigured(f"{name} must list networks such as 10.0.0.0/8, not {network!r}") from None
-    return networks
-
-
 def _env_seconds(name: str, default: int) -> timedelta:
-    return timedelta(seconds=_env_int(name, default))
+    return _env_as(name, SECONDS, timedelta(seconds=default))
+
+
+def product_settings_read(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What `environ` sets of the product settings in core.conf's table, each read as its
+    unit says; an empty variable is unset. Only these go into SYMPHAINY."""
+    found: dict[str, Any] = {}
+    for setting in PRODUCT_SETTINGS:
+        raw = environ.get(setting.env) if setting.env else None
+        if raw is None or raw == "":
+            continue
+        try:
+            found[setting.key] = setting.unit.parse(raw)  # type: ignore[misc]
+        except ValueError as error:
+            raise ImproperlyConfigured(f"{setting.env} {error}") from None
+    return found
 
 
 # --- Core -------------------------------------------------------------------------------
@@ -210,11 +213,12 @@ if REDIS_URL:
             "BACKEND": "realtime.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [_redis.channel_layer_host(
-                    # redis-py caps a pool at 100 connections by default; a burst of
-                    # handshakes needs more (each group_add holds one briefly).
+                    # redis-py caps a pool at 100 connections by default. Sockets join no
+                    # group: the layer carries executions for `runworker` and /ready's check
+                    # only (docs/architecture.md#the-channel-layer).
                     max_connections=_env_int("REDIS_MAX_CONNECTIONS", 1000),
                     # redis-py's default read timeout (5 s) equals channels-redis' blocking
-                    # pop (5 s): an idle process's receive would time out and close a socket.
+                    # pop (5 s): an idle `runworker`'s receive would time out.
                     socket_timeout=15,
                 )],
                 "prefix": REDIS_PREFIX,
@@ -290,71 +294,9 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- The product's own settings (read through core.conf.runtime_settings) -------------
-# Their defaults are declared once, in core.conf.DEFAULTS; SYMPHAINY holds only what the
-# environment sets (as REST_FRAMEWORK holds only DRF's overrides).
-def _env_float(name: str) -> float:
-    try:
-        return float(_env(name) or "")
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, not {_env(name)!r}") from None
-
-
-_PRODUCT_ENV: dict[str, tuple[str, object]] = {
-    # environment variable: (product setting, how its text is read)
-    "SESSION_ABSOLUTE_TTL_SECONDS": ("SESSION_ABSOLUTE_TTL", lambda n: _env_seconds(n, 0)),
-    "SESSION_IDLE_TTL_SECONDS": ("SESSION_IDLE_TTL", lambda n: _env_seconds(n, 0)),
-    "SESSION_TOUCH_INTERVAL_SECONDS": ("SESSION_TOUCH_INTERVAL", lambda n: _env_seconds(n, 0)),
-    "SESSION_INTENT_TTL_SECONDS": ("SESSION_INTENT_TTL", lambda n: _env_seconds(n, 0)),
-    "MAX_ACTIVE_SESSIONS_PER_USER": ("MAX_ACTIVE_SESSIONS_PER_USER", lambda n: _env_int(n, 0)),
-    "REFRESH_REUSE_GRACE_SECONDS": ("REFRESH_REUSE_GRACE", lambda n: _env_seconds(n, 0)),
-    "LOGIN_LOCKOUT_AFTER_FAILURES": ("LOGIN_LOCKOUT_AFTER_FAILURES", lambda n: _env_int(n, 0)),
-    "LOGIN_LOCKOUT_SECONDS": ("LOGIN_LOCKOUT", lambda n: _env_seconds(n, 0)),
-    "LOGIN_LOCKOUT_MAX_SECONDS": ("LOGIN_LOCKOUT_MAX", lambda n: _env_seconds(n, 0)),
-    "MAX_REQUEST_BYTES": ("MAX_REQUEST_BYTES", lambda n: _env_int(n, 0)),
-    "JSON_MAX_DEPTH": ("JSON_MAX_DEPTH", lambda n: _env_int(n, 0)),
-    "SESSION_METADATA_MAX_BYTES": ("SESSION_METADATA_MAX_BYTES", lambda n: _env_int(n, 0)),
-    "WS_MAX_SOCKETS_PER_USER": ("WS_MAX_SOCKETS_PER_USER", lambda n: _env_int(n, 0)),
-    "WS_MAX_MESSAGE_BYTES": ("WS_MAX_MESSAGE_BYTES", lambda n: _env_int(n, 0)),
-    "WS_MAX_SEND_BUFFER_BYTES": ("WS_MAX_SEND_BUFFER_BYTES", lambda n: _env_int(n, 0)),
-    "SERVER_LISTEN_BACKLOG": ("SERVER_LISTEN_BACKLOG", lambda n: _env_int(n, 0)),
-    "WS_MESSAGE_RATE": ("WS_MESSAGE_RATE", _env),
-    "WS_RECHECK_INTERVAL_SECONDS": ("WS_RECHECK_INTERVAL", lambda n: _env_seconds(n, 0)),
-    "WS_HEARTBEAT_INTERVAL_SECONDS": ("WS_HEARTBEAT_INTERVAL", lambda n: _env_seconds(n, 0)),
-    "WS_CONNECTION_FLUSH_INTERVAL_MS": (
-        "WS_CONNECTION_FLUSH_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))
-    ),
-    "ACCESS_CACHE_TTL_SECONDS": ("ACCESS_CACHE_TTL", lambda n: _env_seconds(n, 0)),
-    "EVENT_RETENTION_SECONDS": ("EVENT_RETENTION", lambda n: _env_seconds(n, 0)),
-    "EVENT_RETENTION_COUNT": ("EVENT_RETENTION_COUNT", lambda n: _env_int(n, 0)),
-    "EVENT_POLL_INTERVAL_MS": ("EVENT_POLL_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))),
-    "EVENT_WATCH_INTERVAL_MS": ("EVENT_WATCH_INTERVAL", lambda n: timedelta(milliseconds=_env_int(n, 0))),
-    "EVENT_GAP_WAIT_SECONDS": ("EVENT_GAP_WAIT", lambda n: _env_seconds(n, 0)),
-    "SERVER_INSTANCE": ("SERVER_INSTANCE", _env),
-    "STATE_BACKEND": ("STATE_BACKEND", _env),
-    "STATE_MAX_BYTES": ("STATE_MAX_BYTES", lambda n: _env_int(n, 0)),
-    "EXECUTION_RUNNER": ("EXECUTION_RUNNER", _env),
-    "INTENT_SUBMIT_RATE": ("INTENT_SUBMIT_RATE", _env),
-    "SESSION_CREATE_RATE": ("SESSION_CREATE_RATE", _env),
-    "MAX_RUNNING_EXECUTIONS_PER_USER": ("MAX_RUNNING_EXECUTIONS_PER_USER", lambda n: _env_int(n, 0)),
-    "EXECUTION_STALE_AFTER_SECONDS": ("EXECUTION_STALE_AFTER", lambda n: _env_seconds(n, 0)),
-    "EXECUTION_MAX_ATTEMPTS": ("EXECUTION_MAX_ATTEMPTS", lambda n: _env_int(n, 0)),
-    "BATCH_ITEM_DELAY_SECONDS": ("BATCH_ITEM_DELAY", _env_float),
-    "AGENT_HANDLER": ("AGENT_HANDLER", _env),
-    "AGENT_TOKEN_DELAY_SECONDS": ("AGENT_TOKEN_DELAY", _env_float),
-    "IDEMPOTENCY_TTL_SECONDS": ("IDEMPOTENCY_TTL", lambda n: _env_seconds(n, 0)),
-    "AUDIT_RETENTION_SECONDS": ("AUDIT_RETENTION", lambda n: _env_seconds(n, 0)),
-    "ADMIN_LOGIN_FAILURES_PER_MINUTE": ("ADMIN_LOGIN_FAILURES_PER_MINUTE", lambda n: _env_int(n, 0)),
-    "LOGIN_HASH_CONCURRENCY": ("LOGIN_HASH_CONCURRENCY", lambda n: _env_int(n, 0)),
-    "LOGIN_HASH_QUEUE": ("LOGIN_HASH_QUEUE", lambda n: _env_int(n, 0)),
-    "LOGIN_HASH_WAIT_SECONDS": ("LOGIN_HASH_WAIT", lambda n: _env_seconds(n, 0)),
-    "REGISTRATION_OPEN": ("REGISTRATION_OPEN", lambda n: _env_bool(n)),
-    "METRICS_ALLOWED_NETWORKS": ("METRICS_ALLOWED_NETWORKS", _env_networks),
-    "METRICS_TOKEN": ("METRICS_TOKEN", _env),
-    "DEMO_EMAIL": ("DEMO_EMAIL", _env),
-    "DEMO_PASSWORD": ("DEMO_PASSWORD", _env),
-    "SYMPHAINY_INSECURE_DEV_KEY": ("INSECURE_DEV_KEY", _env_bool),
-}
-SYMPHAINY = {key: read(name) for name, (key, read) in _PRODUCT_ENV.items() if _env(name) is not None}  # type: ignore[operator]
+# Declared once, in core.conf's table (key, default, variable, unit, check); SYMPHAINY holds
+# only what the environment sets (as REST_FRAMEWORK holds only DRF's overrides).
+SYMPHAINY = product_settings_read(os.environ)
 
 # --- HTTP hardening ---------------------------------------------------------------------
 DATA_UPLOAD_MAX_MEMORY_SIZE = SYMPHAINY.get("MAX_REQUEST_BYTES", PRODUCT_DEFAULTS["MAX_REQUEST_BYTES"])

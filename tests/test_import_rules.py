@@ -1,4 +1,4 @@
-"""The import rules of the README's architecture section, checked on every module.
+"""The import rules of docs/architecture.md#the-floors, checked on every module.
 
 `core/` is the ground floor and imports no app; any module may import an app's
 `models`; the session domain (`sessions_runtime/`) imports `core/` and models only;
@@ -82,7 +82,7 @@ def test_imports_run_downwards(path: Path):
 
 
 def test_the_rules_can_fail():
-    """The checker itself refuses what the README forbids."""
+    """The checker itself refuses what the floors forbid."""
     assert not _allowed("core", "accounts.models")
     assert not _allowed("sessions_runtime", "accounts.tokens")
     assert not _allowed("sessions_runtime", "realtime.services")

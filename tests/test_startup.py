@@ -70,7 +70,7 @@ def test_the_check_in_process(settings):
 
 
 def test_a_rate_that_does_not_parse_is_a_start_up_error(settings):
-    from core.checks import rates_check
+    from core.checks import product_settings_check
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "INTENT_SUBMIT_RATE": "lots"}
-    assert [e.id for e in rates_check()] == ["core.E003"]
+    assert [e.id for e in product_settings_check()] == ["core.E003"]

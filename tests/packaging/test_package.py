@@ -1,5 +1,5 @@
 """The project installs as a package (pyproject.toml), and a platform's settings module
-and handlers then live outside the checkout, as the README's extension example shows."""
+and handlers then live outside the checkout, as docs/extending.md's example shows."""
 
 from __future__ import annotations
 

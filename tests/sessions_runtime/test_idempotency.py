@@ -167,6 +167,22 @@ class NoLock:
         return None
 
 
+@pytest.mark.django_db
+def test_the_in_flight_lock_is_held_for_idempotency_lock_ttl(monkeypatch, settings):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "IDEMPOTENCY_LOCK_TTL": timedelta(seconds=7)}
+    timeouts = []
+
+    class Spy(NoLock):
+        def add(self, key, value, timeout=None) -> bool:
+            timeouts.append(timeout)
+            return True
+
+    monkeypatch.setattr(submission, "cache", Spy())
+    api, body, _ = as_user()
+    assert post(api, body, header="k").status_code == 202
+    assert timeouts == [7]
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("lock", ["cache lock", "database constraint only"])
 def test_racing_duplicates_make_exactly_one_execution(monkeypatch, lock):

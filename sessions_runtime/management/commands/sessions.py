@@ -18,10 +18,9 @@ from core.caller import Caller
 from core.commands import common_options, confirm, lookup, positive_int, table, uuid_arg, when
 from realtime.models import Connection
 from sessions_runtime.models import EndReason, Execution, RuntimeSession, SessionStatus
-from sessions_runtime.services import session_end, sessions_end, sessions_expire_due
+from sessions_runtime.services import END_NOTE_MAX_LENGTH, session_end, sessions_end, sessions_expire_due
 from sessions_runtime.state_writes import session_state_read
 
-MAX_NOTE_LENGTH = 200
 RECENT_EXECUTIONS = 10
 
 
@@ -120,7 +119,7 @@ class Command(BaseCommand):
         end.add_argument("--tenant", metavar="SLUG", help="End this tenant's active sessions.")
         end.add_argument(
             "--reason", default="", metavar="TEXT",
-            help=f"A note for the audit trail (at most {MAX_NOTE_LENGTH} characters); the end reason is 'admin'.",
+            help=f"A note for the audit trail (at most {END_NOTE_MAX_LENGTH} characters); the end reason is 'admin'.",
         )
         end.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
 
@@ -215,8 +214,8 @@ class Command(BaseCommand):
     def _end(self, options: dict[str, Any]) -> None:
         raw_ids: list[str] = options["session_ids"] or []
         note = options["reason"].strip()
-        if len(note) > MAX_NOTE_LENGTH:
-            raise CommandError(f"--reason is limited to {MAX_NOTE_LENGTH} characters.")
+        if len(note) > END_NOTE_MAX_LENGTH:
+            raise CommandError(f"--reason is limited to {END_NOTE_MAX_LENGTH} characters.")
         if raw_ids and (options["user"] or options["tenant"]):
             raise CommandError("Give session ids, or --user/--tenant, not both.")
         if raw_ids:
