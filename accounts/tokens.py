@@ -1,8 +1,8 @@
 """Tokens: issuing them for a session, rotating refresh tokens, and the one token check.
 
-`access_token_authenticate` is the only function that turns a bearer token into a
-`Caller`; `claims_authenticate` is its database half, which the socket gateway shares
-(after answering from a session-access snapshot when it can). The rules below exist once:
+`token_decode` verifies a JWT without the database; `claims_resolve` is the database half
+(REST and the socket handshake alike, the socket after answering from a session-access
+snapshot when it can); `caller_for` turns the result into the `Caller`. The rules below exist once:
 signature (one pinned algorithm), expiry, issuer, token type, user active, membership
 current, tenant active, and the token's own session active. Tenant and role come from
 the database, never from the token.
@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone as dt_timezone
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
@@ -35,7 +35,7 @@ from core.caller import Caller
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, InvalidToken, TokenExpired
 from core.models import ActorType, AuditEvent
-from sessions_runtime.access import SessionAccess, access_check
+from sessions_runtime.access import SessionAccess, access_cache_generation, access_cache_put, access_check
 from sessions_runtime.models import EndReason, RuntimeSession
 from sessions_runtime.selectors import session_get_for_token
 from sessions_runtime.services import session_end
@@ -116,15 +116,25 @@ def token_decode(raw: object, *, expected_type: str) -> TokenClaims:
     )
 
 
-def caller_for(access: SessionAccess, *, session_id: uuid.UUID | None = None, client_address: str | None = None) -> Caller:
-    """The caller a checked token stands for: its user and tenant, the role the database
-    gives them there, in the token's own session (or `session_id`, another of theirs)."""
-    role = access.role or ""
+class Principal(Protocol):
+    """What a checked token stands for: a session access snapshot, or a socket's grant."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str | None
+
+
+def caller_for(principal: Principal, *, session_id: uuid.UUID | None = None, client_address: str | None = None) -> Caller:
+    """The one `Caller` factory for a checked token (REST requests and sockets): its user
+    and tenant, the role the database gives them there, in the token's own session (or
+    `session_id`, another of theirs)."""
+    role = principal.role or ""
     return Caller(
         kind=ActorType.USER,
-        user_id=access.user_id,
-        tenant_id=access.tenant_id,
-        session_id=session_id or access.session_id,
+        user_id=principal.user_id,
+        tenant_id=principal.tenant_id,
+        session_id=session_id or principal.session_id,
         role=role,
         permissions=role_permissions(role),
         client_address=client_address or None,
@@ -132,19 +142,28 @@ def caller_for(access: SessionAccess, *, session_id: uuid.UUID | None = None, cl
 
 
 def access_token_authenticate(raw: object, *, client_address: str | None = None) -> tuple[RuntimeSession, Caller]:
-    """The one token check: a bearer access token to its session (with its user) and the
-    caller it stands for (one query)."""
-    return claims_authenticate(token_decode(raw, expected_type=ACCESS), client_address=client_address)
+    """The one token check for REST: a bearer access token to its session (with its user)
+    and the caller it stands for (one query)."""
+    session, access = claims_resolve(token_decode(raw, expected_type=ACCESS))
+    return session, caller_for(access, client_address=client_address)
 
 
-def claims_authenticate(claims: TokenClaims, *, client_address: str | None = None) -> tuple[RuntimeSession, Caller]:
-    """The database half of the token check, for claims already verified by `token_decode`;
-    sockets call it at the handshake and again on a timer to notice a session that ended
-    meanwhile."""
-    session = session_get_for_token(session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id)
+def claims_resolve(claims: TokenClaims, *, for_socket: bool = False) -> tuple[RuntimeSession, SessionAccess]:
+    """The database half of the token check, for claims already verified by `token_decode`:
+    the token's own session and the access it grants, judged by `access_check`. REST calls
+    it for every request; sockets at the handshake (`for_socket`: with the user's socket
+    count and the log position, and the snapshot left in the access cache) and again on
+    their timer, to notice a session that ended meanwhile."""
+    generation = access_cache_generation()
+    session = session_get_for_token(
+        session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, for_socket=for_socket
+    )
     access = SessionAccess.from_session(session) if session is not None else None
     access_check(access)
-    return session, caller_for(access, client_address=client_address)
+    if for_socket:
+        # Only a socket's read carries the socket count the cached handshake checks.
+        access_cache_put(access, read_at_generation=generation)
+    return session, access
 
 
 def _derived_jti(seed: str, purpose: str) -> str:
@@ -252,7 +271,7 @@ def _grace_successor(claims: TokenClaims, *, client_address: str | None) -> Toke
     successor_jti = _derived_jti(claims.jti, "refresh")
     if BlacklistedToken.objects.filter(token__jti=successor_jti).exists():
         return None
-    session, _ = claims_authenticate(claims)
+    session, _ = claims_resolve(claims)
     issued_at = datetime.fromtimestamp(record["at"], tz=dt_timezone.utc)
     return tokens_issue(session=session, seed=claims.jti, issued_at=issued_at, record=False)
 
@@ -263,7 +282,7 @@ def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPai
     claims = token_decode(raw, expected_type=REFRESH)
     with transaction.atomic():
         if _refresh_token_consume(claims):
-            session, _ = claims_authenticate(claims)
+            session, _ = claims_resolve(claims)
             rotated_at = int(time.time())
             # Remembered before the commit: a concurrent presentation of this token waits
             # on the blacklist row's unique key until then, and must find the record.

@@ -524,7 +524,8 @@ old = runner.setup_databases()
 from rest_framework.test import APIClient
 from tests import factories
 from accounts.tokens import ACCESS, token_decode
-from realtime.services import connection_open, socket_authorize
+from realtime.handshake import socket_authorize
+from realtime.presence import connection_open
 user = factories.make_user()
 client = APIClient()
 with CaptureQueriesContext(connection) as login:
@@ -534,7 +535,8 @@ with CaptureQueriesContext(connection) as rest:
     client.get("/api/auth/me")
 claims = token_decode(body["access_token"], expected_type=ACCESS)
 with CaptureQueriesContext(connection) as hs:
-    connection_open(grant=socket_authorize(claims=claims, requested_session_id=None), channel_name="bench!1")
+    socket_authorize(claims=claims, session_id=claims.session_id)
+    connection_open(session_id=claims.session_id, user_id=claims.user_id, channel_name="bench!1")
 runner.teardown_databases(old)
 print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": len(hs)}))
 """

@@ -3,7 +3,8 @@
 Each `Setting` names its key, default, environment variable, unit, check and what it does.
 From this one table `symphainy/settings.py` reads the environment (the only module that
 does), `core.checks` validates the values at start-up, and `docs/configuration.md` is
-written (`python manage.py settings_doc > docs/configuration.md`).
+written (`python manage.py settings_doc > docs/configuration.md`), with the project's other
+environment variables (Django's, the libraries', the deployment's) from `PROJECT_VARIABLES`.
 
 `runtime_settings.SESSION_IDLE_TTL` reads `settings.SYMPHAINY["SESSION_IDLE_TTL"]`, falling
 back to the default here. The object reloads in place when tests override settings, so
@@ -379,8 +380,9 @@ class Variable:
 V = Variable
 PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     "Keys and tokens": (
-        V("SECRET_KEY", None, "unset: a public development key; with `DEBUG=0` the service refuses to start on it "
-          "(`core.E001`) unless `SYMPHAINY_INSECURE_DEV_KEY=1`"),
+        V("SECRET_KEY", None, "Django's signing key, and the tokens' unless `JWT_SIGNING_KEY` is set. Unset: a public "
+          "development key, on which with `DEBUG=0` the service refuses to start (`core.E001`) unless "
+          "`SYMPHAINY_INSECURE_DEV_KEY=1`"),
         V("JWT_SIGNING_KEY", None, "HS256 key for the tokens (unset: `SECRET_KEY`); shorter than 32 bytes is "
           "refused at start (`core.E002`)"),
         V("JWT_ISSUER", "symphainy", "the `iss` claim issued and required"),

@@ -1,4 +1,5 @@
-"""Rates written as '60/10s' or '100/min', and a per-caller rate limit on the shared cache.
+"""Rates written as '60/10s' or '100/min', a per-caller rate limit on the shared cache,
+and a token bucket in memory.
 
 DRF's throttles only guard views; the domain's limits (intent submission, session
 creation) must hold for every caller of the service, so they are applied here, in the
@@ -47,3 +48,26 @@ def rate_limit_take(*, scope: str, ident: object, rate: str) -> None:
         return
     if used > count:
         raise RateLimited(f"Too many requests ({rate}). Retry later.", retry_after=(window + 1) * seconds - now)
+
+
+class TokenBucket:
+    """A budget in memory: bursts of `count`, and `count` per `seconds` steadily (a socket's
+    frames). Two floats, where DRF's throttles keep their history in the cache, a round
+    trip per use."""
+
+    __slots__ = ("capacity", "refill_per_s", "tokens", "updated")
+
+    def __init__(self, count: int, seconds: float) -> None:
+        self.capacity = float(count)
+        self.refill_per_s = count / seconds
+        self.tokens = float(count)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
+        self.updated = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True

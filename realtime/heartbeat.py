@@ -12,13 +12,13 @@ import logging
 
 from channels.db import database_sync_to_async
 
+from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
 from core.tasks import tasks_stop
-from realtime.services import server_heartbeat, socket_refusals_flush
+from realtime.presence import server_heartbeat, socket_refusals_flush
 from realtime.sweeps import runtime_sweep
 
 logger = logging.getLogger(__name__)
-HEARTBEAT_EVERY_S = 30.0
 _task: asyncio.Task | None = None
 
 
@@ -33,7 +33,7 @@ def _beat_and_sweep() -> int:
 
 async def _loop() -> None:
     while True:
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
+        await asyncio.sleep(runtime_settings.SERVER_HEARTBEAT_INTERVAL.total_seconds())
         try:
             swept = await database_sync_to_async(_beat_and_sweep)()
             if swept:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from accounts.tokens import token_ledger_prune
 from core.events import log_prune, log_size
 from core.metrics import EVENT_LOG_PRUNED, EVENT_LOG_ROWS
-from realtime.services import connections_sweep
+from realtime.presence import connections_sweep
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.services import sessions_expire_due
 from sessions_runtime.submission import idempotency_records_prune

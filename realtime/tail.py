@@ -53,7 +53,7 @@ from core.events import (
     on_live_event,
     on_local_commit,
 )
-from core.exceptions import DEPENDENCY_ERRORS
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
 from core.process import server_instance_id
 from core.tasks import tasks_stop
@@ -304,7 +304,7 @@ class EventTail:
                 for subscriber in targets:
                     if row.kind == SESSION_ENDED:
                         subscriber.log_ended(
-                            int(row.data.get("close_code", 4409)), str(row.data.get("reason", "")), row.at.timestamp()
+                            int(row.data.get("close_code", CloseCode.SESSION_ENDED)), str(row.data.get("reason", "")), row.at.timestamp()
                         )
                     elif row.kind == ACCESS_CHANGED:
                         subscriber.log_access_changed(str(row.data.get("role", "")))

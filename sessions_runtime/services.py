@@ -102,15 +102,21 @@ def session_create(*, intent: SessionIntent, caller: Caller) -> RuntimeSession:
     return session
 
 
+def session_touch_due(last_seen_at: datetime, *, now: datetime | None = None) -> bool:
+    """Whether activity after `last_seen_at` pushes the idle expiry now: the one pacer, for
+    REST requests and socket frames alike (a socket asks before it hops to a thread)."""
+    return (now or timezone.now()) - last_seen_at >= runtime_settings.SESSION_TOUCH_INTERVAL
+
+
 def session_touch(*, session_id: uuid.UUID, last_seen_at: datetime, now: datetime | None = None) -> datetime | None:
     """Push the idle expiry forward on activity, at most once per SESSION_TOUCH_INTERVAL
-    after `last_seen_at` (the one pacer, for REST requests and socket frames alike).
+    after `last_seen_at` (`session_touch_due`).
 
     Returns the new `last_seen_at` when a touch was due (pace from it), None when not. A
     session already past an expiry is not revived: the conditional update matches nothing.
     """
     now = now or timezone.now()
-    if now - last_seen_at < runtime_settings.SESSION_TOUCH_INTERVAL:
+    if not session_touch_due(last_seen_at, now=now):
         return None
     RuntimeSession.objects.usable(now=now).filter(pk=session_id).update(
         last_seen_at=now, idle_expires_at=now + runtime_settings.SESSION_IDLE_TTL

@@ -63,6 +63,16 @@ def _replay(caller: Caller, key: str, request_hash: str) -> Submission | None:
     return Submission(response=record.response, replayed=True)
 
 
+def intent_submit_parse(message: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of `intent_submit` from an `intent.submit` frame (the REST
+    body goes through `IntentSubmitApi`'s serializer); InvalidRequest otherwise."""
+    intent_type, parameters = message.get("intent_type"), message.get("parameters", {})
+    key = message.get("idempotency_key")
+    if not isinstance(intent_type, str) or not isinstance(parameters, dict) or not isinstance(key, (str, type(None))):
+        raise InvalidRequest("intent.submit takes 'intent_type' (string), 'parameters' (object), 'idempotency_key'?")
+    return {"intent_type": intent_type, "parameters": parameters, "idempotency_key": key}
+
+
 def intent_submit(
     *,
     caller: Caller,

@@ -1,5 +1,5 @@
 """ASGI entry point, served by daphne: HTTP through Django; WebSockets through one layer
-(origin, route, credentials: `realtime.middleware.RuntimeSocketApp`), then the
+(origin, route, credentials: `realtime.app.RuntimeSocketApp`), then the
 consumer; channel-layer messages for the execution worker.
 
 Importing it refuses to start on an insecure configuration (`core.checks`) and installs
@@ -24,7 +24,7 @@ daphne_protections_install()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 
-from realtime.routing import websocket_application  # noqa: E402
+from realtime.app import websocket_application  # noqa: E402
 from sessions_runtime.runner import WORKER_CHANNEL  # noqa: E402
 from sessions_runtime.worker import ExecutionWorkerConsumer  # noqa: E402
 

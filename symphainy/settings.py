@@ -80,7 +80,7 @@ SECRET_KEY = _env("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 # Frontends on other origins: one list, read by django-cors-headers for HTTP and by the
-# socket's origin check (realtime.middleware). WS_ALLOWED_ORIGINS is its older name.
+# socket's origin check (realtime.app). WS_ALLOWED_ORIGINS is its older name.
 CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS", _env("WS_ALLOWED_ORIGINS", "") or "")
 CORS_URLS_REGEX = r"^/(api/|openapi\.json$)"
 CORS_ALLOW_HEADERS = (

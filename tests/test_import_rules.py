@@ -85,9 +85,9 @@ def test_the_rules_can_fail():
     """The checker itself refuses what the floors forbid."""
     assert not _allowed("core", "accounts.models")
     assert not _allowed("sessions_runtime", "accounts.tokens")
-    assert not _allowed("sessions_runtime", "realtime.services")
+    assert not _allowed("sessions_runtime", "realtime.handshake")
     assert not _allowed("realtime", "accounts.services")
-    assert not _allowed("accounts", "realtime.services")
+    assert not _allowed("accounts", "realtime.handshake")
     assert not _allowed("accounts", "symphainy.settings")
     assert _allowed("sessions_runtime", "realtime.models")
     assert _allowed("realtime", "accounts.tokens")

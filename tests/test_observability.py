@@ -118,16 +118,16 @@ async def test_socket_log_lines_carry_the_handshake_request_id(monkeypatch):
 
     from core.exceptions import NotAuthenticated
     from core.middleware import request_id_var
-    from realtime.services import socket_refusals_flush
+    from realtime.presence import socket_refusals_flush
     from symphainy.asgi import application
 
     seen: list[str] = []
 
-    async def authorize(self, credentials):
+    async def authorize(credentials, *, subscribe):
         seen.append(request_id_var.get())
-        return NotAuthenticated()
+        raise NotAuthenticated()
 
-    monkeypatch.setattr("realtime.consumers.RuntimeAgentConsumer._authorize", authorize)
+    monkeypatch.setattr("realtime.consumers.handshake_authorize", authorize)
     communicator = WebsocketCommunicator(
         application, "/api/runtime/agent", headers=[(b"origin", b"http://127.0.0.1"), (b"x-request-id", b"sock-1")]
     )

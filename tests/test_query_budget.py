@@ -7,7 +7,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.tokens import ACCESS, token_decode
-from realtime.services import connection_open, socket_authorize
+from realtime.handshake import socket_authorize
+from realtime.presence import connection_open
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -30,8 +31,8 @@ def test_an_authenticated_rest_request_takes_one_query(login_body, django_assert
 def test_the_handshake_takes_two_queries(login_body, django_assert_num_queries):
     claims = token_decode(login_body["access_token"], expected_type=ACCESS)
     with django_assert_num_queries(2):
-        grant = socket_authorize(claims=claims, requested_session_id=None)
-        connection_open(grant=grant, channel_name="test.channel!1")
+        grant = socket_authorize(claims=claims, session_id=claims.session_id)
+        connection_open(session_id=grant.session_id, user_id=grant.user_id, channel_name="test.channel!1")
     assert str(grant.session_id) == login_body["session_id"]
 
 
@@ -40,9 +41,9 @@ def test_the_socket_cap_is_counted_in_the_check_query(login_body, settings, djan
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_MAX_SOCKETS_PER_USER": 1}
     claims = token_decode(login_body["access_token"], expected_type=ACCESS)
-    connection_open(grant=socket_authorize(claims=claims, requested_session_id=None), channel_name="c!1")
+    connection_open(session_id=claims.session_id, user_id=claims.user_id, channel_name="c!1")
     with django_assert_num_queries(1), pytest.raises(RateLimited):
-        socket_authorize(claims=claims, requested_session_id=None)
+        socket_authorize(claims=claims, session_id=claims.session_id)
 
 
 def test_a_login_takes_at_most_ten_statements(db, django_assert_max_num_queries):

@@ -16,6 +16,8 @@ LOGINS = 50
 CAP = 10
 
 
+# Each login may wait up to 300 s for a hashing slot (below): more than the suite's bound.
+@pytest.mark.timeout(600)
 def test_fifty_concurrent_logins_of_one_user_keep_the_cap(tmp_path):
     user = factories.make_user()
     # Fifty real Argon2 hashes take 50 x ~150 ms over the process's hashing slots (one per

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from realtime.models import Connection
-from realtime.services import connections_sweep
+from realtime.presence import connections_sweep
 from sessions_runtime.models import Execution, ExecutionStatus, RuntimeSession, SessionStatus
 from sessions_runtime.runner import executions_sweep
 from tests import factories

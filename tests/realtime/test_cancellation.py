@@ -17,7 +17,7 @@ from django.db import OperationalError
 
 from realtime import heartbeat, tail as tail_module
 from realtime.models import Connection
-from realtime.registry import ConnectionRegistry
+from realtime.presence import ConnectionRegistry
 from realtime.tail import EventTail
 from tests.cancelling import BOUND, assert_ends_cancelled, until
 
@@ -284,7 +284,7 @@ async def test_the_heartbeat_ends_when_cancelled_while_it_waits(beats):
 
 
 @pytest.mark.parametrize("moment", ["during", "as_it_returns"])
-async def test_the_heartbeat_ends_when_cancelled_during_a_beat(monkeypatch, beats, moment):
+async def test_the_heartbeat_ends_when_cancelled_during_a_beat(monkeypatch, settings, beats, moment):
     entered, release = threading.Event(), threading.Event()
 
     def blocked_beat() -> int:
@@ -292,7 +292,7 @@ async def test_the_heartbeat_ends_when_cancelled_during_a_beat(monkeypatch, beat
         release.wait(BOUND)
         return 0
 
-    monkeypatch.setattr(heartbeat, "HEARTBEAT_EVERY_S", 0)
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SERVER_HEARTBEAT_INTERVAL": timedelta(0)}
     monkeypatch.setattr(heartbeat, "_beat_and_sweep", blocked_beat)
     loop_task = asyncio.get_running_loop().create_task(heartbeat._loop())
     try:
@@ -305,14 +305,14 @@ async def test_the_heartbeat_ends_when_cancelled_during_a_beat(monkeypatch, beat
         release.set()
 
 
-async def test_a_failed_sweep_does_not_stop_the_heartbeat_and_a_cancel_still_does(monkeypatch, beats):
+async def test_a_failed_sweep_does_not_stop_the_heartbeat_and_a_cancel_still_does(monkeypatch, settings, beats):
     def beat() -> int:
         beats.append("beat")
         if len(beats) == 1:
             raise ValueError("a sweep's bug")
         return 0
 
-    monkeypatch.setattr(heartbeat, "HEARTBEAT_EVERY_S", 0)
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SERVER_HEARTBEAT_INTERVAL": timedelta(0)}
     monkeypatch.setattr(heartbeat, "_beat_and_sweep", beat)
     loop_task = asyncio.get_running_loop().create_task(heartbeat._loop())
     await until(lambda: len(beats) >= 3 or loop_task.done())
@@ -339,7 +339,7 @@ def writes(monkeypatch, settings) -> list[tuple[list[str], list[str]]]:
     settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_CONNECTION_FLUSH_INTERVAL": timedelta(milliseconds=1)}
     record: list[tuple[list[str], list[str]]] = []
     monkeypatch.setattr(
-        "realtime.registry._apply", lambda opened, closed: record.append(([c.channel_name for c in opened], closed))
+        "realtime.presence._apply", lambda opened, closed: record.append(([c.channel_name for c in opened], closed))
     )
     return record
 
@@ -367,7 +367,7 @@ async def test_the_flusher_ends_when_cancelled_during_a_write(monkeypatch, write
         entered.set()
         release.wait(BOUND)
 
-    monkeypatch.setattr("realtime.registry._apply", blocked_apply)
+    monkeypatch.setattr("realtime.presence._apply", blocked_apply)
     registry = ConnectionRegistry(asyncio.get_running_loop())
     registry.opened(record_of("a"))
     flusher = registry._flusher
@@ -387,7 +387,7 @@ async def test_a_failed_write_is_retried_without_waiting_for_another_socket(monk
             raise failures.pop()
         writes.append(([c.channel_name for c in opened], closed))
 
-    monkeypatch.setattr("realtime.registry._apply", apply)
+    monkeypatch.setattr("realtime.presence._apply", apply)
     registry = ConnectionRegistry(asyncio.get_running_loop())
     registry.opened(record_of("a"))
     await until(lambda: writes, message="the failed write was never retried")
@@ -404,7 +404,7 @@ async def test_a_socket_that_opens_during_a_write_is_written_too(monkeypatch, wr
             release.wait(BOUND)
         writes.append(([c.channel_name for c in opened], closed))
 
-    monkeypatch.setattr("realtime.registry._apply", apply)
+    monkeypatch.setattr("realtime.presence._apply", apply)
     registry = ConnectionRegistry(asyncio.get_running_loop())
     registry.opened(record_of("a"))
     try:

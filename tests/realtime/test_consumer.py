@@ -22,9 +22,9 @@ from accounts.tokens import tokens_issue
 from core.caller import Caller
 from core.models import ActorType
 from core.tasks import background_tasks
-from realtime.middleware import SocketCredentials
+from realtime.handshake import SocketCredentials
 from realtime.models import Connection
-from realtime.registry import registry
+from realtime.presence import registry
 from sessions_runtime.access import access_cache_get
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import session_end, sessions_expire_due
@@ -543,7 +543,7 @@ async def test_database_down_during_the_handshake_closes_1013(monkeypatch):
     def down(**kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("realtime.middleware.socket_authorize", down)
+    monkeypatch.setattr("realtime.handshake.socket_authorize", down)
     sock = await make_socket(body["access_token"]).open()
     assert await sock.receive_close() == 1013
 
@@ -571,7 +571,7 @@ async def test_an_unexpected_error_in_the_check_closes_1011(monkeypatch, caplog)
     def broken(**kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("realtime.middleware.socket_authorize", broken)
+    monkeypatch.setattr("realtime.handshake.socket_authorize", broken)
     sock = await make_socket(body["access_token"]).open()
     assert await sock.receive_close() == 1011
 
@@ -584,7 +584,7 @@ async def test_a_second_handshake_is_answered_from_the_cache(monkeypatch):
     def no_database(**kwargs):
         raise AssertionError("the database path was taken")
 
-    monkeypatch.setattr("realtime.middleware.socket_authorize", no_database)
+    monkeypatch.setattr("realtime.handshake.socket_authorize", no_database)
     second, ready = await open_ready(body["access_token"])
     assert ready["session_id"] == body["session_id"]
     await first.close()

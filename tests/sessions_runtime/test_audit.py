@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.models import AuditEvent
-from realtime.services import socket_refusal_count, socket_refusals_flush
+from realtime.presence import socket_refusal_count, socket_refusals_flush
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -27,7 +27,8 @@ The product's own settings are declared once, in the table of `core/conf.py`: a 
 default, the environment variable that sets it, a unit, a check and what it does. Code
 reads them through `core.conf.runtime_settings`; `settings.SYMPHAINY` holds only what the
 environment sets, and a deployment's own settings module may set them there too, as
-Python values (a `timedelta` for a duration: see [extending.md](extending.md)).
+Python values (a `timedelta` for a duration: see [extending.md](extending.md)); a setting
+without a variable ("settings only") can be set there alone.
 
 A variable that does not read as its unit (a whole number, a flag, a network) stops the
 settings from loading, naming the variable. Every product setting is then checked by

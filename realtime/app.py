@@ -1,81 +1,21 @@
-"""ASGI middleware in front of the socket consumer: where the credentials are, and whether
-the origin may open a socket at all."""
+"""The socket side of the ASGI application: the origin check, the route and the
+credentials in one layer, then the consumer."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlparse
+from urllib.parse import urlparse
 
-from channels.db import database_sync_to_async
 from channels.security.websocket import OriginValidator, WebsocketDenier
 from django.conf import settings
 
-from accounts.tokens import TokenClaims
 from core.metrics import SOCKET_REFUSALS
 from core.middleware import request_id_from, request_id_var
-from realtime.services import SocketGrant, socket_authorize, socket_authorize_cached
-from sessions_runtime.access import access_cache_get
+from realtime.consumers import RuntimeAgentConsumer
+from realtime.handshake import SCOPE_CREDENTIALS, credentials_from_scope
 
-SUBPROTOCOL = "symphainy.v1"
-BEARER_SUBPROTOCOL_PREFIX = "bearer."
-TOKEN_QUERY_PARAMS = ("access_token", "session_token")
-SCOPE_CREDENTIALS = "runtime_credentials"
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class SocketCredentials:
-    token: str | None
-    session_id: str | None
-    subprotocol: str | None
-    # Resume: the last position the client saw (`?since=`) and the log's epoch then.
-    since: int | None = None
-    epoch: str | None = None
-
-
-def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, bytes]:
-    """Find the token (subprotocol, then Authorization header, then legacy query) and the
-    requested session. Also returns the query string with any token removed."""
-    offered = [p for p in scope.get("subprotocols") or [] if isinstance(p, str)]
-    token = next((p[len(BEARER_SUBPROTOCOL_PREFIX):] for p in offered if p.startswith(BEARER_SUBPROTOCOL_PREFIX)), None)
-    if token is None:
-        for name, value in scope.get("headers") or []:
-            if name == b"authorization":
-                parts = value.decode("latin1").split()
-                if len(parts) == 2 and parts[0].lower() == "bearer":
-                    token = parts[1]
-                break
-    query = parse_qsl((scope.get("query_string") or b"").decode("latin1"), keep_blank_values=True)
-    if token is None:
-        token = next((v for k, v in query if k in TOKEN_QUERY_PARAMS and v), None)
-    session_id = next((v for k, v in query if k == "session_id"), None)
-    cleaned = urlencode([(k, v) for k, v in query if k not in TOKEN_QUERY_PARAMS]).encode("latin1")
-    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
-    since_text = next((v for k, v in query if k == "since"), None)
-    # A `since` that is no position at all (not a whole number >= 0) is answered like a
-    # position the log no longer holds: recovered false, the client re-reads state.
-    since = -1 if since_text is not None else None
-    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
-    if since_text is not None and since_text.isascii() and since_text.isdigit() and len(since_text) <= 18:
-        since = int(since_text)
-    epoch = next((v for k, v in query if k == "epoch"), None)
-    return SocketCredentials(
-        token=token or None, session_id=session_id, subprotocol=subprotocol, since=since, epoch=epoch
-    ), cleaned
-
-
-async def authorize_claims(claims: TokenClaims, requested_session_id: str | None) -> SocketGrant:
-    """The grant for a decoded token and the requested session: from this process's
-    snapshot of the token's session when it can answer, else from the database. Raises
-    the ServiceError the socket is refused with."""
-    cached = await access_cache_get(claims.session_id)
-    if cached is not None:
-        grant = socket_authorize_cached(claims=claims, requested_session_id=requested_session_id, access=cached)
-        if grant is not None:
-            return grant
-    return await database_sync_to_async(socket_authorize)(claims=claims, requested_session_id=requested_session_id)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -155,3 +95,7 @@ class RuntimeOriginValidator(OriginValidator):
         if not allowed:
             SOCKET_REFUSALS.labels(reason="origin").inc()
         return allowed
+
+
+# Socket paths and their consumers, behind the one layer.
+websocket_application = RuntimeSocketApp({"/api/runtime/agent": RuntimeAgentConsumer})

@@ -1,0 +1,239 @@
+"""The socket handshake: credentials in, a `SocketGrant` out, in one order of steps.
+
+`handshake_authorize` owns the order: decode the token (no database), parse the requested
+session id once, subscribe to the event log, then judge access from this process's
+snapshot of the token's session or from the database, then count the socket against the
+per-user cap. Subscribing before judging means an end or an access change that commits
+after the check reaches the socket through the tail, and one that committed before it is
+what the check (or the snapshot, which the tail has dropped by then) sees. Every step
+raises the `ServiceError` whose close code refuses the socket; `realtime.consumers`
+translates it. `socket_recheck` re-runs the database half for an open socket.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl, urlencode
+
+from channels.db import database_sync_to_async
+
+from accounts.tokens import ACCESS, TokenClaims, caller_for, claims_resolve, token_decode
+from core.caller import Caller
+from core.conf import runtime_settings
+from core.events import log_position
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotFound, RateLimited, SessionEnded
+from core.ids import uuid_parse
+from core.metrics import HANDSHAKES, SOCKET_REFUSALS
+from realtime import heartbeat
+from realtime.presence import socket_refusal_count
+from sessions_runtime.access import SessionAccess, access_cache_get, access_check
+from sessions_runtime.selectors import session_get_owned
+
+SUBPROTOCOL = "symphainy.v1"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+TOKEN_QUERY_PARAMS = ("access_token", "session_token")
+# Where the ASGI app hands the credentials to the consumer, which takes them out.
+SCOPE_CREDENTIALS = "runtime_credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketCredentials:
+    """What the client presented; the token is not kept past the handshake."""
+
+    token: str | None
+    session_id: str | None
+    subprotocol: str | None
+    # Resume: the last position the client saw (`?since=`) and the log's epoch then.
+    since: int | None = None
+    epoch: str | None = None
+
+
+def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, bytes]:
+    """Find the token (subprotocol, then Authorization header, then legacy query) and the
+    requested session. Also returns the query string with any token removed."""
+    offered = [p for p in scope.get("subprotocols") or [] if isinstance(p, str)]
+    token = next((p[len(BEARER_SUBPROTOCOL_PREFIX):] for p in offered if p.startswith(BEARER_SUBPROTOCOL_PREFIX)), None)
+    if token is None:
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                parts = value.decode("latin1").split()
+                if len(parts) == 2 and parts[0].lower() == "bearer":
+                    token = parts[1]
+                break
+    query = parse_qsl((scope.get("query_string") or b"").decode("latin1"), keep_blank_values=True)
+    if token is None:
+        token = next((v for k, v in query if k in TOKEN_QUERY_PARAMS and v), None)
+    session_id = next((v for k, v in query if k == "session_id"), None)
+    cleaned = urlencode([(k, v) for k, v in query if k not in TOKEN_QUERY_PARAMS]).encode("latin1")
+    subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
+    since_text = next((v for k, v in query if k == "since"), None)
+    # A `since` that is no position at all (not a whole number >= 0) is answered like a
+    # position the log no longer holds: recovered false, the client re-reads state.
+    since = -1 if since_text is not None else None
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    if since_text is not None and since_text.isascii() and since_text.isdigit() and len(since_text) <= 18:
+        since = int(since_text)
+    epoch = next((v for k, v in query if k == "epoch"), None)
+    return SocketCredentials(
+        token=token or None, session_id=session_id, subprotocol=subprotocol, since=since, epoch=epoch
+    ), cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class SocketGrant:
+    """What an accepted socket may talk to. Kept small: it lives as long as the socket."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    session_expires_at: datetime
+    role: str
+    claims: TokenClaims
+    # The session's event-log position as of the check (what `session.ready` starts from).
+    event_seq: int = 0
+
+    def caller(self, client_address: str | None = None) -> Caller:
+        """The caller this socket stands for, in the session it was opened on."""
+        return caller_for(self, client_address=client_address)
+
+
+def requested_session_id(requested: str | None, own: uuid.UUID) -> uuid.UUID:
+    """The session a socket asks for (`?session_id=`), else its token's own."""
+    if requested is None:
+        return own
+    session_id = uuid_parse(requested)
+    if session_id is None:
+        raise NotFound("Session not found.")
+    return session_id
+
+
+Subscribe = Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]
+
+
+async def handshake_authorize(credentials: SocketCredentials, *, subscribe: Subscribe) -> SocketGrant:
+    """The grant for a socket's credentials, counted against the per-user cap on this
+    process; `subscribe(session_id, token_session_id)` is awaited before access is judged.
+    Raises the ServiceError the socket is refused with."""
+    if credentials.token is None:
+        raise NotAuthenticated()
+    claims = token_decode(credentials.token, expected_type=ACCESS)
+    session_id = requested_session_id(credentials.session_id, claims.session_id)
+    await subscribe(session_id, claims.session_id)
+    grant = await _grant_from_snapshot(claims, session_id)
+    if grant is None:
+        grant = await database_sync_to_async(socket_authorize)(claims=claims, session_id=session_id)
+    # Checked and counted with no await in between: concurrent handshakes of one user on
+    # this process cannot all pass the cap.
+    local_socket_reserve(grant.user_id)
+    return grant
+
+
+async def _grant_from_snapshot(claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant | None:
+    """The grant from this process's cached snapshot of the token's session, or None when
+    it cannot answer (none cached, or another session requested)."""
+    if session_id != claims.session_id:
+        return None
+    access = await access_cache_get(claims.session_id)
+    if access is None or (access.user_id, access.tenant_id) != (claims.user_id, claims.tenant_id):
+        return None
+    access_check(access)
+    _check_socket_cap(access)
+    return _grant(access, claims, session_id=session_id, expires_at=access.expires_at, event_seq=access.event_seq)
+
+
+def socket_authorize(*, claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
+    """The handshake check against the database: the token's context (user, membership,
+    tenant, own session) with the user's socket count and the log position in one query,
+    then the requested session, then the per-user socket cap."""
+    own, access = claims_resolve(claims, for_socket=True)
+    if session_id == own.pk:
+        expires_at, event_seq = own.expires_at, access.event_seq
+    else:
+        expires_at, event_seq = _other_session(session_id, access), log_position(session_id)
+    _check_socket_cap(access)
+    return _grant(access, claims, session_id=session_id, expires_at=expires_at, event_seq=event_seq)
+
+
+def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
+    """Re-run the database check for an open socket (on its timer, or with a refreshed
+    token, whose claims must name the same user, tenant and session as the first)."""
+    if (claims.user_id, claims.tenant_id, claims.session_id) != (
+        grant.claims.user_id,
+        grant.claims.tenant_id,
+        grant.claims.session_id,
+    ):
+        raise NotFound("The token belongs to another user or session.")
+    own, access = claims_resolve(claims)
+    expires_at = own.expires_at if grant.session_id == own.pk else _other_session(grant.session_id, access)
+    return _grant(access, claims, session_id=grant.session_id, expires_at=expires_at, event_seq=grant.event_seq)
+
+
+def _other_session(session_id: uuid.UUID, access: SessionAccess) -> datetime:
+    """A session other than the token's own: the same user's and tenant's, and usable.
+    Returns its absolute expiry."""
+    session = session_get_owned(session_id=session_id, user_id=access.user_id, tenant_id=access.tenant_id)
+    if session is None:
+        raise NotFound("Session not found.")
+    if not session.is_usable():
+        raise SessionEnded()
+    return session.expires_at
+
+
+def _grant(
+    access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime, event_seq: int
+) -> SocketGrant:
+    return SocketGrant(
+        user_id=access.user_id,
+        tenant_id=access.tenant_id,
+        session_id=session_id,
+        session_expires_at=expires_at,
+        role=access.role or "",
+        claims=claims,
+        event_seq=event_seq,
+    )
+
+
+async def handshake_refused(close_code: int, *, checked: bool) -> None:
+    """Count a handshake that failed with `close_code`, before the access check passed
+    or (`checked`) after it; refusals also reach the audit trail, aggregated."""
+    if checked:
+        HANDSHAKES.labels(outcome="refused_after_check").inc()
+        return
+    HANDSHAKES.labels(outcome=str(close_code)).inc()
+    if close_code == CloseCode.RATE_LIMITED:
+        SOCKET_REFUSALS.labels(reason="cap").inc()
+    socket_refusal_count(close_code=close_code)
+    try:
+        await heartbeat.ensure_running()  # whose beat writes the refusal counts
+    except DEPENDENCY_ERRORS:
+        pass
+
+
+# --- The per-user socket cap -------------------------------------------------------------
+# Sockets open on this process, per user: with the count of every process's records in the
+# session snapshot, the cap is exact on one process and within ACCESS_CACHE_TTL across
+# processes (records trail the sockets by WS_CONNECTION_FLUSH_INTERVAL).
+_local_sockets: Counter[uuid.UUID] = Counter()
+
+
+def _check_socket_cap(access: SessionAccess) -> None:
+    if access.user_socket_count >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+        raise RateLimited("Too many open sockets for this user.")
+
+
+def local_socket_reserve(user_id: uuid.UUID) -> None:
+    """Count a socket of this user on this process, or raise RateLimited at the cap. Call
+    on the event loop: the check and the count happen with nothing in between."""
+    if _local_sockets.get(user_id, 0) >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+        raise RateLimited("Too many open sockets for this user.")
+    _local_sockets[user_id] += 1
+
+
+def local_socket_closed(user_id: uuid.UUID) -> None:
+    _local_sockets[user_id] -= 1
+    if _local_sockets[user_id] <= 0:
+        del _local_sockets[user_id]

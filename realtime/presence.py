@@ -1,0 +1,183 @@
+"""Presence: the records of open sockets, each process's heartbeat, and the counts of
+refused handshakes.
+
+Each open and close of a socket changes a `Connection` row. Written one by one, those
+writes would cost every handshake a database round trip; `ConnectionRegistry` buffers them
+per event loop and applies them together every WS_CONNECTION_FLUSH_INTERVAL, so the
+records trail the sockets by at most that much (a socket that opens and closes within one
+interval never touches the database). A process records that it is alive every
+SERVER_HEARTBEAT_INTERVAL (`realtime.heartbeat`); the records of a process whose
+heartbeat stopped are swept by any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from datetime import datetime
+
+from channels.db import database_sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS
+from core.models import ActorType, AuditEvent
+from core.process import server_instance_id
+from core.tasks import tasks_stop
+from realtime.models import Connection, ServerInstance
+
+logger = logging.getLogger(__name__)
+
+def connection_record(
+    *, session_id: uuid.UUID, user_id: uuid.UUID, channel_name: str, client_address: str = "", user_agent: str = ""
+) -> Connection:
+    """The record of an open socket (not saved: sockets hand it to their `registry()`)."""
+    return Connection(
+        session_id=session_id,
+        user_id=user_id,
+        channel_name=channel_name,
+        server_instance=server_instance_id(),
+        client_address=client_address[:64],
+        user_agent=user_agent[:256],
+    )
+
+
+def connection_open(**kwargs: object) -> None:
+    """Save the record at once (commands and tests; sockets go through `registry()`)."""
+    connection_record(**kwargs).save()  # type: ignore[arg-type]
+
+
+def connection_close(*, channel_name: str) -> None:
+    Connection.objects.filter(channel_name=channel_name).delete()
+
+
+def server_heartbeat(*, now: datetime | None = None) -> None:
+    """Record that this process is alive."""
+    now = now or timezone.now()
+    ServerInstance.objects.update_or_create(pk=server_instance_id(), defaults={"last_heartbeat_at": now})
+
+
+@transaction.atomic
+def connections_sweep(*, now: datetime | None = None) -> int:
+    """Delete the connection records of processes whose heartbeat is older than
+    SERVER_STALE_AFTER (and of processes never heard of). Returns how many went."""
+    now = now or timezone.now()
+    stale = ServerInstance.objects.filter(last_heartbeat_at__lt=now - runtime_settings.SERVER_STALE_AFTER)
+    alive = ServerInstance.objects.exclude(pk__in=stale.values("pk")).values("pk")
+    deleted, _ = Connection.objects.exclude(server_instance__in=alive).delete()
+    stale.delete()
+    return deleted
+
+
+# --- Refused handshakes in the audit trail, aggregated ---------------------------------
+# A flood of refused handshakes must not become a flood of rows: refusals are counted in
+# memory per close code and written as one row per code per flush (every heartbeat).
+_refusals: dict[int, int] = {}
+_refusals_lock = threading.Lock()
+
+
+def socket_refusal_count(*, close_code: int) -> None:
+    with _refusals_lock:
+        _refusals[close_code] = _refusals.get(close_code, 0) + 1
+
+
+def socket_refusals_flush(*, now: datetime | None = None) -> int:
+    """Write the counted refusals as `socket.refused` audit rows; returns rows written."""
+    with _refusals_lock:
+        counts = dict(_refusals)
+        _refusals.clear()
+    now = now or timezone.now()
+    AuditEvent.objects.bulk_create(
+        AuditEvent(
+            at=now, kind=AuditEvent.Kind.SOCKET_REFUSED, actor_type=ActorType.SYSTEM,
+            data={"close_code": code, "count": count, "server_instance": server_instance_id()},
+        )
+        for code, count in sorted(counts.items())
+    )
+    return len(counts)
+
+
+# --- The records' writes, batched per event loop ------------------------------------
+MAX_PENDING = 50_000
+
+
+def _apply(opened: list[Connection], closed: list[str]) -> None:
+    if opened:
+        Connection.objects.bulk_create(opened, ignore_conflicts=True, batch_size=500)
+    if closed:
+        for start in range(0, len(closed), 500):
+            Connection.objects.filter(channel_name__in=closed[start : start + 500]).delete()
+
+
+class ConnectionRegistry:
+    """The pending connection-record writes of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._opened: dict[str, Connection] = {}
+        self._closed: set[str] = set()
+        self._flusher: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    def opened(self, connection: Connection) -> None:
+        self._closed.discard(connection.channel_name)
+        self._opened[connection.channel_name] = connection
+        self._schedule()
+
+    def closed(self, channel_name: str) -> None:
+        if self._opened.pop(channel_name, None) is None:
+            self._closed.add(channel_name)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = self.loop.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        # Until nothing is pending: a write that failed is retried an interval later, not
+        # only when the next socket opens or closes.
+        while True:
+            await asyncio.sleep(runtime_settings.WS_CONNECTION_FLUSH_INTERVAL.total_seconds())
+            await self.flush()
+            if not self._opened and not self._closed:
+                return
+
+    async def close(self, *, timeout: float = 5.0) -> None:
+        """Stop the flusher and write what is pending once more (a drain's last step)."""
+        if self._flusher is not None:
+            if await tasks_stop([self._flusher], timeout=timeout):
+                logger.error("the connection-record flusher did not end when cancelled")
+            self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Apply what is pending now (also called by tests and at shutdown)."""
+        async with self._lock:
+            opened, closed = list(self._opened.values()), list(self._closed)
+            self._opened, self._closed = {}, set()
+            if not opened and not closed:
+                return
+            try:
+                await database_sync_to_async(_apply)(opened, closed)
+            except DEPENDENCY_ERRORS:
+                logger.warning("could not write %d connection records; retrying", len(opened) + len(closed), exc_info=True)
+                if len(self._opened) + len(opened) < MAX_PENDING:
+                    for connection in opened:
+                        self._opened.setdefault(connection.channel_name, connection)
+                    self._closed.update(closed)
+                self._schedule()
+
+
+_registries: dict[int, ConnectionRegistry] = {}
+
+
+def registry() -> ConnectionRegistry:
+    """This event loop's registry."""
+    loop = asyncio.get_running_loop()
+    current = _registries.get(id(loop))
+    if current is None or current.loop is not loop:
+        current = _registries[id(loop)] = ConnectionRegistry(loop)
+    return current

@@ -1,0 +1,253 @@
+"""One open socket's life, as plain asyncio: from the event log to the client, and the
+timer that ends it.
+
+An `OpenSocket` subscribes to its process's tail of the event log (`realtime.tail`)
+before the handshake judges access, sends `session.ready` and the replay of a resume,
+then forwards what the tail hands over in log order, each logged event once. Its timer
+closes it at the token's expiry and re-checks the session every WS_RECHECK_INTERVAL, so
+a lost end event cannot keep it open. It talks to its client only through a `Transport`
+(the consumer, or a test's fake), so none of this needs ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections import deque
+from datetime import datetime
+from typing import Any, Awaitable, Protocol
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from core.conf import runtime_settings
+from core.events import LoggedEvent, Replay, log_replay
+from core.exceptions import TokenExpired
+from core.limits import TokenBucket, parse_rate
+from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
+from core.tasks import background
+from realtime import heartbeat
+from realtime.handshake import SocketCredentials, SocketGrant, local_socket_closed, socket_recheck
+from realtime.presence import connection_record, registry
+from realtime.protocol import session_ready
+from realtime.tail import EventTail, tail
+from sessions_runtime.services import session_touch, session_touch_due
+
+logger = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """What an open socket needs of its connection."""
+
+    channel_name: str
+
+    async def send_frame(self, frame: dict[str, Any]) -> None: ...
+    async def close_with(self, code: int, reason: str) -> None: ...
+    async def guarded(self, work: Awaitable[Any], *, closing: bool) -> bool: ...
+
+
+class OpenSocket:
+    # Slots, and nothing a socket does not need: idle sockets are the memory budget.
+    __slots__ = (
+        "transport", "client_address", "user_agent", "grant", "bucket", "last_seen", "feed", "keys",
+        "last_seq", "opening", "outbox", "drainer", "ended", "role", "timer", "gone",
+    )
+
+    def __init__(self, transport: Transport, *, client_address: str = "", user_agent: str = "") -> None:
+        self.transport = transport
+        self.client_address = client_address
+        self.user_agent = user_agent
+        self.grant: SocketGrant | None = None
+        self.bucket: TokenBucket | None = None
+        self.last_seen: datetime | None = None
+        # Where this socket listens (the session, the token's session), and the last log
+        # position it was sent.
+        self.feed: EventTail | None = None
+        self.keys: tuple[uuid.UUID, uuid.UUID] | None = None
+        self.last_seq = 0
+        # Until `session.ready` and the replay are out, what the tail hands over waits:
+        # events in the outbox, an end in `ended`, a new role in `role`.
+        self.opening = True
+        self.outbox: deque | None = None
+        self.drainer: asyncio.Task | None = None
+        self.ended: tuple[int, str] | None = None
+        self.role: str | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.gone = False
+
+    # --- Life -------------------------------------------------------------------------
+    async def subscribe(self, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
+        """Listen to the log for this session's events and its token session's end."""
+        feed = tail()
+        await feed.start()
+        self.feed, self.keys = feed, (session_id, token_session_id)
+        feed.subscribe(self, session_id=session_id, token_session_id=token_session_id)
+
+    def unsubscribe(self) -> None:
+        if self.feed is not None and self.keys is not None:
+            self.feed.unsubscribe(self, session_id=self.keys[0], token_session_id=self.keys[1])
+        self.feed = None
+
+    async def open(self, grant: SocketGrant, credentials: SocketCredentials) -> None:
+        """Serve the session: record the socket, send `session.ready` (and the replay of a
+        resume), then what the tail handed over meanwhile."""
+        # First: from here on, `closed()` gives back the socket's place under the cap.
+        self.grant = grant
+        OPEN_SOCKETS.inc()
+        await heartbeat.ensure_running()
+        registry().opened(connection_record(
+            session_id=grant.session_id, user_id=grant.user_id, channel_name=self.transport.channel_name,
+            client_address=self.client_address, user_agent=self.user_agent,
+        ))
+        self.bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
+        self.last_seen = timezone.now()
+        if credentials.since is None and self.feed is not None:
+            # A fresh socket starts from the newest position known here: the check's, or a
+            # later one its process's tail read since. Newer events reach it through the
+            # tail (it subscribed before the check), so nothing falls between the two.
+            seq = max(grant.event_seq, self.feed.positions.get(grant.session_id, 0))
+            replay = Replay(seq=seq, epoch=self.feed.epoch, recovered=None, events=[])
+        else:
+            replay = await database_sync_to_async(log_replay)(
+                session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
+            )
+        self.last_seq = replay.seq
+        await self.transport.send_frame(session_ready(grant, replay))
+        for event in replay.events:
+            await self.transport.send_frame(event.frame(replay.epoch))
+        self.opening = False
+        HANDSHAKES.labels(outcome="accepted").inc()
+        if self.ended is not None:
+            await self.transport.close_with(*self.ended)
+            return
+        if self.role is not None:
+            self.log_access_changed(self.role)
+        self._schedule_check()
+        self._drain_soon()
+
+    def closed(self) -> None:
+        """The connection is gone: stop the timer, leave the log, give back the cap."""
+        self.gone = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.unsubscribe()
+        if self.grant is not None:
+            OPEN_SOCKETS.dec()
+            local_socket_closed(self.grant.user_id)
+            registry().closed(self.transport.channel_name)
+
+    def refreshed(self, grant: SocketGrant) -> None:
+        """A new token was checked (`auth.refresh`): carry on with it."""
+        self.grant = grant
+        self._schedule_check()
+
+    async def touch(self) -> None:
+        """Activity pushes the session's idle expiry; a thread hop only when a touch is due."""
+        if session_touch_due(self.last_seen):
+            self.last_seen = await database_sync_to_async(session_touch)(
+                session_id=self.grant.session_id, last_seen_at=self.last_seen
+            ) or self.last_seen
+
+    # --- From the event log (called by this process's tail, on the event loop) ---------
+    def log_events(self, events: list[LoggedEvent], epoch: str) -> None:
+        self._queue(("log", events, epoch))
+
+    def live_frame(self, frame: dict[str, Any]) -> None:
+        self._queue(("live", frame, ""))
+
+    def log_ended(self, close_code: int, reason: str, ended_at: float) -> None:
+        if self.gone:
+            return
+        if self.opening:
+            self.ended = (close_code, reason or "session_ended")
+            return
+        self.gone = True
+        background(self._revoke(close_code, reason or "session_ended", ended_at))
+
+    async def _revoke(self, close_code: int, reason: str, ended_at: float) -> None:
+        await self.transport.close_with(close_code, reason)
+        REVOCATION_LATENCY.observe(max(0.0, time.time() - ended_at))
+
+    def log_access_changed(self, role: str) -> None:
+        """The user's role in the tenant changed: carry on with the new one (a lost role
+        ends the session instead, which arrives as `log_ended`)."""
+        if self.opening or self.grant is None:
+            self.role = role
+            return
+        self.role = None
+        self.grant = dataclasses.replace(self.grant, role=role)
+
+    def _queue(self, item: tuple[str, Any, str]) -> None:
+        if self.gone:
+            return
+        if self.outbox is None:
+            self.outbox = deque()
+        self.outbox.append(item)
+        if not self.opening:
+            self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        if self.outbox and (self.drainer is None or self.drainer.done()):
+            self.drainer = background(self._drain())
+
+    async def _drain(self) -> None:
+        """Send what the tail handed over, in order, each logged event once (a position
+        at or below the last one sent was in the replay or predates the socket)."""
+        try:
+            while self.outbox and not self.gone:
+                kind, payload, epoch = self.outbox.popleft()
+                if kind == "live":
+                    await self.transport.send_frame(payload)
+                    continue
+                for event in payload:
+                    if event.seq <= self.last_seq:
+                        continue
+                    self.last_seq = event.seq
+                    await self.transport.send_frame(event.frame(epoch))
+        except Exception:  # noqa: BLE001 - the peer went while we sent; its disconnect follows
+            logger.debug("send to a departed peer on %s", self.transport.channel_name, exc_info=True)
+            self.gone = True
+        self.outbox = None
+
+    # --- The timer: token expiry and the periodic session re-check -------------------
+    # A timer handle per socket, not a sleeping task: a few hundred bytes instead of a
+    # task and its coroutine frame, for every idle socket.
+    def _schedule_check(self) -> None:
+        """Wake at the token's expiry, at the session's absolute expiry (a session past it
+        is over, sweep or not) or after WS_RECHECK_INTERVAL, whichever is first."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.gone:
+            return
+        now = time.time()
+        token_left = self.grant.claims.expires_at.timestamp() - now
+        session_left = self.grant.session_expires_at.timestamp() - now + 0.05
+        interval = runtime_settings.WS_RECHECK_INTERVAL.total_seconds()
+        delay = max(0.0, min(interval, token_left, session_left))
+        self.timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        background(self._check())
+
+    async def _check(self) -> None:
+        """Close the socket when its token expired unrefreshed; otherwise re-check the
+        session (so that a lost end event cannot keep it open) and wait again."""
+        if self.grant is None or self.gone:
+            return
+        if self.grant.claims.expires_at.timestamp() <= time.time():
+            error = TokenExpired("The access token expired; send auth.refresh before it does.")
+            await self.transport.close_with(int(error.close_code), error.code)
+            return
+        completed = await self.transport.guarded(self._recheck(), closing=True)
+        if completed and self.timer is None:
+            self._schedule_check()
+
+    async def _recheck(self) -> None:
+        grant = self.grant
+        fresh = await database_sync_to_async(socket_recheck)(grant=grant, claims=grant.claims)
+        if self.grant is grant:  # not replaced by a refresh or a role change meanwhile
+            self.grant = fresh
