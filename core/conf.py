@@ -452,6 +452,9 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
         V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),
+        V("TRUSTED_LB_NETWORKS", None, "load balancers in front of nginx, e.g. `10.0.0.0/24,10.0.1.5`: the "
+          "rendered site takes the client's address from their `X-Forwarded-For` (as `--trusted-lb`)",
+          read_by="`deploy/render.py`"),
         V("SEED_DEMO", None, "`make run` seeds the demo user on SQLite; with `DATABASE_URL` only when "
           "`SEED_DEMO=1`", read_by="the `Makefile`"),
         V("SYMPHAINY_REQUIRE_SERVICES", "0", "`1`: the test suite fails, never skips, when PostgreSQL or Redis is "
