@@ -304,8 +304,12 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "on the embedded SQLite, how often each serving process looks for another process's commit to the "
           "event log (a version read, then the log's newest id only when it changed); `0` leaves it to the poll"),
         S("EVENT_GAP_WAIT", timedelta(seconds=5), "EVENT_GAP_WAIT_SECONDS", SECONDS, POSITIVE,
-          "how long a tail waits for an id committed out of order (PostgreSQL) before taking it for a "
-          "rolled-back insert"),
+          "how long a tail reads a hole (an id committed out of order, PostgreSQL) again at every wake-up; "
+          "after that, once a second until EVENT_LATE_WAIT"),
+        S("EVENT_LATE_WAIT", timedelta(minutes=10), "EVENT_LATE_WAIT_SECONDS", SECONDS, POSITIVE,
+          "how long a tail keeps reading an old hole once a second before taking it for a rolled-back insert "
+          "(a row of a transaction slower than this is left to the sockets' periodic re-check)",
+          longer_than="EVENT_GAP_WAIT"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
