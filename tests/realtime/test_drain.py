@@ -13,15 +13,14 @@ import signal
 import time
 
 import pytest
-import websockets
 
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus
-from tests import factories
-from tests.live import ORIGIN, start_server
+from tests.live import start_server
+from tests.sockets import close_code_after_frames, connect_ready
+from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-PATH = "/api/runtime/agent"
 # Short enough for a test, long enough to watch the drain: the sockets close over 1 s, the
 # work in flight gets 3 s (SHUTDOWN_TIMEOUT less the drain's reserve of 3 s).
 DRAIN = {"SHUTDOWN_DRAIN_WINDOW_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "6"}
@@ -29,32 +28,13 @@ DRAIN = {"SHUTDOWN_DRAIN_WINDOW_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "6"}
 LONG_BATCH = {"items": list(range(80)), "delay_s": 0.1}
 
 
-async def until(check, *, timeout: float, message: str = ""):
-    """Wait for `check()` (run off the loop: it may query the database) to be true."""
-    deadline = time.monotonic() + timeout
-    while not (result := await asyncio.to_thread(check)):
-        assert time.monotonic() < deadline, message or f"not within {timeout} s"
-        await asyncio.sleep(0.05)
-    return result
+async def until(check, *, timeout: float, message: str = "the condition"):
+    """Wait for `check()`, run off the loop (it may query the database)."""
+    return await wait_until_async(lambda: asyncio.to_thread(check), timeout=timeout, message=message)
 
 
 def sync(function, *args):
     return asyncio.to_thread(function, *args)
-
-
-def login(server) -> dict:
-    user = factories.make_user()
-    status, body = server.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-    assert status == 200, body
-    return body
-
-
-async def open_ready(server, token: str, query: str = ""):
-    ws = await websockets.connect(server.ws + PATH + query, origin=ORIGIN,
-                                  subprotocols=["symphainy.v1", f"bearer.{token}"], open_timeout=10)
-    ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert ready["type"] == "session.ready", ready
-    return ws, ready
 
 
 async def submit(ws, parameters: dict) -> str:
@@ -64,15 +44,6 @@ async def submit(ws, parameters: dict) -> str:
         assert frame["type"] != "error", frame
         if frame["type"] == "intent.accepted":
             return frame["execution_id"]
-
-
-async def close_code(ws, timeout: float = 15) -> int | None:
-    """The code of the close frame the server sent (None: no close frame, i.e. 1006)."""
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    except websockets.ConnectionClosed as closed:
-        return closed.rcvd.code if closed.rcvd is not None else None
 
 
 def execution(execution_id: str) -> Execution:
@@ -107,17 +78,17 @@ def refuses_connections(port: int) -> bool:
 def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path, command):
     first = start_server(tmp_path, command, SERVER_INSTANCE=f"first-{command}", **DRAIN)
     servers = [first]
-    body = login(first)
+    body = first.login()
     probe = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)  # kept alive across the signal
     assert ready_status(probe) == 200
 
     async def scenario():
-        sockets = [await open_ready(first, body["access_token"]) for _ in range(3)]
+        sockets = [await connect_ready(first, body["access_token"]) for _ in range(3)]
         execution_id = await submit(sockets[0][0], LONG_BATCH)
         await until(lambda: running_on(execution_id, "first-") and records_of("first-") == 3, timeout=10)
 
         first.process.send_signal(signal.SIGTERM)
-        codes = asyncio.gather(*(close_code(ws) for ws, _ in sockets))
+        codes = asyncio.gather(*(close_code_after_frames(ws, 15) for ws, _ in sockets))
         # /ready says 503 from the first moment, and no new connection is taken.
         await until(lambda: ready_status(probe) == 503, timeout=5)
         await until(lambda: refuses_connections(first.port), timeout=5)
@@ -138,7 +109,7 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
         await until(lambda: running_on(execution_id, "second-"), timeout=5,
                     message="the restarted process did not run the handed-over execution at once")
         last = sockets[0][1]
-        ws, ready = await open_ready(second, body["access_token"], f"?since={last['seq']}&epoch={last['epoch']}")
+        ws, ready = await connect_ready(second, body["access_token"], query=f"since={last['seq']}&epoch={last['epoch']}")
         assert ready["recovered"] is True, ready
         await ws.close()
 
@@ -162,13 +133,13 @@ def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tm
 
     async def scenario():
         a, b = await sync(start, "a"), await sync(start, "b")
-        body = await sync(login, a)
-        ws, _ = await open_ready(a, body["access_token"])
+        body = await sync(a.login)
+        ws, _ = await connect_ready(a, body["access_token"])
         execution_id = await submit(ws, LONG_BATCH)
         await until(lambda: running_on(execution_id, "a:"), timeout=10)
 
         a.process.send_signal(signal.SIGTERM)
-        assert await close_code(ws) == 1012
+        assert await close_code_after_frames(ws, 15) == 1012
         assert await sync(a.process.wait, 15) == 0, a.log()
         assert await sync(records_of, "a:") == 0
         started = time.monotonic()
@@ -178,7 +149,7 @@ def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tm
 
         # SIGKILL: no drain at all. A third process notices within 10 s.
         c = await sync(start, "c")
-        on_b = [await open_ready(b, body["access_token"]) for _ in range(2)]
+        on_b = [await connect_ready(b, body["access_token"]) for _ in range(2)]
         await until(lambda: records_of("b:") == 2, timeout=5)
         os.killpg(b.process.pid, signal.SIGKILL)
         await sync(b.process.wait, 10)
