@@ -285,11 +285,23 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "is 50, too few for a reconnect storm); applied under every command (`make run`, "
           "`python -m symphainy.serve`, `daphne`, `runserver`) to endpoints that do not set `backlog=` "
           "themselves; the kernel caps it at `net.core.somaxconn`"),
-        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=30), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
-          "how often each server process records that it is alive and runs the sweeps"),
-        S("SERVER_STALE_AFTER", timedelta(seconds=90), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
-          "a process whose heartbeat is older is taken for dead and its connection records are swept; must "
-          "exceed `SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=2), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process renews its lease (one small write) and looks for processes whose lease "
+          "ran out"),
+        S("SERVER_STALE_AFTER", timedelta(seconds=6), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
+          "a process whose lease is older is taken for dead: its connection records are swept and its running "
+          "executions run again, within this plus one `SERVER_HEARTBEAT_INTERVAL` of its death; must exceed "
+          "`SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("RUNTIME_SWEEP_INTERVAL", timedelta(seconds=30), "RUNTIME_SWEEP_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process runs the other clean-ups (sessions past an expiry, expired idempotency "
+          "records and tokens, old events)"),
+        S("SHUTDOWN_DRAIN_WINDOW", timedelta(seconds=5), "SHUTDOWN_DRAIN_WINDOW_SECONDS", SECONDS, ZERO_OR_MORE,
+          "on SIGTERM or SIGINT, a process closes its sockets with 1012 spread over this window, so that their "
+          "clients do not all come back in the same instant ([deployment.md](deployment.md#restarts-and-deploys))"),
+        S("SHUTDOWN_TIMEOUT", timedelta(seconds=25), "SHUTDOWN_TIMEOUT_SECONDS", SECONDS, POSITIVE,
+          "a stopping process exits within this: what runs past it is handed over (executions run again "
+          "elsewhere); keep it below systemd's `TimeoutStopSec` and Kubernetes' `terminationGracePeriodSeconds`; "
+          "must exceed `SHUTDOWN_DRAIN_WINDOW`", longer_than="SHUTDOWN_DRAIN_WINDOW"),
     ),
     "Session event log": (
         S("EVENT_RETENTION", timedelta(minutes=10), "EVENT_RETENTION_SECONDS", SECONDS, POSITIVE,
