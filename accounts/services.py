@@ -39,15 +39,18 @@ class LoginResult:
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str | None = None, caller: Caller | None = None) -> Tenant:
-    """A tenant with a unique slug derived from its name unless one is given."""
+def tenant_create(
+    *, name: str, slug: str | None = None, status: str = TenantStatus.ACTIVE, caller: Caller | None = None
+) -> Tenant:
+    """A tenant with a unique slug derived from its name unless one is given. A tenant
+    created suspended (the admin's form offers it) has no sessions to end."""
     base = slugify(slug or name)[:60] or "tenant"
     candidate = base
     while Tenant.objects.filter(slug=candidate).exists():
         candidate = f"{base}-{secrets.token_hex(3)}"
-    tenant = Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
-    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, caller=caller or Caller.system(), tenant_id=tenant.pk,
-                 data={"slug": tenant.slug})
+    tenant = Tenant.objects.create(name=name, slug=candidate, status=status)
+    data = {"slug": tenant.slug} if status == TenantStatus.ACTIVE else {"slug": tenant.slug, "status": status}
+    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, caller=caller or Caller.system(), tenant_id=tenant.pk, data=data)
     return tenant
 
 
@@ -252,11 +255,25 @@ def user_activate(*, user: User, caller: Caller) -> bool:
 
 
 @transaction.atomic
-def user_password_set(*, user: User, password: str, caller: Caller) -> int:
-    """Set a new password and end every session of the user, so that a token stolen with
-    the old password dies with it (their sockets close with 4409). Returns how many ended."""
-    user.set_password(password)
+def user_password_set(*, user: User, password: str | None, caller: Caller) -> int:
+    """Set a new password (None: no password login at all) and end every session of the
+    user, so that a token stolen with the old password dies with it (their sockets close
+    with 4409). The path of every caller that can name itself; `User.save` sends Django's
+    own paths to the same consequences. Returns how many sessions ended."""
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
     User.objects.filter(pk=user.pk).update(password=user.password)
+    user.password_change_saved()
+    return user_password_changed(user=user, caller=caller)
+
+
+@transaction.atomic
+def user_password_changed(*, user: User, caller: Caller) -> int:
+    """What a stored new password does, in its transaction: the audit row, and every
+    session of the user ended (their sockets close once the tail reads the end from the
+    event log). Called by `user_password_set` and by `User.save`, nothing else."""
     audit_record(kind=AuditEvent.Kind.PASSWORD_CHANGED, caller=caller, user_id=user.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk), reason=EndReason.PASSWORD_CHANGED, caller=caller

@@ -3,9 +3,9 @@
 Each class carries its machine code, its HTTP status and its WebSocket close code. They
 are translated in exactly two places: `core.http` for HTTP (DRF's exception handler, and
 `error_response` for the answers Django gives outside DRF: its error pages, the CSRF
-failure, the body limit, the admin's login throttle) and the consumer's `except` for
-WebSocket. Every error body is `error_body`'s. `DEPENDENCY_ERRORS` is what an outage looks
-like from inside the process; both places answer it with 503 / 1013.
+failure, the body limit, the admin's login throttle) and, for WebSocket, the consumer's
+`guarded` (`realtime.consumers`). Every error body is `error_body`'s. `DEPENDENCY_ERRORS`
+is what an outage looks like from inside the process; both places answer it with 503 / 1013.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     MESSAGE_TOO_BIG = 1009
     SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012  # the process is stopping: come back (elsewhere) and resume
     TRY_AGAIN_LATER = 1013
     UNAUTHENTICATED = 4401
     SESSION_NOT_FOUND = 4404

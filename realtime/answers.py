@@ -22,17 +22,16 @@ Then tokens with an index below `next_index` are dropped, in the outbox and late
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
+from core.events import LoggedEvent
+from realtime.handshake import SocketGrant
 from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
-
-if TYPE_CHECKING:
-    from core.events import LoggedEvent
-    from realtime.socket import OpenSocket
 
 # A running process writes each of its answers at least twice a second: a row that has not
 # caught up within this is of a stuck or dead process (the sweep fails it), and is sent
@@ -40,7 +39,15 @@ if TYPE_CHECKING:
 SNAPSHOT_WAIT_S = 2.0
 
 
-def _held_first(socket: OpenSocket) -> dict[str, int]:
+class OpeningSocket(Protocol):
+    """What a catch-up uses of an opening socket (`realtime.socket.OpenSocket`, which calls it)."""
+
+    grant: SocketGrant
+    outbox: deque | None
+    transport: Any
+
+
+def _held_first(socket: OpeningSocket) -> dict[str, int]:
     """The index of the first live token of each answer waiting in the socket's outbox."""
     first: dict[str, int] = {}
     for kind, frame, _ in socket.outbox or ():
@@ -50,12 +57,12 @@ def _held_first(socket: OpenSocket) -> dict[str, int]:
     return first
 
 
-async def answers_read(socket: OpenSocket) -> list[dict[str, Any]]:
+async def answers_read(socket: OpeningSocket) -> list[dict[str, Any]]:
     """The rows of the answers in flight of the socket's session (read once it subscribed)."""
     return await database_sync_to_async(agent_answers_in_flight)(session_id=socket.grant.session_id)
 
 
-async def answers_snapshot(socket: OpenSocket, rows: list[dict[str, Any]]) -> dict[str, int]:
+async def answers_snapshot(socket: OpeningSocket, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Send one `agent.snapshot` per answer in flight of the socket's session, from `rows`
     read again until they cover what the outbox lacks; returns each answer's
     `next_index`, below which the socket drops live tokens. No answer: no wait."""

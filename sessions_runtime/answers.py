@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import User
@@ -171,12 +171,12 @@ def agent_answers_end(session_ids: Iterable[uuid.UUID]) -> int:
 
 
 @transaction.atomic
-def agent_answers_sweep(*, now: datetime | None = None) -> int:
-    """Answers whose lease ran out (their process died without a drain) fail as
-    `interrupted`. Returns how many."""
+def agent_answers_sweep(*, dead: Iterable[str] = (), now: datetime | None = None) -> int:
+    """Answers of the `dead` server processes, and any whose lease ran out (their process
+    died without a drain, or is stuck), fail as `interrupted`. Returns how many."""
+    lost = Q(lease_expires_at__lt=now or timezone.now()) | Q(server_instance__in=list(dead))
     rows = list(
-        AgentAnswer.objects.select_for_update().filter(lease_expires_at__lt=now or timezone.now())
-        .values_list("pk", "session_id", "conversation_id")
+        AgentAnswer.objects.select_for_update().filter(lost).values_list("pk", "session_id", "conversation_id")
     )
     return _fail(rows, reason=FAILED_INTERRUPTED)
 

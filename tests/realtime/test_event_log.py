@@ -11,7 +11,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounts.models import Role
 from accounts.services import membership_add
@@ -22,28 +21,16 @@ from realtime.sweeps import runtime_sweep
 from sessions_runtime.models import EndReason, RuntimeSession
 from sessions_runtime.services import session_end
 from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import login_new_user, make_socket, open_ready
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def login_new_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    return user, factories.login(APIClient(), user)
 
 
 @database_sync_to_async
 def publish(session_id, n: int = 1, kind: str = "session.state_changed") -> None:
     for i in range(n):
         runtime_event_publish(uuid.UUID(str(session_id)), kind, {"i": i})
-
-
-async def open_ready(token: str, **kwargs):
-    sock = await make_socket(token, **kwargs).open()
-    ready = await sock.receive()
-    assert ready["type"] == "session.ready", ready
-    return sock, ready
 
 
 async def frames(sock, n: int, timeout: float = 5) -> list[dict]:
@@ -202,10 +189,8 @@ async def test_an_end_recorded_elsewhere_closes_the_socket_through_the_log_alone
     await end_elsewhere()
     assert await sock.receive_close(timeout=2) == 4409
     # The end-to-close time is in /metrics, one observation per socket closed.
-    for _ in range(100):
-        if (REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0) > closes_before:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: (REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0) > closes_before,
+                           interval=0.01, message="the close to be observed")
     assert REGISTRY.get_sample_value("symphainy_revocation_seconds_count") == closes_before + 1
 
 
@@ -237,10 +222,11 @@ async def test_with_the_watcher_off_no_thread_watches_the_file(settings):
     import threading
 
     from realtime.tail import EventTail
+    from realtime.wakeups import SqliteWatcher
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_WATCH_INTERVAL": timedelta(0)}
     before = sum(t.name == "event-log-watch" for t in threading.enumerate())
-    EventTail(asyncio.get_running_loop())._watch_sqlite()
+    assert SqliteWatcher.start_for(EventTail(asyncio.get_running_loop())) is None
     assert sum(t.name == "event-log-watch" for t in threading.enumerate()) == before
 
 
@@ -260,15 +246,17 @@ async def test_a_role_downgrade_applies_to_an_open_socket():
     sock, _ = await open_ready(body["access_token"])
     tenant = await database_sync_to_async(lambda: user.memberships.get().tenant)()
     await database_sync_to_async(membership_add)(user=user, tenant=tenant, role=Role.VIEWER, caller=Caller.system())
-    for _ in range(50):  # the tail applies it within its poll; the socket carries on
+
+    async def refused() -> dict | None:
         await sock.send({"type": "intent.submit", "intent_type": "echo", "parameters": {}})
         reply = await sock.receive()
         while reply["type"] == "runtime_event":  # events of an earlier, accepted submit
             reply = await sock.receive()
-        if reply["type"] == "error":
-            break
-        await asyncio.sleep(0.05)
-    assert reply["type"] == "error" and reply["error"] == "permission_denied", reply
+        return reply if reply["type"] == "error" else None
+
+    # The tail applies it within its poll; the socket carries on.
+    reply = await wait_until_async(refused, timeout=5, message="a submit refused")
+    assert reply["error"] == "permission_denied", reply
     await sock.send({"type": "ping"})
     while (frame := await sock.receive())["type"] == "runtime_event":
         pass  # the last accepted echo's events
@@ -340,3 +328,47 @@ def test_concurrent_writers_of_one_session_get_every_position_once():
     assert sorted(seqs) == list(range(1, 161))
     assert seqs == sorted(seqs)  # id order is position order within a session
     assert SessionEventSequence.objects.get(pk=session.pk).last_seq == 160
+
+
+async def test_an_end_committed_after_the_gap_wait_still_closes_its_sockets_within_a_second(settings):
+    """On PostgreSQL an id is handed out at the insert, not at the commit: an end whose
+    transaction commits after the tail gave its hole up (EVENT_GAP_WAIT) is still read,
+    at the late pace, instead of being left to the sockets' periodic re-check (an hour
+    away here)."""
+    import threading
+
+    from django.db import connection
+
+    from realtime.tail import tail
+    from tests.cancelling import until
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite writers take turns: ids are handed out in commit order, no holes")
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_GAP_WAIT": timedelta(milliseconds=100),
+                          "WS_RECHECK_INTERVAL": timedelta(hours=1)}
+    _, body = await login_new_user()
+    _, bystander = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_end() -> None:
+        try:
+            with transaction.atomic():
+                session_end(session_id=uuid.UUID(body["session_id"]), reason=EndReason.DELETED, caller=Caller.system())
+                holding.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    ender = threading.Thread(target=slow_end, daemon=True)
+    ender.start()
+    try:
+        await until(holding.is_set, message="the end was not written")
+        # A later id commits first: the tail reads past the end's hole, then gives it up.
+        await publish(bystander["session_id"])
+        feed = tail()
+        await until(lambda: feed.cursor.late, message="the tail did not give the hole up")
+    finally:
+        release.set()
+    assert await sock.receive_close(timeout=10) == 4409
+    await database_sync_to_async(ender.join)(10)
