@@ -3,10 +3,11 @@ timer that ends it.
 
 An `OpenSocket` subscribes to its process's tail of the event log (`realtime.tail`)
 before the handshake judges access, sends `session.ready`, the replay of a resume and a
-snapshot of each agent answer in flight (`realtime.answers`), then forwards what the tail hands over in log order, each logged event once. Its timer
-closes it at the token's expiry and re-checks the session every WS_RECHECK_INTERVAL, so
-a lost end event cannot keep it open. It talks to its client only through a `Transport`
-(the consumer, or a test's fake), so none of this needs ASGI.
+snapshot of each agent answer in flight (`realtime.answers`), then forwards what the tail
+hands over in log order, each logged event once. Its timer closes it at the token's expiry
+and re-checks the session every WS_RECHECK_INTERVAL, so a lost end event cannot keep it
+open. It talks to its client only through a `Transport` (the consumer, or a test's fake),
+so none of this needs ASGI.
 """
 
 from __future__ import annotations

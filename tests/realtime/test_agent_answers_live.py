@@ -12,17 +12,15 @@ import signal
 import time
 
 import pytest
-import websockets
 from django.conf import settings
-from websockets.exceptions import ConnectionClosed
 
 from core.models import SessionEvent
 from sessions_runtime.models import AgentAnswer
 from tests import factories
-from tests.live import ORIGIN, running
+from tests.live import running
+from tests.sockets import close_code_after_frames, connect_ready
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-PATH = "/api/runtime/agent"
 POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 WORDS = 40
 QUESTION = " ".join(f"w{n}" for n in range(WORDS))
@@ -39,12 +37,9 @@ class Tab:
 
     @classmethod
     async def open(cls, server, token: str, query: str = "") -> "Tab":
-        url = server.ws + PATH + (f"?{query}" if query else "")
-        ws = await websockets.connect(url, origin=ORIGIN, subprotocols=["symphainy.v1", f"bearer.{token}"],
-                                      open_timeout=10)
+        ws, ready = await connect_ready(server, token, query=query)
         tab = cls(ws)
-        ready = await tab.next()
-        assert ready["type"] == "session.ready", ready
+        tab.frames.append(ready)
         return tab
 
     async def next(self, timeout: float = 15) -> dict:
@@ -203,10 +198,7 @@ def test_ending_the_session_fails_its_answers_and_stops_their_agents(tmp_path):
             status, _ = await asyncio.to_thread(server.request, "DELETE", f"/api/session/{body['session_id']}", None,
                                                 body["access_token"])
             assert status == 204
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    await tab.next(5)
-            assert closed.value.rcvd.code == 4409
+            assert await close_code_after_frames(tab.ws) == 4409
             return message_id
 
         message_id = asyncio.run(scenario())
@@ -222,8 +214,7 @@ def test_ending_the_session_fails_its_answers_and_stops_their_agents(tmp_path):
 def test_an_answer_whose_process_is_killed_ends_as_interrupted_within_ten_seconds(tmp_path):
     """Asked on process A, watched from process B; A is SIGKILLed mid-answer: B's sweep
     fails the answer whose lease A no longer renews."""
-    fast_sweep = {"SERVER_HEARTBEAT_INTERVAL_SECONDS": "1", "SERVER_STALE_AFTER_SECONDS": "3"}
-    with running(tmp_path, **SLOW) as a, running(tmp_path, **fast_sweep) as b:
+    with running(tmp_path, **SLOW) as a, running(tmp_path) as b:  # the default heartbeat and lease
         body = login(a)
 
         async def scenario():
