@@ -305,6 +305,15 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         S("EVENT_GAP_WAIT", timedelta(seconds=5), "EVENT_GAP_WAIT_SECONDS", SECONDS, POSITIVE,
           "how long a tail waits for an id committed out of order (PostgreSQL) before taking it for a "
           "rolled-back insert"),
+        S("REPLAY_MAX_EVENTS", 1000, "REPLAY_MAX_EVENTS", COUNT, AT_LEAST_ONE,
+          "the most events a resume (`?since=`) is sent; a larger gap is answered `recovered: false` without "
+          "reading it"),
+        S("REPLAY_MAX_BYTES", 1024 * 1024, "REPLAY_MAX_BYTES", BYTES, AT_LEAST_ONE,
+          "the most bytes of frames a resume is sent (measured in the database before the events are read); "
+          "a larger gap is answered `recovered: false`"),
+        S("EVENT_RESULT_MAX_BYTES", 16 * 1024, "EVENT_RESULT_MAX_BYTES", BYTES, AT_LEAST_ZERO,
+          "the largest execution `result` an `execution.*` event carries; a larger one is left out "
+          "(`result_omitted: true`: read it with `GET /api/execution/{id}/status`)"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
