@@ -27,12 +27,14 @@ from accounts.services import (
     membership_add,
     membership_remove,
     tenant_activate,
+    tenant_create,
     tenant_suspend,
     user_activate,
+    user_create,
     user_deactivate,
     user_password_set,
 )
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, admin_caller, adopt_saved
 from core.audit import audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
@@ -44,10 +46,6 @@ from core.models import AuditEvent
 # The admin caller of the request being served, for forms Django builds without the
 # request (the password form). A context variable: each request has its own.
 _acting: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("admin_caller", default=None)
-
-
-def _caller(request: HttpRequest) -> Caller:
-    return Caller.admin(user_id=request.user.pk, client_address=client_address(request))
 
 
 class UserCreationAdminForm(BaseUserCreationForm):
@@ -88,7 +86,7 @@ class _MembershipFormsetMixin:
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is not Membership:
             return super().save_formset(request, form, formset, change)  # type: ignore[misc]
-        caller = _caller(request)
+        caller = admin_caller(request)
         formset.save(commit=False)  # fills deleted_objects, new_objects, changed_objects
         for membership in formset.deleted_objects:
             membership_remove(user=membership.user, tenant=membership.tenant, caller=caller)
@@ -127,23 +125,29 @@ class UserAdmin(_MembershipFormsetMixin, DjangoUserAdmin):
         permissions=["deactivate"],
     )
     def deactivate_users(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
-        ended = sum(user_deactivate(user=user, caller=_caller(request)) for user in queryset)
+        ended = sum(user_deactivate(user=user, caller=admin_caller(request)) for user in queryset)
         self.message_user(request, f"Deactivated {queryset.count()} users; ended {ended} sessions.", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
-        # "active" unticked or ticked in the form is a deactivation or an activation: the
-        # other fields are saved as they are, the flag through its service.
-        if not change or "is_active" not in form.changed_data:
+        # A new user is the operator's `user_create` (audited). On a change, "active"
+        # unticked or ticked is a deactivation or an activation: the other fields are
+        # saved as they are, the flag through its service.
+        if not change:
+            data = form.cleaned_data
+            user = user_create(email=data["email"], password=data["password1"], name=data.get("name", ""),
+                               caller=admin_caller(request))
+            return adopt_saved(obj, user)
+        if "is_active" not in form.changed_data:
             return super().save_model(request, obj, form, change)
         wanted, obj.is_active = obj.is_active, not obj.is_active
         super().save_model(request, obj, form, change)
         if wanted:
-            user_activate(user=obj, caller=_caller(request))
+            user_activate(user=obj, caller=admin_caller(request))
         else:
-            user_deactivate(user=obj, caller=_caller(request))
+            user_deactivate(user=obj, caller=admin_caller(request))
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
-        token = _acting.set(_caller(request))
+        token = _acting.set(admin_caller(request))
         try:
             return super().user_change_password(request, id, form_url)
         finally:
@@ -156,6 +160,7 @@ class TenantAdmin(_MembershipFormsetMixin, admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["created_at"]  # the service stamps it
     inlines = [MembershipInline]
     actions = ["suspend_tenants", "activate_tenants"]
 
@@ -168,26 +173,30 @@ class TenantAdmin(_MembershipFormsetMixin, admin.ModelAdmin):
 
     @admin.action(description="Suspend selected tenants (ends their sessions)", permissions=["suspend"])
     def suspend_tenants(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        ended = sum(tenant_suspend(tenant=tenant, caller=_caller(request)) for tenant in queryset)
+        ended = sum(tenant_suspend(tenant=tenant, caller=admin_caller(request)) for tenant in queryset)
         self.message_user(request, f"Suspended {queryset.count()} tenants; ended {ended} sessions.", messages.SUCCESS)
 
     @admin.action(description="Activate selected tenants", permissions=["suspend"])
     def activate_tenants(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
-        activated = sum(tenant_activate(tenant=tenant, caller=_caller(request)) for tenant in queryset)
+        activated = sum(tenant_activate(tenant=tenant, caller=admin_caller(request)) for tenant in queryset)
         self.message_user(request, f"Activated {activated} tenants.", messages.SUCCESS)
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
-        # A status changed in the form is a suspension or an activation, through its service
-        # (so a suspension ends the tenant's sessions and an activation revives no token).
-        if not change or "status" not in form.changed_data:
+        # A new tenant is `tenant_create`'s (audited). A status changed in the form is a
+        # suspension or an activation, through its service (so a suspension ends the
+        # tenant's sessions and an activation revives no token).
+        if not change:
+            tenant = tenant_create(name=obj.name, slug=obj.slug, status=obj.status, caller=admin_caller(request))
+            return adopt_saved(obj, tenant)
+        if "status" not in form.changed_data:
             return super().save_model(request, obj, form, change)
         wanted = obj.status
         obj.status = Tenant.objects.values_list("status", flat=True).get(pk=obj.pk)
         super().save_model(request, obj, form, change)
         if wanted == TenantStatus.SUSPENDED:
-            tenant_suspend(tenant=obj, caller=_caller(request))
+            tenant_suspend(tenant=obj, caller=admin_caller(request))
         else:
-            tenant_activate(tenant=obj, caller=_caller(request))
+            tenant_activate(tenant=obj, caller=admin_caller(request))
 
 
 # simplejwt's token ledger is a security record the runtime writes itself: blacklisting
@@ -236,8 +245,8 @@ def admin_login(request: HttpRequest, extra_context: Any = None) -> HttpResponse
     if request.method == "POST":
         email = str(request.POST.get("username", ""))[:254]
         if response.status_code == 302 and request.user.is_authenticated:
-            audit_record(kind=AuditEvent.Kind.LOGIN_SUCCEEDED, caller=Caller.admin(user_id=request.user.pk,
-                         client_address=address), user_id=request.user.pk, data={"via": "admin"})
+            audit_record(kind=AuditEvent.Kind.LOGIN_SUCCEEDED, caller=admin_caller(request), user_id=request.user.pk,
+                         data={"via": "admin"})
         else:
             _admin_login_failed(address)
             audit_record(kind=AuditEvent.Kind.LOGIN_FAILED, caller=Caller(client_address=address),

@@ -39,15 +39,18 @@ class LoginResult:
 
 
 @transaction.atomic
-def tenant_create(*, name: str, slug: str | None = None, caller: Caller | None = None) -> Tenant:
-    """A tenant with a unique slug derived from its name unless one is given."""
+def tenant_create(
+    *, name: str, slug: str | None = None, status: str = TenantStatus.ACTIVE, caller: Caller | None = None
+) -> Tenant:
+    """A tenant with a unique slug derived from its name unless one is given. A tenant
+    created suspended (the admin's form offers it) has no sessions to end."""
     base = slugify(slug or name)[:60] or "tenant"
     candidate = base
     while Tenant.objects.filter(slug=candidate).exists():
         candidate = f"{base}-{secrets.token_hex(3)}"
-    tenant = Tenant.objects.create(name=name, slug=candidate, status=TenantStatus.ACTIVE)
-    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, caller=caller or Caller.system(), tenant_id=tenant.pk,
-                 data={"slug": tenant.slug})
+    tenant = Tenant.objects.create(name=name, slug=candidate, status=status)
+    data = {"slug": tenant.slug} if status == TenantStatus.ACTIVE else {"slug": tenant.slug, "status": status}
+    audit_record(kind=AuditEvent.Kind.TENANT_CREATED, caller=caller or Caller.system(), tenant_id=tenant.pk, data=data)
     return tenant
 
 

@@ -227,8 +227,9 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     ),
     "Logins and tokens": (
         S("REFRESH_REUSE_GRACE", timedelta(seconds=10), "REFRESH_REUSE_GRACE_SECONDS", SECONDS, ZERO_OR_MORE,
-          "a just-rotated refresh token presented again this soon from the same client address gets the same "
-          "successor instead of ending the session; `0` turns it off"),
+          "a just-rotated refresh token presented again this soon by the same client (address and User-Agent), "
+          "while its successor is unused, gets that successor instead of ending the session "
+          "([security.md](security.md)); `0` turns it off"),
         S("LOGIN_LOCKOUT_AFTER_FAILURES", 5, "LOGIN_LOCKOUT_AFTER_FAILURES", COUNT, AT_LEAST_ONE,
           "failed logins of one account *from one address* before that pair is locked (other addresses are not "
           "affected)"),

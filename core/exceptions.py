@@ -3,9 +3,9 @@
 Each class carries its machine code, its HTTP status and its WebSocket close code. They
 are translated in exactly two places: `core.http` for HTTP (DRF's exception handler, and
 `error_response` for the answers Django gives outside DRF: its error pages, the CSRF
-failure, the body limit, the admin's login throttle) and the consumer's `except` for
-WebSocket. Every error body is `error_body`'s. `DEPENDENCY_ERRORS` is what an outage looks
-like from inside the process; both places answer it with 503 / 1013.
+failure, the body limit, the admin's login throttle) and, for WebSocket, the consumer's
+`guarded` (`realtime.consumers`). Every error body is `error_body`'s. `DEPENDENCY_ERRORS`
+is what an outage looks like from inside the process; both places answer it with 503 / 1013.
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
-from core.admin import IdOrEmailSearch, OperatorListMedia, ReadOnlyAdmin, short_id
-from core.caller import Caller
+from core.admin import IdOrEmailSearch, OperatorListMedia, ReadOnlyAdmin, admin_caller, short_id
 from core.exceptions import ExecutionFinished
 from realtime.models import Connection
 from sessions_runtime.executions import execution_cancel
@@ -52,10 +51,6 @@ class EffectiveStatusFilter(admin.SimpleListFilter):
         if self.value() in SessionStatus.values:
             return queryset.with_status(self.value())
         return queryset
-
-
-def _admin_caller(request: HttpRequest) -> Caller:
-    return Caller.admin(user_id=request.user.pk, client_address=request.META.get("REMOTE_ADDR"))
 
 
 def progress_text(execution: Execution) -> str:
@@ -179,7 +174,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         if form.is_bound and form.is_valid():
             ended = sessions_end(
                 sessions=RuntimeSession.objects.filter(pk__in=queryset.values("pk")),
-                reason=EndReason.ADMIN, caller=_admin_caller(request), note=form.cleaned_data["note"].strip(),
+                reason=EndReason.ADMIN, caller=admin_caller(request), note=form.cleaned_data["note"].strip(),
             )
             self.message_user(request, f"Ended {ended} sessions; their sockets are closing.", messages.SUCCESS)
             return None
@@ -218,7 +213,7 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         page = reverse("admin:sessions_runtime_runtimesession_change", args=[session.pk])
         form = EndSessionsForm(request.POST if request.method == "POST" else None)
         if form.is_bound and form.is_valid():
-            if session_end(session_id=session.pk, reason=EndReason.ADMIN, caller=_admin_caller(request),
+            if session_end(session_id=session.pk, reason=EndReason.ADMIN, caller=admin_caller(request),
                            note=form.cleaned_data["note"].strip()):
                 self.message_user(request, "Session ended; its sockets are closing.", messages.SUCCESS)
             else:
@@ -279,7 +274,7 @@ class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
         """Through the execution service, one by one: a created one is cancelled at once, a
         running one at its handler's next progress report; finished ones are left alone."""
         cancelled = finished = 0
-        caller = _admin_caller(request)
+        caller = admin_caller(request)
         for execution in queryset:
             try:
                 execution_cancel(execution=execution, caller=caller)

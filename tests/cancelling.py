@@ -7,17 +7,15 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.waiting import wait_until_async
+
 BOUND = 5.0  # seconds: far more than any loop needs to notice a cancel()
 
 
 async def until(check: Callable[[], Any], *, timeout: float = BOUND, message: str = "") -> Any:
-    """Yield to the loop until `check()` is true, at most `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (result := check()):
-        assert loop.time() < deadline, message or f"not within {timeout} s: {check}"
-        await asyncio.sleep(0.005)
-    return result
+    """Yield to the loop until `check()` is true, at most `timeout` seconds (the suite's
+    one poll, `tests.waiting`, at every 5 ms: these wait for a loop's next step)."""
+    return await wait_until_async(check, timeout=timeout, interval=0.005, message=message or f"{check}")
 
 
 async def assert_ends_cancelled(task: asyncio.Task) -> None:

@@ -1,5 +1,7 @@
-"""Real server processes for the tests: daphne (through `python -m symphainy.serve`) on a
-free loopback port, using the test run's own database and Redis."""
+"""Real server processes for the tests: daphne (through `python -m symphainy.serve`, or
+another documented command) on a free loopback port, using the test run's own database
+and Redis; and what any child process of a test needs (a free port, the environment, a
+wait for its HTTP answer)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,11 +20,13 @@ from typing import Any, Iterator
 
 from django.conf import settings
 
+from tests import factories
+from tests.waiting import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
-ORIGIN = "http://127.0.0.1"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -38,6 +41,37 @@ def database_env() -> dict[str, str]:
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
     return {"DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"}
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process (a server, a worker, `manage.py`) on this test
+    run's database and Redis, plus `extra`."""
+    env = {**os.environ, **database_env(), "PYTHONPATH": str(ROOT)}
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    return {**env, **extra}
+
+
+def wait_answering(url: str, process: subprocess.Popen, log_path: Path, *, statuses: tuple[int, ...] = (200,),
+                   timeout: float = 30) -> None:
+    """Wait until `url` answers with one of `statuses`; fail at once, with the process's
+    log, if the process exits first."""
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(url, timeout=15) as response:
+                return response.status in statuses
+        except urllib.error.HTTPError as error:
+            return error.code in statuses
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, timeout=timeout, interval=0.1, message=f"{url} to answer")
+    except AssertionError as error:
+        raise RuntimeError(f"{error}:\n{log_path.read_text(errors='replace')}") from None
 
 
 @dataclass
@@ -58,9 +92,10 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def request(
-        self, method: str, path: str, body: Any = None, token: str | None = None, *, timeout: float = 15
+        self, method: str, path: str, body: Any = None, token: str | None = None, *, timeout: float = 15,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         data = json.dumps(body).encode() if body is not None else None
@@ -72,6 +107,13 @@ class LiveServer:
         except urllib.error.HTTPError as error:
             raw = error.read()
             return error.code, json.loads(raw) if raw else None
+
+    def login(self, user: Any = None) -> dict[str, Any]:
+        """Log `user` (a new one by default) in over HTTP; the login's body."""
+        user = user or factories.make_user()
+        status, body = self.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
+        assert status == 200, body
+        return body
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -97,29 +139,20 @@ def server_command(command: str, port: int) -> list[str]:
 
 
 def start_server(log_dir: Path, command: str = "serve", **env: str) -> LiveServer:
-    port = _free_port()
+    port = free_port()
     log_path = log_dir / f"daphne-{port}.log"
-    child_env = {**os.environ, **database_env(), "PYTHONPATH": str(ROOT)}
-    if settings.REDIS_URL:
-        child_env["REDIS_URL"] = settings.REDIS_URL
-    child_env.update(env)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             server_command(command, port),
-            cwd=ROOT, env=child_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     server = LiveServer(process, port, log_path)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}:\n{server.log()}")
-        with contextlib.suppress(OSError):
-            status, _ = server.request("GET", "/health")
-            if status in (200, 503):
-                return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"daphne did not answer on {port}:\n{server.log()}")
+    try:
+        wait_answering(f"{server.http}/health", process, log_path, statuses=(200, 503))
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 @contextlib.contextmanager

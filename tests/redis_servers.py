@@ -9,13 +9,13 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-from tests.live import _free_port
+from tests.live import free_port
+from tests.waiting import wait_until
 
 MASTER_NAME = "symphainy-test"
 
@@ -72,7 +72,7 @@ class RedisProcess:
     """One redis-server (or sentinel) of the test's own."""
 
     def __init__(self, workdir: Path, name: str, *, tls: Certificates | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tls = tls
@@ -84,21 +84,30 @@ class RedisProcess:
             else ["--port", str(self.port)]
         return [*port_args, "--bind", "127.0.0.1", "--dir", str(self.dir), "--logfile", str(self.log)]
 
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
     def command(self) -> list[str]:
         return [redis_server_binary(), *self._args(), "--save", "", "--appendonly", "no"]
 
     def start(self) -> "RedisProcess":
+        """Start (or start again, on the same port) and wait until it answers PING."""
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def up() -> bool:
             with contextlib.suppress(OSError):
                 if self._pings():
-                    return self
+                    return True
             if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        log = self.log.read_text(errors="replace") if self.log.exists() else ""
-        raise RuntimeError(f"private redis-server on {self.port} did not start:\n{log}")
+                raise RuntimeError(f"private redis-server on {self.port} exited:\n{self._log()}")
+            return False
+
+        wait_until(up, timeout=10, message=lambda: f"private redis-server on {self.port} to start:\n{self._log()}")
+        return self
+
+    def _log(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def _pings(self) -> bool:
         if self.tls:

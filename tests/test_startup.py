@@ -13,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from core.checks import DEVELOPMENT_SECRET_KEY, signing_keys_check, startup_checks_enforce
-from tests.live import _free_port
+from tests.live import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_KEY = "a-real-secret-key-" + "0123456789abcdef" * 3
@@ -34,7 +34,7 @@ COMMANDS = {
 
 def _start(command: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     # A refused start exits by itself; the timeout only bounds a server that did start.
-    return subprocess.run(COMMANDS[command](_free_port()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(COMMANDS[command](free_port()), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -313,7 +313,7 @@ async def test_the_end_action_closes_a_live_socket():
     from channels.db import database_sync_to_async
     from django.test import Client
 
-    from tests.realtime.conftest import make_socket
+    from tests.sockets import make_socket
 
     def prepare():
         staff = User.objects.create_superuser(email="ops@example.com", password=factories.PASSWORD)

@@ -15,7 +15,7 @@ import pytest
 
 from tests import factories
 from tests.browser.test_console import CHROMIUM, TIMEOUT_MS, browser_ready, sync_playwright  # noqa: F401
-from tests.live import _free_port, running
+from tests.live import free_port, running
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +40,7 @@ async function attempt(api, email, password) {
 def frontend(directory: Path) -> Iterator[str]:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "index.html").write_text(PAGE)
-    port = _free_port()
+    port = free_port()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-import urllib.error
-import urllib.request
+import threading
 from typing import Any, Callable
 
 import pytest
@@ -25,6 +23,7 @@ from tests.browser.test_console import (  # noqa: F401 - fixtures, used by name
     console,
     server,
 )
+from tests.waiting import wait_until
 
 try:
     from playwright.sync_api import expect
@@ -54,17 +53,7 @@ def _route_sockets(console: Console, before_connect: dict[int, Callable[[], None
 
 def _call(console: Console, method: str, path: str, token: str, body: Any = None,
           headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    """An API call with extra headers (If-Match), which LiveServer.request has not."""
-    sent = {"Content-Type": "application/json", "Authorization": f"Bearer {token}", **(headers or {})}
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(console.server.http + path, data=data, headers=sent, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as error:
-        raw = error.read()
-        return error.code, json.loads(raw) if raw else None
+    return console.server.request(method, path, body, token, headers=headers)
 
 
 def _state_write(console: Console, session_id: str, token: str, data: dict[str, Any]) -> int:
@@ -78,43 +67,37 @@ def _state_write(console: Console, session_id: str, token: str, data: dict[str, 
 
 
 def _execution_finished(console: Console, execution_id: str, token: str, timeout_s: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def finished() -> dict[str, Any] | None:
         status, execution = _call(console, "GET", f"/api/execution/{execution_id}/status", token)
         assert status == 200, execution
-        if execution["status"] not in ("created", "running"):
-            return execution
-        assert time.monotonic() < deadline, f"execution {execution_id} still {execution['status']}"
-        time.sleep(0.1)
+        return execution if execution["status"] not in ("created", "running") else None
+
+    return wait_until(finished, timeout=timeout_s, interval=0.1, message=f"execution {execution_id} to finish")
 
 
 def _agent_answer_recorded(timeout_s: float = 30) -> None:
     """Wait until the server has logged an agent's whole answer (a condition, not a time).
     Asked from a thread of its own: Playwright runs route handlers beside its event loop,
     where Django refuses database calls."""
-    import threading
-
     from core.models import SessionEvent
 
-    seen: list[bool] = []
+    failures: list[AssertionError] = []
 
     def poll() -> None:
         from django.db import connection
 
-        deadline = time.monotonic() + timeout_s
         try:
-            while time.monotonic() < deadline:
-                if SessionEvent.objects.filter(kind="agent.completed").exists():
-                    seen.append(True)
-                    return
-                time.sleep(0.05)
+            wait_until(SessionEvent.objects.filter(kind="agent.completed").exists, timeout=timeout_s,
+                       message="the agent's answer to be recorded")
+        except AssertionError as failure:
+            failures.append(failure)
         finally:
             connection.close()  # this thread's own; with PostgreSQL's pool, handed back
 
     waiter = threading.Thread(target=poll)
     waiter.start()
     waiter.join()
-    assert seen, "the agent's answer was never recorded"
+    assert not failures, failures
 
 
 def _after_ready(console: Console, n: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:

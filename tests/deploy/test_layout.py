@@ -20,19 +20,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import websockets
 from django.conf import settings
 from django.db import connection as db_connection
-from websockets.exceptions import ConnectionClosed
 
 from core.models import AuditEvent
 from realtime.models import Connection
 from tests import factories
-from tests.live import ORIGIN, ROOT, _free_port, database_env
+from tests.live import ROOT, child_env, free_port, wait_answering
+from tests.sockets import close_code_after_frames, connect_ready, next_event
+from tests.waiting import wait_until_async
 
 sys.path.insert(0, str(ROOT / "deploy"))
 import render  # noqa: E402
@@ -44,32 +45,25 @@ pytestmark = [
     pytest.mark.skipif(NGINX is None and not settings.REQUIRE_SERVICES, reason="nginx is not installed (.ci/run installs it)"),
 ]
 SPOOFED = "203.0.113.77"
-PATH = "/api/runtime/agent"
 
 
-def _wait_http(url: str, process: subprocess.Popen, log: Path, deadline_s: float = 40) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer:\n{log.read_text(errors='replace')}")
+@dataclass
+class Site:
+    """The layout's front door (nginx) and the logs of the processes behind it."""
+
+    http: str
+    ws: str
+    gunicorn_log: Path
+    daphne_logs: list[Path]
 
 
 @contextlib.contextmanager
-def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    env = {
-        **os.environ, **database_env(), "PYTHONPATH": str(ROOT),
-        "TRUSTED_PROXY_COUNT": "1", "LOG_FORMAT": "json", "EXECUTION_RUNNER": "asyncio",
-        "BATCH_ITEM_DELAY_SECONDS": "0.01", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
+def layout(tmp_path: Path) -> Iterator[Site]:
+    env = child_env(
+        TRUSTED_PROXY_COUNT="1", LOG_FORMAT="json", EXECUTION_RUNNER="asyncio",
+        BATCH_ITEM_DELAY_SECONDS="0.01", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     (tmp_path / "metrics").mkdir()
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
     processes: list[subprocess.Popen] = []
 
     def start(name: str, argv: list[str], **extra: str) -> tuple[subprocess.Popen, Path]:
@@ -82,7 +76,7 @@ def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
     # A deploy step, as on a real machine: whitenoise serves the collected files.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     try:
-        http_port, ws_ports, nginx_port = _free_port(), [_free_port(), _free_port()], _free_port()
+        http_port, ws_ports, nginx_port = free_port(), [free_port(), free_port()], free_port()
         gunicorn, gunicorn_log = start(
             "gunicorn", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
             GUNICORN_BIND=f"127.0.0.1:{http_port}", GUNICORN_WORKERS="2",
@@ -97,11 +91,12 @@ def layout(tmp_path: Path) -> Iterator[dict[str, Any]]:
             *[arg for port in ws_ports for arg in ("--socket", f"127.0.0.1:{port}")], "--standalone", str(prefix),
         ]) == 0
         nginx, nginx_log = start("nginx", [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"), "-g", "daemon off;"])
-        _wait_http(f"http://127.0.0.1:{http_port}/health", gunicorn, gunicorn_log)
+        wait_answering(f"http://127.0.0.1:{http_port}/health", gunicorn, gunicorn_log, timeout=40)
         for (process, log), port in zip(daphnes, ws_ports):
-            _wait_http(f"http://127.0.0.1:{port}/health", process, log)
-        _wait_http(f"http://127.0.0.1:{nginx_port}/health", nginx, prefix / "error.log")
-        yield {"base": f"http://127.0.0.1:{nginx_port}", "ws": f"ws://127.0.0.1:{nginx_port}", "logs": tmp_path, "gunicorn_log": gunicorn_log, "daphne_logs": [log for _, log in daphnes]}
+            wait_answering(f"http://127.0.0.1:{port}/health", process, log, timeout=40)
+        wait_answering(f"http://127.0.0.1:{nginx_port}/health", nginx, prefix / "error.log", timeout=40)
+        yield Site(http=f"http://127.0.0.1:{nginx_port}", ws=f"ws://127.0.0.1:{nginx_port}", gunicorn_log=gunicorn_log,
+                   daphne_logs=[log for _, log in daphnes])
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -139,18 +134,10 @@ def connection_addresses(session_id: str) -> list[str]:
         db_connection.close()
 
 
-async def next_event(ws, event_type: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic())))
-        if frame.get("type") == "runtime_event" and frame.get("event_type") == event_type:
-            return frame
-
-
 def test_the_layout_serves_login_sockets_state_executions_and_revocation_through_nginx(tmp_path):
     user = factories.make_user()
     with layout(tmp_path) as site:
-        base = site["base"]
+        base = site.http
         # Login through nginx to gunicorn, with a client-chosen X-Forwarded-For.
         status, body, _ = call(base, "POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD},
                                headers={"X-Forwarded-For": SPOOFED, "X-Real-IP": SPOOFED})
@@ -160,17 +147,11 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
         assert login_event.client_address == "127.0.0.1"
 
         async def scenario() -> None:
-            ws = await websockets.connect(
-                site["ws"] + PATH, origin=ORIGIN, subprotocols=["symphainy.v1", f"bearer.{token}"],
-                additional_headers={"X-Forwarded-For": SPOOFED}, open_timeout=15,
-            )
+            ws, _ = await connect_ready(site, token, additional_headers={"X-Forwarded-For": SPOOFED}, open_timeout=15)
             assert ws.subprotocol == "symphainy.v1"
-            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.ready"
             # The connection record, written by the daphne process, has nginx's view of the client.
-            deadline = time.monotonic() + 10
-            while not (addresses := await asyncio.to_thread(connection_addresses, session_id)):
-                assert time.monotonic() < deadline, "no connection record"
-                await asyncio.sleep(0.1)
+            addresses = await wait_until_async(lambda: asyncio.to_thread(connection_addresses, session_id),
+                                               interval=0.1, message="the connection record")
             assert addresses == ["127.0.0.1"]
 
             # A state change served by gunicorn.
@@ -186,13 +167,13 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
                 {"session_id": session_id, "intent_type": "batch", "parameters": {"items": [1, 2, 3]}}, token,
             )
             assert status == 202, accepted
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def completed() -> dict | None:
                 status, execution, _ = await asyncio.to_thread(call, base, "GET", f"/api/execution/{accepted['execution_id']}/status", None, token)
-                if execution["status"] == "completed":
-                    break
-                assert execution["status"] in ("created", "running") and time.monotonic() < deadline, execution
-                await asyncio.sleep(0.1)
+                assert execution["status"] in ("created", "running", "completed"), execution
+                return execution if execution["status"] == "completed" else None
+
+            execution = await wait_until_async(completed, timeout=20, interval=0.1, message="the execution to complete")
             assert execution["result"]["processed"] == 3
             await next_event(ws, "execution.completed")
 
@@ -205,10 +186,7 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             status, _, _ = await asyncio.to_thread(call, base, "DELETE", f"/api/session/{session_id}", None, token)
             assert status == 204
             ended = time.monotonic()
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:
-                    await asyncio.wait_for(ws.recv(), 10)
-            assert closed.value.rcvd.code == 4409
+            assert await close_code_after_frames(ws) == 4409
             assert time.monotonic() - ended < 2.0  # the contract's second, a busy machine's slack; not the 30 s re-check
 
         asyncio.run(scenario())
@@ -221,12 +199,12 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
 
         # The spoofed address was recorded nowhere; every line of every process is JSON.
         assert not AuditEvent.objects.filter(client_address=SPOOFED).exists()
-        for log in [site["gunicorn_log"], *site["daphne_logs"]]:
+        for log in [site.gunicorn_log, *site.daphne_logs]:
             lines = [line for line in log.read_text().splitlines() if line.strip()]
             assert lines, log
             for line in lines:
                 record = json.loads(line)
                 assert "message" in record and "level" in record, line
-        access = [json.loads(line) for line in site["gunicorn_log"].read_text().splitlines() if '"gunicorn.access"' in line]
+        access = [json.loads(line) for line in site.gunicorn_log.read_text().splitlines() if '"gunicorn.access"' in line]
         assert any("/api/auth/login" in record["message"] for record in access)
-        assert SPOOFED not in site["gunicorn_log"].read_text()
+        assert SPOOFED not in site.gunicorn_log.read_text()

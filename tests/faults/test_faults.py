@@ -13,20 +13,14 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
-import subprocess
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-import websockets
 from django.utils import timezone
-from websockets.exceptions import ConnectionClosed
 
 from accounts.models import User
 from realtime.models import Connection
@@ -35,48 +29,15 @@ from sessions_runtime.models import Execution, ExecutionStatus, RuntimeSession, 
 from sessions_runtime.runner import executions_sweep
 from tests import factories
 from tests.conftest import services_server_marks
-from tests.live import ORIGIN, _free_port, database_env, running
+from tests.live import database_env, running
+from tests.redis_servers import RedisProcess
+from tests.sockets import close_code_after_frames, connect_ready, refusal_code
+from tests.waiting import wait_until
 
 pytestmark = services_server_marks()
-PATH = "/api/runtime/agent"
 
 
 # --- tools -----------------------------------------------------------------------------------
-class PrivateRedis:
-    """A redis-server of the test's own, on a fixed port so it can come back at the same address."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
 class CuttableProxy:
     """A TCP proxy to PostgreSQL. `cut()` resets every connection and refuses new ones,
     which is what clients see while the server restarts; `restore()` accepts again."""
@@ -147,45 +108,17 @@ def proxied_database_env(proxy: CuttableProxy) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis = PrivateRedis(tmp_path)
-    redis.start()
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, on a port it keeps, so it can come back at the same address."""
+    redis = RedisProcess(tmp_path, "redis").start()
     try:
         yield redis
     finally:
         redis.stop()
 
 
-def login(server) -> dict:
-    user = factories.make_user()
-    status, body = server.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-    assert status == 200, body
-    return body
-
-
-def protocols(body: dict) -> list[str]:
-    return ["symphainy.v1", f"bearer.{body['access_token']}"]
-
-
 async def open_ready(server, body: dict):
-    ws = await websockets.connect(server.ws + PATH, origin=ORIGIN, subprotocols=protocols(body), open_timeout=10)
-    frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert frame["type"] == "session.ready", frame
-    return ws
-
-
-async def refusal_code(server, body: dict, timeout: float = 10) -> int:
-    async with websockets.connect(server.ws + PATH, origin=ORIGIN, subprotocols=protocols(body), open_timeout=timeout) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            await asyncio.wait_for(ws.recv(), timeout)
-        return closed.value.rcvd.code
-
-
-async def close_code_of(ws, timeout: float = 10) -> int:
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    return closed.value.rcvd.code
+    return (await connect_ready(server, body["access_token"]))[0]
 
 
 # --- Redis -----------------------------------------------------------------------------------
@@ -193,7 +126,7 @@ def test_redis_stops_and_returns(tmp_path):
     """Sockets hear of ends through the event log in the database, so a Redis outage
     neither closes them nor stops their revocation; /ready reports it (workers need it)."""
     with private_redis(tmp_path) as redis, running(tmp_path, REDIS_URL=redis.url) as server:
-        kept, ended, during = login(server), login(server), login(server)
+        kept, ended, during = server.login(), server.login(), server.login()
 
         loop = asyncio.new_event_loop()
         try:
@@ -202,21 +135,19 @@ def test_redis_stops_and_returns(tmp_path):
             redis.stop()
             # While Redis is down: sockets open and stay open, REST works on the database,
             # and an end still closes its sockets.
-            fresh_ws = loop.run_until_complete(open_ready(server, login(server)))
+            fresh_ws = loop.run_until_complete(open_ready(server, server.login()))
             assert server.request("GET", "/api/auth/me", token=kept["access_token"])[0] == 200
             status, health = server.request("GET", "/ready")
             assert status == 503 and health["checks"]["channel_layer"] == "unavailable"
             assert server.request("POST", "/api/auth/logout", token=during["access_token"])[0] == 204
-            assert loop.run_until_complete(close_code_of(doomed_ws, timeout=5)) == 4409
+            assert loop.run_until_complete(close_code_after_frames(doomed_ws, timeout=5)) == 4409
             assert server.request("DELETE", f"/api/session/{ended['session_id']}", token=ended["access_token"])[0] == 204
 
             # Redis back, same address, no restart of the service.
             redis.start()
-            deadline = time.monotonic() + 15
-            while server.request("GET", "/ready")[0] != 200:
-                assert time.monotonic() < deadline, "the service did not see Redis come back"
-                time.sleep(0.2)
-            assert loop.run_until_complete(refusal_code(server, ended)) == 4409
+            wait_until(lambda: server.request("GET", "/ready")[0] == 200, timeout=15, interval=0.2,
+                       message="the service to see Redis come back")
+            assert loop.run_until_complete(refusal_code(server, ended["access_token"])) == 4409
             for ws in (open_ws, fresh_ws):
                 loop.run_until_complete(ws.send(json.dumps({"type": "ping"})))
                 assert json.loads(loop.run_until_complete(asyncio.wait_for(ws.recv(), 5)))["type"] == "pong"
@@ -252,10 +183,8 @@ def test_postgres_goes_away_and_the_service_recovers_by_itself(tmp_path):
             assert RuntimeSession.objects.filter(user=user).count() == sessions_before
 
             proxy.restore()
-            deadline = time.monotonic() + 15
-            while (status := server.request("GET", "/api/auth/me", token=body["access_token"])[0]) != 200:
-                assert time.monotonic() < deadline, f"still {status} after the database came back"
-                time.sleep(0.2)
+            wait_until(lambda: server.request("GET", "/api/auth/me", token=body["access_token"])[0] == 200, timeout=15,
+                       interval=0.2, message="/api/auth/me to answer 200 after the database came back")
             status, again = server.request("POST", "/api/auth/login", credentials)
             assert status == 200
             # Every session that exists came with tokens: the failed logins left none behind.
@@ -268,7 +197,7 @@ def test_postgres_goes_away_and_the_service_recovers_by_itself(tmp_path):
 # --- a daphne process killed -----------------------------------------------------------------
 def test_a_killed_process_leaves_records_that_the_sweeps_clean_and_resume(tmp_path):
     with running(tmp_path, BATCH_ITEM_DELAY_SECONDS="0.3") as doomed:
-        body = login(doomed)
+        body = doomed.login()
 
         async def open_two():
             return [await open_ready(doomed, body) for _ in range(2)]
@@ -280,11 +209,9 @@ def test_a_killed_process_leaves_records_that_the_sweeps_clean_and_resume(tmp_pa
                 "session_id": body["session_id"], "intent_type": "batch", "parameters": {"items": list(range(20))},
             }, token=body["access_token"])
             assert status == 202, accepted
-            deadline = time.monotonic() + 10
-            while not (Connection.objects.filter(session_id=body["session_id"]).count() == 2
-                       and Execution.objects.filter(pk=accepted["execution_id"], status=ExecutionStatus.RUNNING).exists()):
-                assert time.monotonic() < deadline, "records or the execution never appeared"
-                time.sleep(0.05)
+            wait_until(lambda: Connection.objects.filter(session_id=body["session_id"]).count() == 2
+                       and Execution.objects.filter(pk=accepted["execution_id"], status=ExecutionStatus.RUNNING).exists(),
+                       message="the records and the running execution")
             os.killpg(doomed.process.pid, signal.SIGKILL)
             doomed.process.wait(10)
             for ws in sockets:
@@ -303,10 +230,8 @@ def test_a_killed_process_leaves_records_that_the_sweeps_clean_and_resume(tmp_pa
     with running(tmp_path, BATCH_ITEM_DELAY_SECONDS="0.01") as survivor:
         swept = executions_sweep(now=timezone.now() + timedelta(minutes=5))
         assert sum(swept.values()) >= 1, swept
-        deadline = time.monotonic() + 30
-        while Execution.objects.get(pk=execution.pk).status != ExecutionStatus.COMPLETED:
-            assert time.monotonic() < deadline, Execution.objects.get(pk=execution.pk).status
-            time.sleep(0.1)
+        wait_until(lambda: Execution.objects.get(pk=execution.pk).status == ExecutionStatus.COMPLETED, timeout=30,
+                   interval=0.1, message=lambda: f"the execution to complete ({Execution.objects.get(pk=execution.pk).status})")
         done = Execution.objects.get(pk=execution.pk)
         assert done.progress["processed"] == 20 and done.progress["succeeded"] == 20
         assert survivor.request("GET", f"/api/execution/{execution.pk}/status", token=body["access_token"])[1]["status"] == "completed"

@@ -12,7 +12,6 @@ whenever it is installed, and with SYMPHAINY_REQUIRE_SERVICES=1 its absence is a
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from realtime.layers import RedisChannelLayer
 from sessions_runtime.state import RedisStateBackend, StateKey
 from tests.live import running
 from tests.redis_servers import MASTER_NAME, Certificates, RedisProcess, Replica, SentinelProcess
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -126,30 +126,26 @@ def test_after_a_failover_the_clients_follow_the_sentinel_to_the_new_master(sett
     key = StateKey(tenant_id=uuid.uuid4(), session_id=uuid.uuid4())
     state.write(key, {"n": 1}, expected_version=0)
     # The replica must have the data and the sentinel must know the replica before the kill.
-    deadline = time.monotonic() + 20
     import redis
 
     copy = redis.Redis(host="127.0.0.1", port=replica.port, db=3)
-    while not (copy.exists(f"{state._prefix}:state:{key}")
-               and redis.Redis(host="127.0.0.1", port=sentinel.port).sentinel_slaves(MASTER_NAME)):
-        assert time.monotonic() < deadline, "the replica did not sync, or the sentinel did not see it"
-        time.sleep(0.2)
+    wait_until(lambda: copy.exists(f"{state._prefix}:state:{key}")
+               and redis.Redis(host="127.0.0.1", port=sentinel.port).sentinel_slaves(MASTER_NAME),
+               timeout=20, interval=0.2, message="the replica to sync and the sentinel to see it")
 
     master.stop()
-    deadline = time.monotonic() + 30
-    while sentinel.master_address() != ("127.0.0.1", replica.port):
-        assert time.monotonic() < deadline, "the sentinel did not promote the replica"
-        time.sleep(0.2)
+    wait_until(lambda: sentinel.master_address() == ("127.0.0.1", replica.port), timeout=30, interval=0.2,
+               message="the sentinel to promote the replica")
 
     # The same client objects, no restart: each command lands on the promoted replica.
-    deadline = time.monotonic() + 15
-    while True:
+    def cache_set_after() -> bool:
         try:
             cache.set("after", 2, 60)
-            break
         except redis.ConnectionError:
-            assert time.monotonic() < deadline, "the cache did not follow the failover"
-            time.sleep(0.2)
+            return False
+        return True
+
+    wait_until(cache_set_after, timeout=15, interval=0.2, message="the cache to follow the failover")
     assert cache.get("before") == 1 and cache.get("after") == 2
     assert layer_roundtrip(layer, {"type": "t.after"}) == {"type": "t.after"}
     assert state.read(key).data == {"n": 1}

@@ -21,22 +21,19 @@ from accounts.services import membership_remove, tenant_suspend, user_deactivate
 from accounts.tokens import tokens_issue
 from core.caller import Caller
 from core.models import ActorType
+from core.tasks import background_tasks
 from realtime.handshake import SocketCredentials
 from realtime.models import Connection
 from realtime.presence import registry
+from sessions_runtime.access import access_cache_get
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from sessions_runtime.services import session_end, sessions_expire_due
 from symphainy.asgi import application
 from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import login_new_user, make_socket, open_ready
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def login_new_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    return user, factories.login(APIClient(), user)
 
 
 @database_sync_to_async
@@ -44,13 +41,6 @@ def api_call(method: str, path: str, token: str, data=None):
     client = factories.bearer(APIClient(), token)
     response = getattr(client, method)(path, data, format="json") if data is not None else getattr(client, method)(path)
     return response.status_code, (response.json() if response.content else None)
-
-
-async def open_ready(token: str, **kwargs):
-    sock = await make_socket(token, **kwargs).open()
-    ready = await sock.receive()
-    assert ready["type"] == "session.ready", ready
-    return sock, ready
 
 
 # --- Handshake -----------------------------------------------------------------------
@@ -84,11 +74,9 @@ async def test_records_are_written_in_bulk_after_the_flush_interval(settings):
     _, body = await login_new_user()
     socks = [(await open_ready(body["access_token"]))[0] for _ in range(3)]
     assert await database_sync_to_async(Connection.objects.count)() == 0
-    await asyncio.sleep(0.4)
-    assert await database_sync_to_async(Connection.objects.count)() == 3
+    await wait_until_async(database_sync_to_async(lambda: Connection.objects.count() == 3), message="three records")
     await socks[0].close()
-    await asyncio.sleep(0.4)
-    assert await database_sync_to_async(Connection.objects.count)() == 2
+    await wait_until_async(database_sync_to_async(lambda: Connection.objects.count() == 2), message="one record gone")
     for sock in socks[1:]:
         await sock.close()
 
@@ -629,7 +617,11 @@ async def test_a_cached_snapshot_is_not_used_past_its_ttl(settings):
     await sock.close()
     # Ended behind the services' back: nothing drops the snapshot, only its TTL.
     await database_sync_to_async(RuntimeSession.objects.filter(pk=body["session_id"]).update)(status=SessionStatus.ENDED)
-    await asyncio.sleep(0.5)
+
+    async def snapshot_expired() -> bool:
+        return await access_cache_get(uuid.UUID(body["session_id"])) is None
+
+    await wait_until_async(snapshot_expired, message="the snapshot's TTL to pass")
     again = await make_socket(body["access_token"]).open()
     assert await again.receive_close() == 4409
 
@@ -648,9 +640,13 @@ async def test_a_closed_socket_leaves_no_timer_behind(settings):
     settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_RECHECK_INTERVAL": timedelta(seconds=0.1)}
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])
-    await asyncio.sleep(0.25)  # a re-check or two ran and re-armed the timer
-    await sock.close()
-    await asyncio.sleep(0.3)
-    from core.tasks import background_tasks
 
-    assert not [task for task in background_tasks() if "_check" in repr(task.get_coro())]
+    def checks() -> list[asyncio.Task]:
+        return [task for task in background_tasks() if "_check" in repr(task.get_coro())]
+
+    # A re-check ran and re-armed the timer: its task seen (polled at every turn of the
+    # loop, as it waits for the database), then done.
+    [check] = await wait_until_async(checks, interval=0, message="a re-check")
+    await wait_until_async(check.done, message="the re-check to finish")
+    await sock.close()
+    await wait_until_async(lambda: not checks(), message="no re-check left after the close")

@@ -11,7 +11,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import transaction
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounts.models import Role
 from accounts.services import membership_add
@@ -22,28 +21,16 @@ from realtime.sweeps import runtime_sweep
 from sessions_runtime.models import EndReason, RuntimeSession
 from sessions_runtime.services import session_end
 from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import login_new_user, make_socket, open_ready
+from tests.waiting import wait_until_async
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def login_new_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    return user, factories.login(APIClient(), user)
 
 
 @database_sync_to_async
 def publish(session_id, n: int = 1, kind: str = "session.state_changed") -> None:
     for i in range(n):
         runtime_event_publish(uuid.UUID(str(session_id)), kind, {"i": i})
-
-
-async def open_ready(token: str, **kwargs):
-    sock = await make_socket(token, **kwargs).open()
-    ready = await sock.receive()
-    assert ready["type"] == "session.ready", ready
-    return sock, ready
 
 
 async def frames(sock, n: int, timeout: float = 5) -> list[dict]:
@@ -202,10 +189,8 @@ async def test_an_end_recorded_elsewhere_closes_the_socket_through_the_log_alone
     await end_elsewhere()
     assert await sock.receive_close(timeout=2) == 4409
     # The end-to-close time is in /metrics, one observation per socket closed.
-    for _ in range(100):
-        if (REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0) > closes_before:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until_async(lambda: (REGISTRY.get_sample_value("symphainy_revocation_seconds_count") or 0) > closes_before,
+                           interval=0.01, message="the close to be observed")
     assert REGISTRY.get_sample_value("symphainy_revocation_seconds_count") == closes_before + 1
 
 
@@ -260,15 +245,17 @@ async def test_a_role_downgrade_applies_to_an_open_socket():
     sock, _ = await open_ready(body["access_token"])
     tenant = await database_sync_to_async(lambda: user.memberships.get().tenant)()
     await database_sync_to_async(membership_add)(user=user, tenant=tenant, role=Role.VIEWER, caller=Caller.system())
-    for _ in range(50):  # the tail applies it within its poll; the socket carries on
+
+    async def refused() -> dict | None:
         await sock.send({"type": "intent.submit", "intent_type": "echo", "parameters": {}})
         reply = await sock.receive()
         while reply["type"] == "runtime_event":  # events of an earlier, accepted submit
             reply = await sock.receive()
-        if reply["type"] == "error":
-            break
-        await asyncio.sleep(0.05)
-    assert reply["type"] == "error" and reply["error"] == "permission_denied", reply
+        return reply if reply["type"] == "error" else None
+
+    # The tail applies it within its poll; the socket carries on.
+    reply = await wait_until_async(refused, timeout=5, message="a submit refused")
+    assert reply["error"] == "permission_denied", reply
     await sock.send({"type": "ping"})
     while (frame := await sock.receive())["type"] == "runtime_event":
         pass  # the last accepted echo's events

@@ -7,61 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
-import websockets
 from django.conf import settings
-from websockets.exceptions import ConnectionClosed
 
 from accounts.models import Role
 from tests import factories
-from tests.live import ORIGIN, ROOT, database_env, running
+from tests.live import ROOT, child_env, running
+from tests.sockets import close_code_after_frames, connect_ready, refusal_code
+from tests.waiting import wait_until_async
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-PATH = "/api/runtime/agent"
 WITHIN = 1.0  # the contract's promise
 SLACK = 1.0  # a busy two-core machine; still far from the 30 s re-check these tests rule out
 
 
 def manage(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, **database_env(), "PYTHONPATH": str(ROOT)}
-    if settings.REDIS_URL:
-        env["REDIS_URL"] = settings.REDIS_URL
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=child_env(), capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def login(server, user) -> dict:
-    status, body = server.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-    assert status == 200, body
-    return body
-
-
-async def open_ready(server, token: str, query: str = ""):
-    url = server.ws + PATH + (f"?{query}" if query else "")
-    ws = await websockets.connect(url, origin=ORIGIN, subprotocols=["symphainy.v1", f"bearer.{token}"], open_timeout=10)
-    ready = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert ready["type"] == "session.ready", ready
-    return ws, ready
-
-
-async def closed_with(ws, timeout: float = 10) -> int:
-    with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await asyncio.wait_for(ws.recv(), timeout)
-    return closed.value.rcvd.code
-
-
-async def refused_with(server, token: str) -> int:
-    ws = await websockets.connect(server.ws + PATH, origin=ORIGIN, subprotocols=["symphainy.v1", f"bearer.{token}"],
-                                  open_timeout=10)
-    return await closed_with(ws)
 
 
 @pytest.mark.parametrize("command", ["serve", "daphne", "runserver"])
@@ -69,16 +37,16 @@ def test_manage_py_sessions_end_closes_a_daphne_socket_within_a_second(tmp_path,
     """Under every documented way to serve: the tail lives in the consumer, not in a command."""
     with running(tmp_path, command) as server:
         user = factories.make_user()
-        body = login(server, user)
+        body = server.login(user)
 
         async def scenario():
-            ws, _ = await open_ready(server, body["access_token"])
+            ws, _ = await connect_ready(server, body["access_token"])
             await asyncio.to_thread(manage, "sessions", "end", body["session_id"], "--yes")
             ended = time.monotonic()
-            assert await closed_with(ws) == 4409
+            assert await close_code_after_frames(ws) == 4409
             assert time.monotonic() - ended < WITHIN + SLACK
             # The serving process's snapshot went with the same read: refused at once.
-            assert await refused_with(server, body["access_token"]) == 4409
+            assert await refusal_code(server, body["access_token"]) == 4409
 
         asyncio.run(scenario())
 
@@ -86,13 +54,13 @@ def test_manage_py_sessions_end_closes_a_daphne_socket_within_a_second(tmp_path,
 def test_manage_py_users_deactivate_closes_with_4401_within_a_second(tmp_path):
     with running(tmp_path) as server:
         user = factories.make_user()
-        body = login(server, user)
+        body = server.login(user)
 
         async def scenario():
-            ws, _ = await open_ready(server, body["access_token"])
+            ws, _ = await connect_ready(server, body["access_token"])
             await asyncio.to_thread(manage, "users", "deactivate", user.email)
             ended = time.monotonic()
-            assert await closed_with(ws) == 4401
+            assert await close_code_after_frames(ws) == 4401
             assert time.monotonic() - ended < WITHIN + SLACK
 
         asyncio.run(scenario())
@@ -102,7 +70,7 @@ def test_a_role_downgrade_by_manage_py_applies_to_the_open_socket_within_a_secon
     with running(tmp_path) as server:
         user = factories.make_user()
         tenant = user.memberships.get().tenant
-        body = login(server, user)
+        body = server.login(user)
 
         async def submit(ws) -> dict:
             await ws.send(json.dumps({"type": "intent.submit", "intent_type": "echo", "parameters": {}}))
@@ -112,16 +80,16 @@ def test_a_role_downgrade_by_manage_py_applies_to_the_open_socket_within_a_secon
                     return frame
 
         async def scenario():
-            ws, _ = await open_ready(server, body["access_token"])
+            ws, _ = await connect_ready(server, body["access_token"])
             assert (await submit(ws))["type"] == "intent.accepted"
             await asyncio.to_thread(manage, "tenants", "add-member", tenant.slug, user.email, "--role", Role.VIEWER)
             changed = time.monotonic()
-            while True:
+
+            async def refused() -> dict | None:
                 reply = await submit(ws)
-                if reply["type"] == "error":
-                    break
-                assert time.monotonic() - changed < WITHIN + SLACK, "still a member after a second"
-                await asyncio.sleep(0.05)
+                return reply if reply["type"] == "error" else None
+
+            reply = await wait_until_async(refused, timeout=WITHIN + SLACK, message="a submit refused (still a member)")
             assert reply["error"] == "permission_denied"
             assert time.monotonic() - changed < WITHIN + SLACK
 
@@ -131,51 +99,36 @@ def test_a_role_downgrade_by_manage_py_applies_to_the_open_socket_within_a_secon
 def test_two_processes_share_ends_and_a_resume_on_the_other_one_misses_nothing(tmp_path):
     with running(tmp_path) as a, running(tmp_path) as b:
         user = factories.make_user()
-        body = login(a, user)
+        body = a.login(user)
         token, session_id = body["access_token"], body["session_id"]
 
         def write_state(server, version: int) -> None:
-            status, answer = _put_state(server, session_id, token, version)
+            status, answer = server.request("PUT", f"/api/session/{session_id}/state", {"data": {"v": version}}, token,
+                                            headers={"If-Match": str(version)})
             assert status == 200, answer
 
         async def scenario():
-            ws, ready = await open_ready(a, token)
+            ws, ready = await connect_ready(a, token)
             await asyncio.to_thread(write_state, b, 0)
             first = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert first["event_type"] == "session.state_changed" and first["seq"] == 1
             await ws.close()
             for version in (1, 2):  # missed, written through the other process
                 await asyncio.to_thread(write_state, a, version)
-            resumed, ready2 = await open_ready(b, token, f"since={first['seq']}&epoch={first['epoch']}")
+            resumed, ready2 = await connect_ready(b, token, query=f"since={first['seq']}&epoch={first['epoch']}")
             assert ready2["recovered"] is True
             missed = [json.loads(await asyncio.wait_for(resumed.recv(), 10)) for _ in range(2)]
             assert [f["seq"] for f in missed] == [2, 3]
             assert [f["data"]["version"] for f in missed] == [2, 3]
             # And an end made through process A closes the socket held by process B.
-            other, _ = await open_ready(a, token)
+            other, _ = await connect_ready(a, token)
             status, _ = await asyncio.to_thread(a.request, "DELETE", f"/api/session/{session_id}", None, token)
             assert status == 204
             ended = time.monotonic()
-            assert await asyncio.gather(closed_with(resumed), closed_with(other)) == [4409, 4409]
+            assert await asyncio.gather(close_code_after_frames(resumed), close_code_after_frames(other)) == [4409, 4409]
             assert time.monotonic() - ended < WITHIN + SLACK
 
         asyncio.run(scenario())
-
-
-def _put_state(server, session_id: str, token: str, version: int) -> tuple[int, object]:
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"{server.http}/api/session/{session_id}/state", data=json.dumps({"data": {"v": version}}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}", "If-Match": str(version)},
-        method="PUT",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis (REDIS_URL)")
@@ -184,16 +137,16 @@ def test_a_flushed_redis_changes_nothing_for_revocation(tmp_path):
 
     with running(tmp_path) as a, running(tmp_path) as b:
         user = factories.make_user()
-        body = login(a, user)
+        body = a.login(user)
 
         async def scenario():
-            sockets = [(await open_ready(server, body["access_token"]))[0] for server in (a, b)]
+            sockets = [(await connect_ready(server, body["access_token"]))[0] for server in (a, b)]
             redis.Redis.from_url(settings.REDIS_URL).flushdb()
             status, _ = await asyncio.to_thread(a.request, "DELETE", f"/api/session/{body['session_id']}", None,
                                                 body["access_token"])
             assert status == 204
             ended = time.monotonic()
-            assert await asyncio.gather(*(closed_with(ws) for ws in sockets)) == [4409, 4409]
+            assert await asyncio.gather(*(close_code_after_frames(ws) for ws in sockets)) == [4409, 4409]
             assert time.monotonic() - ended < WITHIN + SLACK
 
         asyncio.run(scenario())
@@ -203,11 +156,11 @@ def test_a_flushed_redis_changes_nothing_for_revocation(tmp_path):
 def test_agent_tokens_reach_a_tab_on_another_process_and_the_answer_is_logged(tmp_path):
     with running(tmp_path) as a, running(tmp_path) as b:
         user = factories.make_user()
-        body = login(a, user)
+        body = a.login(user)
 
         async def scenario():
-            speaker, _ = await open_ready(a, body["access_token"])
-            listener, _ = await open_ready(b, body["access_token"])
+            speaker, _ = await connect_ready(a, body["access_token"])
+            listener, _ = await connect_ready(b, body["access_token"])
             await speaker.send(json.dumps({"type": "agent.message", "payload": {"text": "hello there"}}))
             seen = []
             while True:

@@ -9,22 +9,9 @@ from rest_framework.test import APIClient
 from accounts.models import Role
 from sessions_runtime.models import Execution, ExecutionStatus
 from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import login_new_user, open_ready
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@database_sync_to_async
-def login_new_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    return user, factories.login(APIClient(), user)
-
-
-async def open_ready(token: str, **kwargs):
-    sock = await make_socket(token, **kwargs).open()
-    ready = await sock.receive()
-    assert ready["type"] == "session.ready"
-    return sock
 
 
 async def events_until(sock, final: set[str], timeout: float = 5) -> list[dict]:
@@ -38,7 +25,7 @@ async def events_until(sock, final: set[str], timeout: float = 5) -> list[dict]:
 
 async def test_intent_submit_streams_execution_events_in_order():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "intent.submit", "intent_type": "batch", "parameters": {"items": [1, 2, {"fail": True}], "delay_s": 0}})
     accepted = await sock.receive()
     assert accepted["type"] == "intent.accepted" and accepted["replayed"] is False
@@ -59,7 +46,7 @@ async def test_intent_submit_streams_execution_events_in_order():
 
 async def test_intent_submit_with_an_unknown_type_is_an_error_frame():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "intent.submit", "intent_type": "rm -rf", "parameters": {}})
     error = await sock.receive()
     assert error["type"] == "error" and error["error"] == "invalid_request"
@@ -73,7 +60,7 @@ async def test_intent_submit_with_an_unknown_type_is_an_error_frame():
 
 async def test_a_viewer_cannot_submit_intents():
     _, body = await login_new_user(role=Role.VIEWER)
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "intent.submit", "intent_type": "echo", "parameters": {}})
     assert (await sock.receive())["error"] == "permission_denied"
     await sock.close()
@@ -81,7 +68,7 @@ async def test_a_viewer_cannot_submit_intents():
 
 async def test_idempotent_submit_on_the_socket_replays():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     frame = {"type": "intent.submit", "intent_type": "echo", "parameters": {"a": 1}, "idempotency_key": "k-1"}
     await sock.send(frame)
     first = await sock.receive()
@@ -98,7 +85,7 @@ async def test_idempotent_submit_on_the_socket_replays():
 
 async def test_cancel_a_running_batch():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "intent.submit", "intent_type": "batch", "parameters": {"items": list(range(200)), "delay_s": 0.02}})
     accepted = await sock.receive()
     await events_until(sock, {"execution.started"})
@@ -116,7 +103,7 @@ async def test_cancel_a_running_batch():
 
 async def test_agent_message_streams_tokens_then_completes():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "agent.message", "payload": {"text": "hello brave new world", "context": {}}, "conversation_id": "c1"})
     frames = await events_until(sock, {"agent.completed", "agent.failed"})
     kinds = [f["event_type"] for f in frames]
@@ -131,7 +118,7 @@ async def test_agent_message_streams_tokens_then_completes():
 
 async def test_agent_message_with_a_bad_payload_is_an_error_frame():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "agent.message", "payload": {"text": ""}})
     assert (await sock.receive())["error"] == "invalid_request"
     await sock.send({"type": "agent.message"})
@@ -141,7 +128,7 @@ async def test_agent_message_with_a_bad_payload_is_an_error_frame():
 
 async def test_state_change_is_pushed_with_the_new_version():
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     client = factories.bearer(APIClient(), body["access_token"])
     response = await database_sync_to_async(client.put)(
         f"/api/session/{body['session_id']}/state", {"data": {"x": 1}}, format="json", HTTP_IF_MATCH="0"
@@ -161,7 +148,7 @@ async def leaky_agent(message):
 async def test_a_failing_agent_reports_its_type_not_its_text(settings, caplog):
     settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_HANDLER": "tests.realtime.test_runtime_events.leaky_agent"}
     _, body = await login_new_user()
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
     frames = await events_until(sock, {"agent.completed", "agent.failed"})
     assert frames[-1]["event_type"] == "agent.failed"
@@ -177,7 +164,7 @@ async def test_a_viewer_cannot_send_agent_messages():
     from sessions_runtime.agents import agent_message_run
 
     _, body = await login_new_user(role=Role.VIEWER)
-    sock = await open_ready(body["access_token"])
+    sock, _ = await open_ready(body["access_token"])
     await sock.send({"type": "agent.message", "payload": {"text": "hello", "context": {}}})
     error = await sock.receive()
     assert error["type"] == "error" and error["error"] == "permission_denied", error

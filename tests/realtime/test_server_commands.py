@@ -9,33 +9,23 @@ import json
 import subprocess
 
 import pytest
-import websockets
-from websockets.exceptions import ConnectionClosed
 
-from tests import factories
-from tests.live import ORIGIN, running
+from tests.live import running
+from tests.sockets import PATH, close_code, connect_ready
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-PATH = "/api/runtime/agent"
 
 
 @pytest.mark.parametrize("command", ["serve", "daphne", "runserver"])
 def test_oversized_frame_closes_1009_and_the_query_token_stays_out_of_the_log(tmp_path, command):
     with running(tmp_path, command) as server:
-        user = factories.make_user()
-        status, body = server.request("POST", "/api/auth/login", {"email": user.email, "password": factories.PASSWORD})
-        assert status == 200, body
-        token = body["access_token"]
+        token = server.login()["access_token"]
 
         async def scenario() -> int:
-            url = f"{server.ws}{PATH}?access_token={token}"
-            async with websockets.connect(url, origin=ORIGIN, open_timeout=10, max_size=None) as ws:
-                assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "session.ready"
+            ws, _ = await connect_ready(server, query=f"access_token={token}", max_size=None)
+            async with ws:
                 await ws.send(json.dumps({"type": "ping", "pad": "x" * 100_000}))
-                with pytest.raises(ConnectionClosed) as closed:
-                    await asyncio.wait_for(ws.recv(), 10)
-                assert closed.value.rcvd is not None, "closed without a close frame"
-                return closed.value.rcvd.code
+                return await close_code(ws)
 
         assert asyncio.run(scenario()) == 1009
         # The access log has the socket's path, redacted.

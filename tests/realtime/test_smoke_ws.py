@@ -1,21 +1,12 @@
 import pytest
-from channels.db import database_sync_to_async
-from rest_framework.test import APIClient
 
-from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import login_new_user, make_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@database_sync_to_async
-def _login():
-    user = factories.make_user()
-    return factories.login(APIClient(), user)
-
-
 async def test_ready_then_ping():
-    body = await _login()
+    _, body = await login_new_user()
     sock = await make_socket(body["access_token"]).open()
     assert sock.subprotocol == "symphainy.v1"
     ready = await sock.receive()

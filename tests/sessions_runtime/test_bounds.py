@@ -7,7 +7,8 @@ import pytest
 
 from sessions_runtime.executions import execution_claim
 from sessions_runtime.models import Execution, ExecutionStatus
-from tests.sessions_runtime.test_executions import as_user, eventually, finished, submit
+from tests.sessions_runtime.test_executions import as_user, finished, submit
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SLOW_BATCH = {"items": list(range(200)), "delay_s": 0.2}
@@ -18,7 +19,7 @@ def _no_execution_outlives_its_test():
     """Executions run on the serving loop's thread: they finish inside the test that
     started them, or they would reach the database after its end."""
     yield
-    eventually(lambda: not Execution.objects.filter(status__in=["created", "running"]).exists(),
+    wait_until(lambda: not Execution.objects.filter(status__in=["created", "running"]).exists(),
                timeout=30, message="executions to finish")
 
 
@@ -61,7 +62,7 @@ def test_executions_running_at_once_are_bounded_per_user(settings):
 def test_a_running_execution_stops_when_its_session_ends():
     api, body, _ = as_user()
     accepted = submit(api, body, "batch", SLOW_BATCH).json()
-    eventually(lambda: Execution.objects.filter(pk=accepted["execution_id"], status="running").exists(), message="running")
+    wait_until(lambda: Execution.objects.filter(pk=accepted["execution_id"], status="running").exists(), message="running")
     assert api.delete(f"/api/session/{body['session_id']}").status_code == 204
     execution = finished(accepted["execution_id"])
     assert execution.status == ExecutionStatus.CANCELLED and execution.progress["processed"] < 200

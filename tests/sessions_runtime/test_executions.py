@@ -11,7 +11,6 @@ import json
 import time
 import uuid
 from datetime import timedelta
-from typing import Any, Callable
 
 import pytest
 from django.db import transaction
@@ -27,6 +26,7 @@ from sessions_runtime.executions import execution_finish
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
 from tests import factories
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 STATUS_FIELDS = {
@@ -61,21 +61,10 @@ def execution_events(sent, session_id, execution_id=None) -> list[str]:
     ]
 
 
-def eventually(check: Callable[[], Any], timeout: float = 10, message: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
-        time.sleep(0.02)
-
-
 def finished(execution_id, timeout: float = 10) -> Execution:
-    return eventually(
+    return wait_until(
         lambda: Execution.objects.filter(pk=execution_id, status__in=["completed", "failed", "cancelled"]).first(),
-        timeout, f"execution {execution_id} to finish",
+        timeout=timeout, interval=0.02, message=f"execution {execution_id} to finish",
     )
 
 
@@ -109,7 +98,7 @@ def test_echo_completes_with_its_parameters_as_result(sent):
     assert status["progress"] == {"total": 1, "processed": 1, "succeeded": 1, "failed": 0}
     assert status["intent_id"] == accepted["intent_id"] and status["session_id"] == body["session_id"]
     assert Intent.objects.get(pk=accepted["intent_id"]).parameters == parameters
-    eventually(lambda: "execution.completed" in execution_events(sent, body["session_id"]), message="completed event")
+    wait_until(lambda: "execution.completed" in execution_events(sent, body["session_id"]), message="completed event")
     assert execution_events(sent, body["session_id"]) == [
         "execution.created", "execution.started", "execution.progress", "execution.completed",
     ]
@@ -138,7 +127,7 @@ def test_an_empty_batch_completes_with_zero_counts():
 def test_cancel_a_running_batch_then_cancel_again_is_409(sent):
     api, body, _ = as_user()
     execution_id = submit(api, body, "batch", {"items": list(range(100)), "delay_s": 0.02}).json()["execution_id"]
-    eventually(
+    wait_until(
         lambda: Execution.objects.filter(pk=execution_id, status="running", progress__processed__gte=2).exists(),
         message="the batch to be running",
     )
@@ -150,7 +139,7 @@ def test_cancel_a_running_batch_then_cancel_again_is_409(sent):
     again = api.post(f"/api/execution/{execution_id}/cancel")
     assert again.status_code == 409 and again.json()["error"] == "execution_finished"
     assert api.get(f"/api/execution/{execution_id}/status").json()["status"] == "cancelled"
-    eventually(lambda: "execution.cancelled" in execution_events(sent, body["session_id"]), message="cancelled event")
+    wait_until(lambda: "execution.cancelled" in execution_events(sent, body["session_id"]), message="cancelled event")
     assert "execution.completed" not in execution_events(sent, body["session_id"])
 
 
@@ -187,7 +176,7 @@ def test_a_handler_that_raises_fails_the_execution_without_its_text(exploding_ha
     assert execution.progress == {"total": 2, "processed": 1, "succeeded": 0, "failed": 1}
     status = api.get(f"/api/execution/{execution.pk}/status").json()
     assert status["status"] == "failed" and status["error"]["message"] == "The intent handler failed."
-    eventually(lambda: "execution.failed" in execution_events(sent, body["session_id"]), message="failed event")
+    wait_until(lambda: "execution.failed" in execution_events(sent, body["session_id"]), message="failed event")
     failed = [{"data": e.data} for e in SessionEvent.objects.filter(kind="execution.failed")]
     assert failed[0]["data"]["error"] == {"type": "RuntimeError", "message": "The intent handler failed."}
     assert "boom: the handler gave up" not in json.dumps(status) + json.dumps(failed)
@@ -265,7 +254,7 @@ def test_events_are_recorded_with_the_change_and_a_rolled_back_submit_records_no
         assert execution_events(sent, session.pk) == ["execution.created"]
     execution = finished(submission.response["execution_id"])
     assert execution.status == ExecutionStatus.COMPLETED
-    eventually(lambda: "execution.completed" in execution_events(sent, session.pk), message="completed event")
+    wait_until(lambda: "execution.completed" in execution_events(sent, session.pk), message="completed event")
     assert execution_events(sent, session.pk)[0] == "execution.created"
 
 
@@ -329,7 +318,7 @@ def test_a_finished_execution_is_timed_in_the_metrics():
     response = submit(api, body, "echo", {"x": 1})
     assert response.status_code == 202
     finished(response.json()["execution_id"])
-    eventually(lambda: count() == before + 1, message="the duration to be observed")
+    wait_until(lambda: count() == before + 1, message="the duration to be observed")
 
 
 def test_a_tenant_admin_reads_members_executions_but_cancels_only_their_own():

@@ -16,26 +16,21 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings as django_settings
-
 from core.caller import Caller
 from sessions_runtime.models import Execution, ExecutionStatus
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
 from tests import factories
 from tests.conftest import services_server_marks
-from tests.live import ROOT, database_env
+from tests.live import ROOT, child_env
+from tests.waiting import wait_until
 
 pytestmark = services_server_marks()
 STALE_AFTER_S = 2
 
 
 def start_worker(log_path: Path) -> subprocess.Popen:
-    env = {
-        **os.environ, **database_env(), "PYTHONPATH": str(ROOT), "REDIS_URL": django_settings.REDIS_URL,
-        "EXECUTION_RUNNER": "worker", "EXECUTION_STALE_AFTER_SECONDS": str(STALE_AFTER_S),
-        "DATABASE_CONN_MAX_AGE": "0",
-    }
+    env = child_env(EXECUTION_RUNNER="worker", EXECUTION_STALE_AFTER_SECONDS=str(STALE_AFTER_S), DATABASE_CONN_MAX_AGE="0")
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "manage.py", "runworker", "symphainy.executions"],
@@ -54,13 +49,7 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 def wait_for(check, timeout: float, what: str, log_path: Path):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; worker log:\n{log_path.read_text(errors='replace')}")
+    return wait_until(check, timeout=timeout, message=lambda: f"{what}; worker log:\n{log_path.read_text(errors='replace')}")
 
 
 def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_path):
@@ -92,6 +81,8 @@ def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_p
         assert first_worker.returncode == -signal.SIGKILL
         lost = Execution.objects.get(pk=execution_id)
         assert lost.status == ExecutionStatus.RUNNING and lost.progress["processed"] < len(items)
+        # The thing tested: time passing until the dead worker's heartbeat is stale, and no
+        # one running the execution meanwhile. The rule's window, and half a second.
         time.sleep(STALE_AFTER_S + 0.5)
         assert Execution.objects.get(pk=execution_id).progress == lost.progress  # nobody is running it
 

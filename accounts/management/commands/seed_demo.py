@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.models import Role, Tenant, User, normalize_email
-from accounts.services import membership_add, tenant_create
+from accounts.services import membership_add, tenant_create, user_create
 from core.caller import Caller
 from core.conf import runtime_settings
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 f"Demo user {email} exists already: left as it is (password and active flag unchanged)."
             )
             return
-        user = User.objects.create_user(email=email, password=password, name="Demo User")
+        user = user_create(email=email, password=password, name="Demo User", caller=Caller.command())
         membership_add(user=user, tenant=tenant, role=Role.OWNER, caller=Caller.command())
         base = options["base_url"].rstrip("/")
         self.stdout.write(
