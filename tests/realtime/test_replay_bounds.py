@@ -18,7 +18,7 @@ from core import events
 from core.events import log_epoch, log_replay, runtime_event_publish
 from core.models import SessionEvent
 from tests import factories
-from tests.realtime.conftest import make_socket
+from tests.sockets import make_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KILOBYTE_OF_TEXT = "x" * 1000
