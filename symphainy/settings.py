@@ -92,6 +92,9 @@ CORS_EXPOSE_HEADERS = ("etag", "retry-after", "www-authenticate", "x-request-id"
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
+    # Before django.contrib.auth, so that its `changepassword` (which ends the user's
+    # sessions) is the one manage.py finds: the first app with a command of a name wins.
+    "accounts",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -107,7 +110,6 @@ INSTALLED_APPS = [
     "corsheaders",
     "channels",
     "core",
-    "accounts",
     "sessions_runtime",
     "realtime",
     "console",
