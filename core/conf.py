@@ -469,7 +469,7 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "Deployment and tests": (
         V("PROMETHEUS_MULTIPROC_DIR", None, "a directory shared by every process of a machine: `/metrics` then "
-          "reports their sum (the deploy layout sets it)", read_by="prometheus_client and `core/metrics.py`"),
+          "reports their sum (the deploy layout sets it; prometheus_client reads it too)"),
         V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),
