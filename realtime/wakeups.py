@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.db import connections
 
@@ -26,8 +26,15 @@ from core.conf import runtime_settings
 from core.events import NOTIFY_CHANNEL
 from core.process import server_instance_id
 
-if TYPE_CHECKING:  # the tail starts these; they call back into it
-    from realtime.tail import EventTail
+
+
+class Woken(Protocol):
+    """What is woken: a tail (`realtime.tail.EventTail`, which starts these)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def wake(self) -> None: ...
+    def live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None: ...
 
 logger = logging.getLogger(__name__)
 # Ephemeral frames (agent tokens) for the other processes, on PostgreSQL: a NOTIFY each,
@@ -49,7 +56,7 @@ async def pg_connect() -> Any:
     return await psycopg.AsyncConnection.connect(**params, autocommit=True)
 
 
-async def pg_listen(feed: EventTail) -> None:
+async def pg_listen(feed: Woken) -> None:
     """LISTEN for commits to the log (wake `feed`) and other processes' live frames."""
     me = server_instance_id()
     while True:
@@ -112,7 +119,7 @@ class SqliteWatcher:
     Nothing of this runs on the event loop or on Django's database thread, where the
     handshakes' queries run."""
 
-    def __init__(self, feed: EventTail, *, path: str, newest: str, interval: float) -> None:
+    def __init__(self, feed: Woken, *, path: str, newest: str, interval: float) -> None:
         self.feed = feed
         self.stopping = threading.Event()
         self.thread = threading.Thread(
@@ -120,7 +127,7 @@ class SqliteWatcher:
         )
 
     @classmethod
-    def start_for(cls, feed: EventTail) -> SqliteWatcher | None:
+    def start_for(cls, feed: Woken) -> SqliteWatcher | None:
         """A started watcher for the default database, or None when none is needed: not
         SQLite, a database in memory (one process), or EVENT_WATCH_INTERVAL zero."""
         interval = runtime_settings.EVENT_WATCH_INTERVAL.total_seconds()
