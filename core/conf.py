@@ -322,6 +322,15 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "how long a tail keeps reading an old hole once a second before taking it for a rolled-back insert "
           "(a row of a transaction slower than this is left to the sockets' periodic re-check)",
           longer_than="EVENT_GAP_WAIT"),
+        S("REPLAY_MAX_EVENTS", 1000, "REPLAY_MAX_EVENTS", COUNT, AT_LEAST_ONE,
+          "the most events a resume (`?since=`) is sent; a larger gap is answered `recovered: false` without "
+          "reading it"),
+        S("REPLAY_MAX_BYTES", 1024 * 1024, "REPLAY_MAX_BYTES", BYTES, AT_LEAST_ONE,
+          "the most bytes of frames a resume is sent (measured in the database before the events are read); "
+          "a larger gap is answered `recovered: false`"),
+        S("EVENT_RESULT_MAX_BYTES", 16 * 1024, "EVENT_RESULT_MAX_BYTES", BYTES, AT_LEAST_ZERO,
+          "the largest execution `result` an `execution.*` event carries; a larger one is left out "
+          "(`result_omitted: true`: read it with `GET /api/execution/{id}/status`)"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
@@ -471,7 +480,7 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "Deployment and tests": (
         V("PROMETHEUS_MULTIPROC_DIR", None, "a directory shared by every process of a machine: `/metrics` then "
-          "reports their sum (the deploy layout sets it)", read_by="prometheus_client and `core/metrics.py`"),
+          "reports their sum (the deploy layout sets it; prometheus_client reads it too)"),
         V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),

@@ -25,7 +25,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent, Replay, log_replay
+from core.events import LoggedEvent, Replay, log_replay_read
 from core.exceptions import TokenExpired
 from core.limits import TokenBucket, parse_rate
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
@@ -46,6 +46,7 @@ class Transport(Protocol):
     channel_name: str
 
     async def send_frame(self, frame: dict[str, Any]) -> None: ...
+    async def drained(self) -> None: ...
     async def close_with(self, code: int, reason: str) -> None: ...
     async def guarded(self, work: Awaitable[Any], *, closing: bool) -> bool: ...
 
@@ -116,7 +117,7 @@ class OpenSocket:
             seq = max(grant.event_seq, self.feed.positions.get(grant.session_id, 0))
             replay = Replay(seq=seq, epoch=self.feed.epoch, recovered=None, events=[])
         else:
-            replay = await database_sync_to_async(log_replay)(
+            replay = await log_replay_read(
                 session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
             )
         self.last_seq = replay.seq
@@ -125,6 +126,10 @@ class OpenSocket:
         answers = await answers_read(self) if self._answering() else []
         await self.transport.send_frame(session_ready(grant, replay))
         for event in replay.events:
+            # As fast as the client reads, so its own replay never fills the send buffer.
+            await self.transport.drained()
+            if self.gone:
+                return
             await self.transport.send_frame(event.frame(replay.epoch))
         self.answers = await answers_snapshot(self, answers) or None
         self.opening = False

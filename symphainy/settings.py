@@ -335,6 +335,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # LOG_FORMAT=json writes one JSON object per line with the request id; tokens are
 # redacted from every record either way.
 LOG_FORMAT = _env("LOG_FORMAT", "plain")
+# prometheus_client reads it from the environment itself; /metrics reads it here.
+PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
