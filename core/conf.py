@@ -261,7 +261,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     ),
     "Sockets": (
         S("WS_MAX_SOCKETS_PER_USER", 20, "WS_MAX_SOCKETS_PER_USER", COUNT, AT_LEAST_ONE,
-          "over it, a handshake closes with 4429"),
+          "open sockets of one user over every process (counted in Redis: [architecture.md](architecture.md#the-per-user-socket-cap)); over it, a "
+          "handshake closes with 4429"),
         S("WS_MAX_MESSAGE_BYTES", 64 * 1024, "WS_MAX_MESSAGE_BYTES", BYTES, AT_LEAST_ONE,
           "larger frames close the socket with 1009"),
         S("WS_MAX_SEND_BUFFER_BYTES", 1024 * 1024, "WS_MAX_SEND_BUFFER_BYTES", BYTES, AT_LEAST_ONE,
@@ -287,7 +288,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=30), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
           "how often each server process records that it is alive and runs the sweeps"),
         S("SERVER_STALE_AFTER", timedelta(seconds=90), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
-          "a process whose heartbeat is older is taken for dead and its connection records are swept; must "
+          "a process whose heartbeat is older is taken for dead: its connection records are swept and its "
+          "sockets no longer count against the per-user cap; must "
           "exceed `SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
     ),
     "Session event log": (
