@@ -146,7 +146,11 @@ class RefreshApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        tokens = token_refresh(raw=data.validated_data["refresh_token"], client_address=client_address(request))
+        tokens = token_refresh(
+            raw=data.validated_data["refresh_token"],
+            client_address=client_address(request),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
         return Response(TokenOutputSerializer(_tokens_body(tokens)).data)
 
 

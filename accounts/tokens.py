@@ -222,7 +222,9 @@ def _refresh_token_consume(claims: TokenClaims) -> bool:
     token: exactly one insert wins. simplejwt's own refresh serializer cannot tell a
     reuse from any other invalid token, which the theft signal needs, hence this.
     """
-    outstanding = OutstandingToken.objects.filter(jti=claims.jti).first()
+    # Locked, so a retry of the token before this one, which locks this row to see whether
+    # it is still unused (`_grace_successor`), waits for this use to commit or roll back.
+    outstanding = OutstandingToken.objects.select_for_update().filter(jti=claims.jti).order_by().first()
     if outstanding is None:
         raise InvalidToken()
     try:
@@ -235,62 +237,72 @@ def _refresh_token_consume(claims: TokenClaims) -> bool:
 
 # --- Refresh with a grace window ---------------------------------------------------------
 # Two tabs, or a retry whose response was lost, present the token that was just rotated.
-# Within REFRESH_REUSE_GRACE, from the same client address, that is answered with the same
-# successor pair; anything else is still a theft verdict. Nothing usable is stored for it:
-# the cache keeps the rotation's time and a hash of the client address, and the successor
-# is signed again from the old token's jti (`tokens_issue(seed=)`), byte for byte the same.
+# Within REFRESH_REUSE_GRACE, from the same client (its address and User-Agent), and while
+# the successor refresh token is unused (not yet presented for refresh), that is answered
+# with the same successor pair; anything else is still a theft verdict. Nothing usable is
+# stored for it: the cache keeps the rotation's time and a hash of the client, and the
+# successor is signed again from the old token's jti (`tokens_issue(seed=)`), byte for byte
+# the same. Why these limits, against other providers' reuse intervals: docs/security.md.
 def _grace_key(jti: str) -> str:
     return f"refresh-grace:{hashlib.sha256(jti.encode()).hexdigest()}"
 
 
-def _client_digest(client_address: str | None) -> str:
-    return hashlib.sha256((client_address or "-").encode()).hexdigest()
+def _client_digest(client_address: str | None, user_agent: str | None) -> str:
+    """Who presented a token, as far as a retry is compared: the address and the User-Agent
+    (a browser's tabs share both; another device behind the same NAT rarely has the same)."""
+    return hashlib.sha256(f"{client_address or '-'}\n{user_agent or ''}".encode()).hexdigest()
 
 
-def _grace_remember(claims: TokenClaims, *, rotated_at: int, client_address: str | None) -> None:
+def _grace_remember(claims: TokenClaims, *, rotated_at: int, client: str) -> None:
     grace = runtime_settings.REFRESH_REUSE_GRACE.total_seconds()
     if grace <= 0:
         return
     try:
-        cache.set(_grace_key(claims.jti), {"at": rotated_at, "client": _client_digest(client_address)}, timeout=grace)
+        cache.set(_grace_key(claims.jti), {"at": rotated_at, "client": client}, timeout=grace)
     except DEPENDENCY_ERRORS:  # without the record a repeat is a reuse: fails closed
         logger.warning("cache unavailable; no refresh grace for this rotation", exc_info=True)
 
 
-def _grace_successor(claims: TokenClaims, *, client_address: str | None) -> TokenPair | None:
+@transaction.atomic
+def _grace_successor(claims: TokenClaims, *, client: str) -> TokenPair | None:
     """The pair issued when this token was rotated, if it was rotated moments ago by the
     same client and that successor is still unused; else None (a reuse)."""
     try:
         record = cache.get(_grace_key(claims.jti))
     except DEPENDENCY_ERRORS:
         return None
-    if not record or record.get("client") != _client_digest(client_address):
+    if not record or not hmac.compare_digest(str(record.get("client", "")), client):
         return None
     if time.time() - record["at"] > runtime_settings.REFRESH_REUSE_GRACE.total_seconds():
         return None
-    successor_jti = _derived_jti(claims.jti, "refresh")
-    if BlacklistedToken.objects.filter(token__jti=successor_jti).exists():
+    # The successor's ledger row, locked: a rotation of the successor still in flight
+    # (`_refresh_token_consume` locks the row it uses) finishes first, so it is seen as used.
+    successor = (
+        OutstandingToken.objects.select_for_update().filter(jti=_derived_jti(claims.jti, "refresh")).order_by().first()
+    )
+    if successor is None or BlacklistedToken.objects.filter(token=successor).exists():
         return None
     session, _ = claims_resolve(claims)
     issued_at = datetime.fromtimestamp(record["at"], tz=dt_timezone.utc)
     return tokens_issue(session=session, seed=claims.jti, issued_at=issued_at, record=False)
 
 
-def token_refresh(*, raw: object, client_address: str | None = None) -> TokenPair:
+def token_refresh(*, raw: object, client_address: str | None = None, user_agent: str | None = None) -> TokenPair:
     """Rotate a refresh token. Presenting a used one again ends its session, except within
     the grace window (see above)."""
     claims = token_decode(raw, expected_type=REFRESH)
+    client = _client_digest(client_address, user_agent)
     with transaction.atomic():
         if _refresh_token_consume(claims):
             session, _ = claims_resolve(claims)
             rotated_at = int(time.time())
             # Remembered before the commit: a concurrent presentation of this token waits
             # on the blacklist row's unique key until then, and must find the record.
-            _grace_remember(claims, rotated_at=rotated_at, client_address=client_address)
+            _grace_remember(claims, rotated_at=rotated_at, client=client)
             return tokens_issue(
                 session=session, seed=claims.jti, issued_at=datetime.fromtimestamp(rotated_at, tz=dt_timezone.utc)
             )
-    successor = _grace_successor(claims, client_address=client_address)
+    successor = _grace_successor(claims, client=client)
     if successor is not None:
         return successor
 

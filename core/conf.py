@@ -227,8 +227,9 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     ),
     "Logins and tokens": (
         S("REFRESH_REUSE_GRACE", timedelta(seconds=10), "REFRESH_REUSE_GRACE_SECONDS", SECONDS, ZERO_OR_MORE,
-          "a just-rotated refresh token presented again this soon from the same client address gets the same "
-          "successor instead of ending the session; `0` turns it off"),
+          "a just-rotated refresh token presented again this soon by the same client (address and User-Agent), "
+          "while its successor is unused, gets that successor instead of ending the session "
+          "([security.md](security.md)); `0` turns it off"),
         S("LOGIN_LOCKOUT_AFTER_FAILURES", 5, "LOGIN_LOCKOUT_AFTER_FAILURES", COUNT, AT_LEAST_ONE,
           "failed logins of one account *from one address* before that pair is locked (other addresses are not "
           "affected)"),
@@ -261,8 +262,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     ),
     "Sockets": (
         S("WS_MAX_SOCKETS_PER_USER", 20, "WS_MAX_SOCKETS_PER_USER", COUNT, AT_LEAST_ONE,
-          "open sockets of one user over every process (counted in Redis: [architecture.md](architecture.md#the-per-user-socket-cap)); over it, a "
-          "handshake closes with 4429"),
+          "open sockets of one user over every process (counted in Redis: "
+          "[architecture.md](architecture.md#the-per-user-socket-cap)); over it, a handshake closes with 4429"),
         S("WS_MAX_MESSAGE_BYTES", 64 * 1024, "WS_MAX_MESSAGE_BYTES", BYTES, AT_LEAST_ONE,
           "larger frames close the socket with 1009"),
         S("WS_MAX_SEND_BUFFER_BYTES", 1024 * 1024, "WS_MAX_SEND_BUFFER_BYTES", BYTES, AT_LEAST_ONE,
@@ -285,12 +286,23 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "is 50, too few for a reconnect storm); applied under every command (`make run`, "
           "`python -m symphainy.serve`, `daphne`, `runserver`) to endpoints that do not set `backlog=` "
           "themselves; the kernel caps it at `net.core.somaxconn`"),
-        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=30), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
-          "how often each server process records that it is alive and runs the sweeps"),
-        S("SERVER_STALE_AFTER", timedelta(seconds=90), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
-          "a process whose heartbeat is older is taken for dead: its connection records are swept and its "
-          "sockets no longer count against the per-user cap; must "
-          "exceed `SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=2), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process renews its lease (one small write) and looks for processes whose lease "
+          "ran out"),
+        S("SERVER_STALE_AFTER", timedelta(seconds=6), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
+          "a process whose lease is older is taken for dead: its connection records are swept, its sockets no "
+          "longer count against the per-user cap and its running executions run again, within this plus one `SERVER_HEARTBEAT_INTERVAL` of its death; must exceed "
+          "`SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("RUNTIME_SWEEP_INTERVAL", timedelta(seconds=30), "RUNTIME_SWEEP_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process runs the other clean-ups (sessions past an expiry, expired idempotency "
+          "records and tokens, old events)"),
+        S("SHUTDOWN_DRAIN_WINDOW", timedelta(seconds=5), "SHUTDOWN_DRAIN_WINDOW_SECONDS", SECONDS, ZERO_OR_MORE,
+          "on SIGTERM or SIGINT, a process closes its sockets with 1012 spread over this window, so that their "
+          "clients do not all come back in the same instant ([deployment.md](deployment.md#restarts-and-deploys))"),
+        S("SHUTDOWN_TIMEOUT", timedelta(seconds=25), "SHUTDOWN_TIMEOUT_SECONDS", SECONDS, POSITIVE,
+          "a stopping process exits within this: what runs past it is handed over (executions run again "
+          "elsewhere); keep it below systemd's `TimeoutStopSec` and Kubernetes' `terminationGracePeriodSeconds`; "
+          "must exceed `SHUTDOWN_DRAIN_WINDOW`", longer_than="SHUTDOWN_DRAIN_WINDOW"),
     ),
     "Session event log": (
         S("EVENT_RETENTION", timedelta(minutes=10), "EVENT_RETENTION_SECONDS", SECONDS, POSITIVE,
@@ -305,8 +317,12 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "on the embedded SQLite, how often each serving process looks for another process's commit to the "
           "event log (a version read, then the log's newest id only when it changed); `0` leaves it to the poll"),
         S("EVENT_GAP_WAIT", timedelta(seconds=5), "EVENT_GAP_WAIT_SECONDS", SECONDS, POSITIVE,
-          "how long a tail waits for an id committed out of order (PostgreSQL) before taking it for a "
-          "rolled-back insert"),
+          "how long a tail reads a hole (an id committed out of order, PostgreSQL) again at every wake-up; "
+          "after that, once a second until EVENT_LATE_WAIT"),
+        S("EVENT_LATE_WAIT", timedelta(minutes=10), "EVENT_LATE_WAIT_SECONDS", SECONDS, POSITIVE,
+          "how long a tail keeps reading an old hole once a second before taking it for a rolled-back insert "
+          "(a row of a transaction slower than this is left to the sockets' periodic re-check)",
+          longer_than="EVENT_GAP_WAIT"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
@@ -445,10 +461,13 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "Deployment and tests": (
         V("PROMETHEUS_MULTIPROC_DIR", None, "a directory shared by every process of a machine: `/metrics` then "
-          "reports their sum (the deploy layout sets it)", read_by="prometheus_client and `core/metrics.py`"),
+          "reports their sum (the deploy layout sets it; prometheus_client reads it too)"),
         V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),
+        V("TRUSTED_LB_NETWORKS", None, "load balancers in front of nginx, e.g. `10.0.0.0/24,10.0.1.5`: the "
+          "rendered site takes the client's address from their `X-Forwarded-For` (as `--trusted-lb`)",
+          read_by="`deploy/render.py`"),
         V("SEED_DEMO", None, "`make run` seeds the demo user on SQLite; with `DATABASE_URL` only when "
           "`SEED_DEMO=1`", read_by="the `Makefile`"),
         V("SYMPHAINY_REQUIRE_SERVICES", "0", "`1`: the test suite fails, never skips, when PostgreSQL or Redis is "

@@ -197,11 +197,18 @@ def log_last_id() -> int:
     return SessionEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
-def log_read(*, after: int, also: Iterable[int] = (), limit: int = 1000) -> list[LoggedEvent]:
-    """Rows with an id above `after`, plus the rows `also` (ids a tail is still waiting
-    for), in id order: one query per wake-up of a tail, whatever its socket count."""
+def log_read(
+    *, after: int, also: Iterable[int] = (), ranges: Iterable[tuple[int, int]] = (), limit: int = 1000
+) -> list[LoggedEvent]:
+    """Rows with an id above `after`, plus the rows `also` and those within `ranges` (the
+    holes a tail is still waiting for), in id order: one query per wake-up of a tail,
+    whatever its socket count."""
+    condition = Q(id__gt=after)
     also = list(also)
-    condition = Q(id__gt=after) | Q(id__in=also) if also else Q(id__gt=after)
+    if also:
+        condition |= Q(id__in=also)
+    for first, last in ranges:
+        condition |= Q(id__gte=first, id__lte=last)
     rows = SessionEvent.objects.filter(condition).order_by("id").values(*_FIELDS)[:limit]
     return [_logged(row) for row in rows]
 

@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     MESSAGE_TOO_BIG = 1009
     SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012  # the process is stopping: come back (elsewhere) and resume
     TRY_AGAIN_LATER = 1013
     UNAUTHENTICATED = 4401
     SESSION_NOT_FOUND = 4404

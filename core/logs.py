@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import re
 
-# Query-string credentials (the legacy WebSocket transport) and bearer values.
+# Query-string credentials (the legacy WebSocket transport), bearer values, and any bare
+# JWT wherever it stands (an exception's text, a URL, a payload quoted in a message): three
+# base64url segments, the first a JSON header, so `eyJ` (`{"`). The signature may be empty
+# (an unsigned token is still a credential to someone).
 _SECRET_PATTERNS = (
-    re.compile(r"((?:access_token|session_token|refresh_token|token)=)[^&\s\"']+", re.IGNORECASE),
-    re.compile(r"(bearer[ .])[A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*", re.IGNORECASE),
+    (re.compile(r"((?:access_token|session_token|refresh_token|token)=)[^&\s\"']+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"(bearer[ .])[A-Za-z0-9\-_=]+\.[A-Za-z0-9\-_=]+\.?[A-Za-z0-9\-_.+/=]*", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[redacted]"),
 )
 
 
 def redact(text: str) -> str:
     """Replace every credential in `text` with `[redacted]`."""
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(r"\1[redacted]", text)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 

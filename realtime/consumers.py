@@ -18,9 +18,10 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, ServerError, ServiceError
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode, DependencyUnavailable, ServerError, ServiceError
 from core.metrics import SOCKET_CLOSES
 from core.process import server_instance_id
+from realtime import drain
 from realtime.handshake import SCOPE_CREDENTIALS, SocketCredentials, handshake_authorize, handshake_refused
 from realtime.protocol import frame_dumps, frame_receive
 from realtime.socket import OpenSocket
@@ -72,6 +73,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         # The credentials (the token among them) are not kept past the handshake.
         credentials: SocketCredentials = self.scope.pop(SCOPE_CREDENTIALS)
         await self.accept(subprotocol=credentials.subprotocol)
+        if drain.draining():  # a handshake that came in as the process began to stop
+            await self.close_with(int(CloseCode.SERVICE_RESTART), drain.CLOSE_REASON)
+            return
+        drain.socket_opened(self)
         self.socket = OpenSocket(self, client_address=self._client_address(), user_agent=self._header(b"user-agent"))
         await self.guarded(self._open(self.socket, credentials), closing=True)
 
@@ -81,6 +86,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         SOCKET_CLOSES.labels(code=str(code)).inc()
+        drain.socket_closed(self)
         if self.socket is not None:
             self.socket.closed()
 

@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 class Transport(Protocol):
     """What an open socket needs of its connection."""
-
     channel_name: str
 
     async def send_frame(self, frame: dict[str, Any]) -> None: ...
@@ -63,8 +62,7 @@ class OpenSocket:
         self.grant: SocketGrant | None = None
         self.bucket: TokenBucket | None = None
         self.last_seen: datetime | None = None
-        # Where this socket listens (the session, the token's session), and the last log
-        # position it was sent.
+        # Where it listens (its session, its token's session); the last log position sent.
         self.feed: EventTail | None = None
         self.keys: tuple[uuid.UUID, uuid.UUID] | None = None
         self.last_seq = 0
@@ -159,13 +157,12 @@ class OpenSocket:
         self._queue(("live", frame, ""))
 
     def log_ended(self, close_code: int, reason: str, ended_at: float) -> None:
-        if self.gone:
-            return
-        if self.opening:
-            self.ended = (close_code, reason or "session_ended")
-            return
-        self.gone = True
-        background(self._revoke(close_code, reason or "session_ended", ended_at))
+        reason = reason or "session_ended"
+        if self.opening and not self.gone:
+            self.ended = (close_code, reason)
+        elif not self.gone:
+            self.gone = True
+            background(self._revoke(close_code, reason, ended_at))
 
     async def _revoke(self, close_code: int, reason: str, ended_at: float) -> None:
         await self.transport.close_with(close_code, reason)

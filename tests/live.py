@@ -116,13 +116,19 @@ class LiveServer:
         return body
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        process_stop(self.process)
+
+
+def process_stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` to the process group of a child started with `start_new_session=True`;
+    SIGKILL it if it has not ended within 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def server_command(command: str, port: int) -> list[str]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import jwt
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -16,6 +16,7 @@ from accounts.models import Membership, Role, TenantStatus, User
 from core.models import AuditEvent
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from tests import factories
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db
 LOGIN_FIELDS = {
@@ -301,6 +302,102 @@ def test_the_just_rotated_token_again_from_the_same_client_gets_the_same_success
     assert late.status_code == 401
     session = RuntimeSession.objects.get(pk=body["session_id"])
     assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
+
+
+def _theft_verdict(body: dict) -> None:
+    session = RuntimeSession.objects.get(pk=body["session_id"])
+    assert session.status == SessionStatus.ENDED and session.end_reason == EndReason.TOKEN_REUSE
+    assert AuditEvent.objects.filter(kind=AuditEvent.Kind.REFRESH_TOKEN_REUSED, session_id=body["session_id"]).exists()
+
+
+def test_a_retry_after_the_successor_was_used_ends_the_session(user):
+    """The retry window holds only while the successor is unused: once the successor was
+    itself rotated, the old token coming back is theft, however soon and from wherever."""
+    body = factories.login(APIClient(), user)
+    client = APIClient()
+    successor = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}).json()
+    newest = post(client, "/api/auth/refresh", {"refresh_token": successor["refresh_token"]}).json()
+    retry = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]})
+    assert retry.status_code == 401
+    _theft_verdict(body)
+    for token in (successor["access_token"], newest["access_token"]):
+        assert factories.bearer(APIClient(), token).get("/api/auth/me").status_code == 401
+
+
+def test_a_retry_with_another_user_agent_on_the_same_address_is_reuse(user):
+    """"The same client" is its address and its User-Agent: another device behind the same
+    NAT or proxy, holding a copy of the token, gets no live pair."""
+    body = factories.login(APIClient(), user)
+    client = APIClient()
+    victim = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, HTTP_USER_AGENT="Browser/1.0")
+    assert victim.status_code == 200
+    thief = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, HTTP_USER_AGENT="curl/8.5")
+    assert thief.status_code == 401
+    _theft_verdict(body)
+    assert factories.bearer(APIClient(), victim.json()["access_token"]).get("/api/auth/me").status_code == 401
+
+
+def test_a_retry_with_the_same_user_agent_gets_the_same_successor(user):
+    body = factories.login(APIClient(), user)
+    client = APIClient()
+    first = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, HTTP_USER_AGENT="Browser/1.0")
+    again = post(client, "/api/auth/refresh", {"refresh_token": body["refresh_token"]}, HTTP_USER_AGENT="Browser/1.0")
+    assert again.status_code == 200 and again.json() == first.json() | {"expires_in": again.json()["expires_in"]}
+    assert RuntimeSession.objects.get(pk=body["session_id"]).status == SessionStatus.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite serializes writers: no retry can overtake a rotation there"
+)
+def test_a_retry_while_the_successor_is_being_rotated_is_reuse():
+    """The successor's rotation, not yet committed, already counts as a use: the retry
+    waits for it (the successor's ledger row is locked) instead of handing out the pair."""
+    from accounts.tokens import REFRESH, _refresh_token_consume, token_decode
+
+    user = factories.make_user()
+    body = factories.login(APIClient(), user)
+    successor = post(APIClient(), "/api/auth/refresh", {"refresh_token": body["refresh_token"]}).json()
+    rotating, release = threading.Event(), threading.Event()
+
+    def rotate_the_successor() -> None:
+        try:
+            with transaction.atomic():
+                assert _refresh_token_consume(token_decode(successor["refresh_token"], expected_type=REFRESH))
+                rotating.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    answers: list[int] = []
+
+    def retry() -> None:
+        try:
+            answers.append(post(APIClient(), "/api/auth/refresh", {"refresh_token": body["refresh_token"]}).status_code)
+        finally:
+            connection.close()
+
+    rotation = threading.Thread(target=rotate_the_successor)
+    rotation.start()
+    assert rotating.wait(30)
+    retrying = threading.Thread(target=retry)
+    retrying.start()
+    try:
+        def retry_waits_or_answered() -> bool:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                return bool(answers) or cursor.fetchone()[0] > 0
+
+        wait_until(retry_waits_or_answered, timeout=30, message="the retry waiting for the rotation, or answering")
+        assert not answers, "the retry was answered while the successor's rotation was in flight"
+    finally:
+        release.set()
+        rotation.join(30)
+        retrying.join(30)
+    assert answers == [401]
+    _theft_verdict(body)
 
 
 # --- bearer tokens on protected endpoints -------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from core.models import AuditEvent
 from realtime.models import Connection
 from tests import factories
 from tests.live import ROOT, child_env, free_port, wait_answering
-from tests.sockets import close_code_after_frames, connect_ready, next_event
+from tests.sockets import PATH, close_code_after_frames, connect_ready, next_event
 from tests.waiting import wait_until_async
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -53,15 +54,20 @@ class Site:
 
     http: str
     ws: str
+    port: int
     gunicorn_log: Path
     daphne_logs: list[Path]
+    nginx_access_log: Path
+    nginx_error_log: Path
 
 
 @contextlib.contextmanager
-def layout(tmp_path: Path) -> Iterator[Site]:
+def layout(tmp_path: Path, *, trusted_lb: list[str] = (), workers: int = 2, **settings_env: str) -> Iterator[Site]:
+    """`trusted_lb`: load balancers in front of nginx (render.py --trusted-lb);
+    `settings_env`: the service's settings for every process."""
     env = child_env(
         TRUSTED_PROXY_COUNT="1", LOG_FORMAT="json", EXECUTION_RUNNER="asyncio",
-        BATCH_ITEM_DELAY_SECONDS="0.01", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        BATCH_ITEM_DELAY_SECONDS="0.01", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **settings_env,
     )
     (tmp_path / "metrics").mkdir()
     processes: list[subprocess.Popen] = []
@@ -79,7 +85,7 @@ def layout(tmp_path: Path) -> Iterator[Site]:
         http_port, ws_ports, nginx_port = free_port(), [free_port(), free_port()], free_port()
         gunicorn, gunicorn_log = start(
             "gunicorn", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
-            GUNICORN_BIND=f"127.0.0.1:{http_port}", GUNICORN_WORKERS="2",
+            GUNICORN_BIND=f"127.0.0.1:{http_port}", GUNICORN_WORKERS=str(workers),
         )
         daphnes = [
             start(f"daphne-{port}", [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", "--access-log", "-"])
@@ -88,15 +94,17 @@ def layout(tmp_path: Path) -> Iterator[Site]:
         prefix = tmp_path / "nginx"
         assert render.main([
             "--listen", f"127.0.0.1:{nginx_port}", "--http", f"127.0.0.1:{http_port}",
-            *[arg for port in ws_ports for arg in ("--socket", f"127.0.0.1:{port}")], "--standalone", str(prefix),
+            *[arg for port in ws_ports for arg in ("--socket", f"127.0.0.1:{port}")],
+            *[arg for network in trusted_lb for arg in ("--trusted-lb", network)], "--standalone", str(prefix),
         ]) == 0
         nginx, nginx_log = start("nginx", [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log"), "-g", "daemon off;"])
         wait_answering(f"http://127.0.0.1:{http_port}/health", gunicorn, gunicorn_log, timeout=40)
         for (process, log), port in zip(daphnes, ws_ports):
             wait_answering(f"http://127.0.0.1:{port}/health", process, log, timeout=40)
         wait_answering(f"http://127.0.0.1:{nginx_port}/health", nginx, prefix / "error.log", timeout=40)
-        yield Site(http=f"http://127.0.0.1:{nginx_port}", ws=f"ws://127.0.0.1:{nginx_port}", gunicorn_log=gunicorn_log,
-                   daphne_logs=[log for _, log in daphnes])
+        yield Site(http=f"http://127.0.0.1:{nginx_port}", ws=f"ws://127.0.0.1:{nginx_port}", port=nginx_port,
+                   gunicorn_log=gunicorn_log, daphne_logs=[log for _, log in daphnes],
+                   nginx_access_log=prefix / "access.log", nginx_error_log=prefix / "error.log")
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -182,6 +190,11 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             assert status == 200
             assert "symphainy_open_sockets 1.0" in metrics.decode()
 
+            # The legacy transport: the token in the query string, which nginx's access log
+            # must not keep (the service takes it out of the scope before anything logs).
+            legacy, _ = await connect_ready(site, query=f"access_token={token}", open_timeout=15)
+            await legacy.close()
+
             # Revocation: the end is served by gunicorn, the socket lives on daphne.
             status, _, _ = await asyncio.to_thread(call, base, "DELETE", f"/api/session/{session_id}", None, token)
             assert status == 204
@@ -208,3 +221,64 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
         access = [json.loads(line) for line in site.gunicorn_log.read_text().splitlines() if '"gunicorn.access"' in line]
         assert any("/api/auth/login" in record["message"] for record in access)
         assert SPOOFED not in site.gunicorn_log.read_text()
+
+        # nginx's access log has a line for each socket, without its query string. Every
+        # log of the layout is free of the token (and of the refresh token).
+        access_log = site.nginx_access_log.read_text()
+        assert access_log.count(f'"GET {PATH} HTTP/1.1" 101') == 2, access_log
+        for log in [site.nginx_access_log, site.nginx_error_log, site.gunicorn_log, *site.daphne_logs]:
+            text = log.read_text()
+            assert token not in text and body["refresh_token"] not in text, log
+            assert token.split(".")[2] not in text, log
+
+
+BALANCER = "127.0.0.2"  # a load balancer's address in front of nginx: loopback, another source
+CLIENT_A, CLIENT_B, CLIENT_C, CLIENT_D = "198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"
+
+
+def login_from(site: dict[str, Any], source: str, email: str, password: str, forwarded_for: str) -> tuple[int, str]:
+    """A login through nginx over a connection from `source` (a loopback address), with
+    the X-Forwarded-For a balancer would append."""
+    connection = http.client.HTTPConnection("127.0.0.1", site.port, timeout=20, source_address=(source, 0))
+    try:
+        connection.request("POST", "/api/auth/login", json.dumps({"email": email, "password": password}),
+                           {"Content-Type": "application/json", "X-Forwarded-For": forwarded_for})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_behind_a_trusted_balancer_throttles_and_the_lockout_see_each_clients_address(tmp_path):
+    """nginx rendered with --trusted-lb: requests from the balancer are counted under the
+    client address it forwarded, two clients separately; a peer that is not the balancer
+    is counted under its own address whatever X-Forwarded-For it sends."""
+    user = factories.make_user()
+    with layout(
+        tmp_path, trusted_lb=[BALANCER], workers=1,  # one worker: its throttle cache is the only one on SQLite
+        THROTTLE_LOGIN_ADDRESS="3/min", LOGIN_LOCKOUT_AFTER_FAILURES="2", LOGIN_LOCKOUT_SECONDS="300",
+    ) as site:
+        def unknown(n: int) -> str:
+            return f"nobody-{n}@example.com"  # an unknown account: a failure the lockout keys apart
+
+        # Throttle: client A's three attempts use its budget, client B's are its own.
+        assert [login_from(site, BALANCER, unknown(n), "x", CLIENT_A)[0] for n in range(3)] == [401, 401, 401]
+        assert login_from(site, BALANCER, unknown(3), "x", CLIENT_A)[0] == 429
+        assert login_from(site, BALANCER, unknown(4), "x", CLIENT_B)[0] == 401
+        # A client's own X-Forwarded-For entry, left of the one the balancer appended, is not believed.
+        assert login_from(site, BALANCER, unknown(5), "x", f"{CLIENT_B}, {CLIENT_A}")[0] == 429
+
+        # An untrusted peer (127.0.0.1, not the balancer) cannot choose its address: each
+        # attempt counts against 127.0.0.1, whatever it forwards.
+        spoofed = [login_from(site, "127.0.0.1", unknown(10 + n), "x", f"203.0.113.{n}")[0] for n in range(4)]
+        assert spoofed == [401, 401, 401, 429]
+
+        # Lockout, per account and client address: C locks the account for C only.
+        assert [login_from(site, BALANCER, user.email, "wrong", CLIENT_C)[0] for _ in range(2)] == [401, 401]
+        status, text = login_from(site, BALANCER, user.email, factories.PASSWORD, CLIENT_C)
+        assert status == 429 and "failed logins" in text, text
+        assert login_from(site, BALANCER, user.email, factories.PASSWORD, CLIENT_D)[0] == 200
+
+    recorded = set(AuditEvent.objects.exclude(client_address=None).values_list("client_address", flat=True))
+    assert recorded == {CLIENT_A, CLIENT_B, CLIENT_C, CLIENT_D, "127.0.0.1"}
+    assert AuditEvent.objects.get(kind=AuditEvent.Kind.LOGIN_SUCCEEDED, user_id=user.pk).client_address == CLIENT_D

@@ -85,7 +85,7 @@ def _subparsers(name: str, app: str):
     [
         ("sessions", "sessions_runtime", {"list", "show", "end", "expire"}),
         ("tenants", "accounts", {"create", "list", "add-member", "remove-member", "suspend", "activate"}),
-        ("users", "accounts", {"list", "create", "deactivate"}),
+        ("users", "accounts", {"list", "create", "set-password", "deactivate"}),
     ],
 )
 def test_every_subcommand_has_help(name, app, subcommands):

@@ -25,6 +25,7 @@ from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeS
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
 from tests import factories
+from tests.factories import as_user
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,12 +66,6 @@ def finished(execution_id, timeout: float = 10) -> Execution:
         lambda: Execution.objects.filter(pk=execution_id, status__in=["completed", "failed", "cancelled"]).first(),
         timeout=timeout, interval=0.02, message=f"execution {execution_id} to finish",
     )
-
-
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
 
 
 def submit(api, body, intent_type, parameters, **extra):
