@@ -323,6 +323,15 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "how long a tail keeps reading an old hole once a second before taking it for a rolled-back insert "
           "(a row of a transaction slower than this is left to the sockets' periodic re-check)",
           longer_than="EVENT_GAP_WAIT"),
+        S("REPLAY_MAX_EVENTS", 1000, "REPLAY_MAX_EVENTS", COUNT, AT_LEAST_ONE,
+          "the most events a resume (`?since=`) is sent; a larger gap is answered `recovered: false` without "
+          "reading it"),
+        S("REPLAY_MAX_BYTES", 1024 * 1024, "REPLAY_MAX_BYTES", BYTES, AT_LEAST_ONE,
+          "the most bytes of frames a resume is sent (measured in the database before the events are read); "
+          "a larger gap is answered `recovered: false`"),
+        S("EVENT_RESULT_MAX_BYTES", 16 * 1024, "EVENT_RESULT_MAX_BYTES", BYTES, AT_LEAST_ZERO,
+          "the largest execution `result` an `execution.*` event carries; a larger one is left out "
+          "(`result_omitted: true`: read it with `GET /api/execution/{id}/status`)"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
@@ -360,6 +369,17 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "the longest `agent.message` text; longer is an `invalid_request` error frame"),
         S("AGENT_HISTORY_MAX_TURNS", 50, "AGENT_HISTORY_MAX_TURNS", COUNT, AT_LEAST_ONE,
           "turns of a conversation kept in session state, the agent's `history` (the oldest dropped first)"),
+        S("AGENT_ANSWERS_PER_USER", 3, "AGENT_ANSWERS_PER_USER", COUNT, AT_LEAST_ONE,
+          "answers of one user in flight at once, on all processes; over it, `agent.message` gets a "
+          "`too_many_answers` error frame and nothing starts"),
+        S("AGENT_ANSWERS_PER_PROCESS", 200, "AGENT_ANSWERS_PER_PROCESS", COUNT, AT_LEAST_ONE,
+          "answers one server process runs at once; over it, `too_many_answers` too"),
+        S("AGENT_SNAPSHOT_INTERVAL", timedelta(milliseconds=40), "AGENT_SNAPSHOT_INTERVAL_MS", MILLISECONDS, POSITIVE,
+          "how often the text so far of an answer in flight is written where every process reads it (what a late "
+          "or reconnecting socket's `agent.snapshot` holds): one write per answer per interval, never one per token"),
+        S("AGENT_ANSWER_LEASE", timedelta(seconds=5), "AGENT_ANSWER_LEASE_SECONDS", SECONDS, POSITIVE,
+          "the running process renews its answers' lease twice a second; an answer whose lease ran out (its "
+          "process died) is failed as `interrupted` by the next sweep (`SERVER_HEARTBEAT_INTERVAL`)"),
     ),
     "Operations": (
         S("AUDIT_RETENTION", timedelta(days=90), "AUDIT_RETENTION_SECONDS", SECONDS, POSITIVE,

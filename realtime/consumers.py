@@ -131,6 +131,15 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=frame_dumps(frame))
 
+    async def drained(self) -> None:
+        """Wait until the connection's send buffer drains under the server's high-water
+        mark: daphne run with `symphainy.serve`'s protections offers that wait as a scope
+        extension ("symphainy.send_buffer", see SEND_BUFFER_EXTENSION there); a server
+        without it (the tests' communicator) buffers nothing, so there is nothing to wait for."""
+        extension = (self.scope.get("extensions") or {}).get("symphainy.send_buffer")
+        if extension is not None:
+            await extension["drained"]()
+
     async def close_with(self, code: int, reason: str) -> None:
         socket = self.socket
         if socket is not None and socket.opening:

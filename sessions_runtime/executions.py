@@ -4,6 +4,7 @@ Where executions run is `runner.py`; how they are submitted, `submission.py`."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,9 +32,22 @@ def execution_payload(execution: Execution) -> dict[str, Any]:
     return dict(ExecutionSerializer(execution).data)
 
 
+def execution_event_payload(execution: Execution) -> dict[str, Any]:
+    """The status document as the `execution.*` events carry it: a result over
+    EVENT_RESULT_MAX_BYTES is left out (`result: null, result_omitted: true`), so a large
+    result is not copied into the log and into every replay; the status GET has it whole."""
+    payload = execution_payload(execution)
+    result = payload.get("result")
+    if result is not None:
+        size = len(json.dumps(result, separators=(",", ":"), default=str).encode())
+        if size > runtime_settings.EVENT_RESULT_MAX_BYTES:
+            payload["result"], payload["result_omitted"] = None, True
+    return payload
+
+
 def execution_announce(execution: Execution, event_type: str) -> None:
     """Publish the execution's status document as `event_type` to its session's sockets."""
-    runtime_event_publish(execution.session_id, event_type, execution_payload(execution))
+    runtime_event_publish(execution.session_id, event_type, execution_event_payload(execution))
 
 
 def execution_get_for_caller(*, caller: Caller, execution_id: object) -> Execution:

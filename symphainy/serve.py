@@ -59,24 +59,50 @@ ENDPOINT_CLOSE_CODES = frozenset(
 )
 
 
+# The ASGI scope extension through which an application waits for a socket's send buffer
+# to drain (realtime.consumers reads it by this name): {"drained": async () -> None}.
+SEND_BUFFER_EXTENSION = "symphainy.send_buffer"
+
+
 @implementer(IPushProducer)
 class SendBufferGuard:
     """Told by Twisted when a socket's outgoing buffer passes its high-water mark (the
-    peer stopped reading) and when it drains again."""
+    peer is not reading as fast as we write) and when it drains again; `drained()` waits
+    for the second, so a sender that awaits it never outruns its peer."""
 
-    __slots__ = ("paused", "pending")
+    __slots__ = ("paused", "pending", "waiters")
 
     def __init__(self) -> None:
         self.paused, self.pending = False, 0
+        self.waiters: list[asyncio.Future] | None = None
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused, self.pending = False, 0
+        self.release()
 
     def stopProducing(self) -> None:
         self.paused = False
+        self.release()
+
+    def release(self) -> None:
+        """Wake every `drained()` waiter (the buffer drained, or the connection is gone)."""
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drained(self) -> None:
+        # Twisted runs on this asyncio loop (daphne installs its asyncio reactor), so the
+        # producer calls above resolve these futures on the loop's own thread.
+        while self.paused:
+            waiter = asyncio.get_running_loop().create_future()
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append(waiter)
+            await waiter
 
 
 class SymphainyWebSocketProtocol(WebSocketProtocol):
@@ -90,11 +116,19 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
         self.failByDrop = False
         # Daphne writes every frame to the transport at once, and Twisted buffers without
         # limit: a peer that stops reading would grow this process's memory for as long
-        # as events reach its session. The guard cuts such a peer off instead.
+        # as events reach its session. The guard cuts such a peer off instead; a sender
+        # with much to say (a replay) awaits `send_drained()` between frames instead.
         self._send_guard = SendBufferGuard()
         with contextlib.suppress(RuntimeError):  # the HTTP channel's producer, if any
             self.transport.unregisterProducer()
         self.transport.registerProducer(self._send_guard, True)
+
+    async def send_drained(self) -> None:
+        """Return once this socket's send buffer is under Twisted's high-water mark (at
+        once if it is, or when the connection is gone)."""
+        guard = self._send_guard
+        if guard is not None:
+            await guard.drained()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         guard = self._send_guard
@@ -103,9 +137,17 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             if guard.pending > send_buffer_limit():
                 logger.warning("peer %s stopped reading; dropping it", self.peer)
                 self._send_guard = None
+                guard.release()
                 self.transport.abortConnection()
                 return
         super().sendData(data, sync=sync, chopsize=chopsize)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        guard = self._send_guard
+        if guard is not None:
+            self._send_guard = None
+            guard.release()
+        super().onClose(wasClean, code, reason)
 
     def serverClose(self, code: int | None = None) -> None:
         if code in ENDPOINT_CLOSE_CODES:
@@ -185,6 +227,7 @@ class LoggingAccessLog(AccessLogGenerator):
 
 _server_init = Server.__init__
 _server_log_action = Server.log_action
+_server_create_application = Server.create_application
 # Endpoint kinds whose Twisted parser takes a `backlog` (an adopted `fd:` already listens).
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "unix", "ssl"})
 
@@ -224,6 +267,13 @@ def _redacting_log_action(self: Server, protocol: str, action: str, details: dic
     if isinstance(details.get("path"), str):
         details = {**details, "path": redact(details["path"])}
     _server_log_action(self, protocol, action, details)
+
+
+def _create_application_patched(self: Server, protocol: Any, scope: dict[str, Any]) -> Any:
+    # A socket's application may wait for its send buffer to drain (SEND_BUFFER_EXTENSION).
+    if isinstance(protocol, SymphainyWebSocketProtocol):
+        scope["extensions"] = {**(scope.get("extensions") or {}), SEND_BUFFER_EXTENSION: {"drained": protocol.send_drained}}
+    return _server_create_application(self, protocol, scope)
 
 
 # --- The drain on SIGTERM / SIGINT (realtime.drain owns its order) -----------------------
@@ -288,6 +338,7 @@ def daphne_protections_install() -> None:
     # (the command line's AccessLogGenerator, runserver's own `log_action`).
     Server.log_action = _redacting_log_action  # type: ignore[method-assign]
     Server.__init__ = _server_init_patched  # type: ignore[method-assign]
+    Server.create_application = _create_application_patched  # type: ignore[method-assign]
     # SIGTERM and SIGINT drain (realtime.drain) before daphne cancels what is left; the
     # listeners are kept to stop listening; the lease is taken as the server starts.
     Server.kill_all_applications = _drain_then_kill  # type: ignore[method-assign]
@@ -304,6 +355,7 @@ def daphne_protections_installed() -> bool:
         WebSocketFactory.protocol is SymphainyWebSocketProtocol
         and Server.log_action is _redacting_log_action
         and http_protocol.WebRequest is BoundedWebRequest
+        and Server.create_application is _create_application_patched
         and Server.kill_all_applications is _drain_then_kill
     )
 

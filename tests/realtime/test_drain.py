@@ -9,16 +9,20 @@ import asyncio
 import http.client
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus
-from tests.live import start_server
+from tests import factories
+from tests.live import ROOT, process_stop, start_server
 from tests.sockets import close_code_after_frames, connect_ready
-from tests.waiting import wait_until_async
+from tests.waiting import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 # Short enough for a test, long enough to watch the drain: the sockets close over 1 s, the
@@ -167,5 +171,42 @@ def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tm
     try:
         asyncio.run(scenario())
     finally:
+        for server in servers:
+            server.stop()
+
+
+def test_the_example_client_comes_back_after_a_restart_in_place_and_misses_nothing(tmp_path):
+    """`examples/client.py --listen` against a server restarted under it: closed with 1012,
+    it reconnects on its own, resumes (`recovered: true`), and sees the batch that ran on the
+    stopped process finish on the restarted one."""
+    first = start_server(tmp_path, SERVER_INSTANCE="example-first", **DRAIN)
+    servers = [first]
+    output = tmp_path / "client.out"
+    user = factories.make_user()
+    with open(output, "wb") as out:
+        client = subprocess.Popen(
+            [sys.executable, "examples/client.py", "--listen", "--pings", "0", "--url", first.http,
+             "--email", user.email, "--password", factories.PASSWORD],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until(lambda: '"session.ready"' in output.read_text(), message=lambda: output.read_text())
+        token = first.login(user)["access_token"]
+        session_id = re.search(r"session ([0-9a-f-]{36})", output.read_text()).group(1)
+        status, accepted = first.request("POST", "/api/intent/submit", {
+            "session_id": session_id, "intent_type": "batch", "parameters": {"items": list(range(40)), "delay_s": 0.1},
+        }, token)
+        assert status == 202, accepted
+        wait_until(lambda: "execution.progress" in output.read_text(), message=lambda: output.read_text())
+
+        first.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "closed 1012: reconnecting" in output.read_text(), message=lambda: output.read_text())
+        assert first.process.wait(timeout=15) == 0, first.log()
+        servers.append(start_server(tmp_path, port=first.port, SERVER_INSTANCE="example-second", **DRAIN))
+        wait_until(lambda: '"recovered": true' in output.read_text(), timeout=20, message=lambda: output.read_text())
+        wait_until(lambda: "execution.completed" in output.read_text(), timeout=20, message=lambda: output.read_text())
+        assert '"recovered": false' not in output.read_text()
+    finally:
+        process_stop(client)
         for server in servers:
             server.stop()
