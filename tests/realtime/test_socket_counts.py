@@ -37,12 +37,12 @@ async def count_is(user_id: uuid.UUID, expected: int) -> bool:
 async def test_a_handshake_that_fails_after_taking_its_place_gives_it_back(cap_of_two, monkeypatch):
     user, body = await login_new_user()
 
-    def replay_fails(**kwargs):
-        raise OperationalError("the database went away during the replay")
+    async def database_gone():
+        raise OperationalError("the database went away after the check")
 
-    monkeypatch.setattr("realtime.socket.log_replay", replay_fails)
+    monkeypatch.setattr("realtime.heartbeat.ensure_running", database_gone)
     for _ in range(3):  # more than the cap: each one's place came back
-        sock = await make_socket(body["access_token"], query="since=0").open()
+        sock = await make_socket(body["access_token"]).open()
         assert await sock.receive_close() == 1013
     monkeypatch.undo()
     assert local_sockets(user.pk) == 0
