@@ -368,6 +368,17 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "the longest `agent.message` text; longer is an `invalid_request` error frame"),
         S("AGENT_HISTORY_MAX_TURNS", 50, "AGENT_HISTORY_MAX_TURNS", COUNT, AT_LEAST_ONE,
           "turns of a conversation kept in session state, the agent's `history` (the oldest dropped first)"),
+        S("AGENT_ANSWERS_PER_USER", 3, "AGENT_ANSWERS_PER_USER", COUNT, AT_LEAST_ONE,
+          "answers of one user in flight at once, on all processes; over it, `agent.message` gets a "
+          "`too_many_answers` error frame and nothing starts"),
+        S("AGENT_ANSWERS_PER_PROCESS", 200, "AGENT_ANSWERS_PER_PROCESS", COUNT, AT_LEAST_ONE,
+          "answers one server process runs at once; over it, `too_many_answers` too"),
+        S("AGENT_SNAPSHOT_INTERVAL", timedelta(milliseconds=40), "AGENT_SNAPSHOT_INTERVAL_MS", MILLISECONDS, POSITIVE,
+          "how often the text so far of an answer in flight is written where every process reads it (what a late "
+          "or reconnecting socket's `agent.snapshot` holds): one write per answer per interval, never one per token"),
+        S("AGENT_ANSWER_LEASE", timedelta(seconds=5), "AGENT_ANSWER_LEASE_SECONDS", SECONDS, POSITIVE,
+          "the running process renews its answers' lease twice a second; an answer whose lease ran out (its "
+          "process died) is failed as `interrupted` by the next sweep (`SERVER_HEARTBEAT_INTERVAL`)"),
     ),
     "Operations": (
         S("AUDIT_RETENTION", timedelta(days=90), "AUDIT_RETENTION_SECONDS", SECONDS, POSITIVE,

@@ -218,6 +218,14 @@ class RateLimited(ServiceError):
         self.retry_after = retry_after
 
 
+class TooManyAnswers(ServiceError):
+    """Over the bound of agent answers in flight (per user or per process): an `error`
+    frame, the socket stays open and nothing starts."""
+
+    status_code, code, close_code = 429, "too_many_answers", CloseCode.RATE_LIMITED
+    default_message = "Too many agent answers in flight; wait for one to finish."
+
+
 class DependencyUnavailable(ServiceError):
     status_code, code, close_code = 503, "service_unavailable", CloseCode.TRY_AGAIN_LATER
     default_message = "A dependency is unavailable. Try again later."

@@ -28,9 +28,8 @@ from core.exceptions import (
 from core.jsonlimits import frame_parse
 from core.limits import TokenBucket
 from core.metrics import SOCKET_REFUSALS
-from core.tasks import background
 from realtime.handshake import SocketGrant, socket_recheck
-from sessions_runtime.agents import agent_message_parse, agent_message_run
+from sessions_runtime.agents import agent_message_cancel, agent_message_parse, agent_message_start
 from sessions_runtime.submission import intent_submit, intent_submit_parse
 
 
@@ -106,9 +105,16 @@ async def submit_intent(socket: FrameSocket, message: dict[str, Any]) -> None:
 
 
 async def agent_message(socket: FrameSocket, message: dict[str, Any]) -> None:
+    """Start an answer of the session (it goes on when this socket closes); every socket
+    of the session hears of it, this one too, from `agent.started` on."""
     caller = socket.grant.caller(socket.client_address)
     text, context, conversation_id = agent_message_parse(message, caller=caller)
-    background(agent_message_run(caller=caller, text=text, context=context, conversation_id=conversation_id))
+    await agent_message_start(caller=caller, text=text, context=context, conversation_id=conversation_id)
+
+
+async def agent_cancel(socket: FrameSocket, message: dict[str, Any]) -> None:
+    """Stop an answer of the session, on whatever process runs it; `agent.cancelled` follows."""
+    await agent_message_cancel(caller=socket.grant.caller(socket.client_address), message_id=message.get("message_id"))
 
 
 Handler = Callable[[FrameSocket, dict[str, Any]], Awaitable[None]]
@@ -117,6 +123,7 @@ FRAMES: dict[str, Handler] = {
     "auth.refresh": auth_refresh,
     "intent.submit": submit_intent,
     "agent.message": agent_message,
+    "agent.cancel": agent_cancel,
 }
 
 

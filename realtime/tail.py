@@ -42,6 +42,7 @@ from core.tasks import tasks_stop
 from realtime.cursor import LogCursor
 from realtime.wakeups import RETRY_PAUSE_S, LiveForwarder, SqliteWatcher, pg_listen
 from sessions_runtime.access import access_cache_drop_local
+from sessions_runtime.answers import AGENT_STARTED, TERMINAL_KINDS, agent_answers_sessions
 
 logger = logging.getLogger(__name__)
 READ_LIMIT = 1000
@@ -63,6 +64,14 @@ class EventTail:
         # The newest position read for each session (bounded): with the snapshot's own,
         # what a fresh socket's `session.ready` says without asking the database.
         self.positions: dict[uuid.UUID, int] = {}
+        # The sessions with agent answers in flight, and their message ids: read from the
+        # answers' rows at start, then kept from the log (started, then a terminal event),
+        # so that a socket opening on any other session reads no answer row.
+        self.answering: dict[uuid.UUID, set[str]] = {}
+        # Reads begun, and the number of the last one done: a read begun after a socket
+        # subscribed has handed it, or told `answering` of, every event committed before.
+        self.reads = 0
+        self.read_done = 0
         self.by_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self.by_token_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._wake = asyncio.Event()
@@ -78,8 +87,10 @@ class EventTail:
         if self._starting is None:
             self._starting = self.loop.create_future()
             try:
-                high, self.epoch = await database_sync_to_async(lambda: (log_last_id(), log_epoch()))()
+                high, self.epoch, answering = await database_sync_to_async(_start_position)()
                 self.cursor = LogCursor(high)
+                for session_id, message_id in answering:
+                    self.answering.setdefault(session_id, set()).add(message_id)
             except BaseException as exc:
                 self._starting.set_exception(exc)
                 self._starting.exception()  # retrieved here: the caller sees it raised
@@ -149,12 +160,20 @@ class EventTail:
             return 0
         now = time.monotonic()
         after, also, ranges = self.cursor.pending(now)
+        self.reads += 1
+        number = self.reads
         rows, epoch = await database_sync_to_async(_read)(after, also, ranges)
         EVENT_TAIL_READS.inc()
         if epoch:
             self.epoch = epoch
         fresh = self.cursor.take(rows, now)
         for row in fresh:
+            if row.kind == AGENT_STARTED:
+                self.answering.setdefault(row.session_id, set()).add(str(row.data.get("message_id")))
+            elif row.kind in TERMINAL_KINDS and row.session_id in self.answering:
+                self.answering[row.session_id].discard(str(row.data.get("message_id")))
+                if not self.answering[row.session_id]:
+                    del self.answering[row.session_id]
             if row.seq > self.positions.get(row.session_id, 0):
                 self.positions[row.session_id] = row.seq
         if len(self.positions) > MAX_POSITIONS:
@@ -162,7 +181,9 @@ class EventTail:
         if fresh:
             EVENT_TAIL_LAG.observe(max(0.0, time.time() - fresh[-1].at.timestamp()))
             self._deliver(fresh)
-        if len(rows) >= READ_LIMIT:
+        if len(rows) < READ_LIMIT:  # a full read leaves more: not yet all it would see
+            self.read_done = number
+        else:
             self._wake.set()
         return len(fresh)
 
@@ -207,6 +228,11 @@ class EventTail:
                 members.discard(subscriber)
                 if not members:
                     del index[key]
+
+
+def _start_position() -> tuple[int, str, list[tuple[uuid.UUID, str]]]:
+    high = log_last_id()  # first: an answer that starts after it is read from the log
+    return high, log_epoch(), agent_answers_sessions()
 
 
 def _read(after: int, also: list[int], ranges: list[tuple[int, int]]) -> tuple[list[LoggedEvent], str]:
