@@ -429,6 +429,10 @@ def socket_counts() -> SocketCounts | None:
     if current is None or current.loop is not loop:
         from core.redis_options import RedisTarget
 
+        for key, counts in list(_socket_counts.items()):  # of loops that ended (tests run one each)
+            if counts.loop.is_closed():
+                del _socket_counts[key]
+
         client = RedisTarget.from_settings(settings).async_client(
             socket_timeout=COUNTS_TIMEOUT_S, socket_connect_timeout=COUNTS_TIMEOUT_S
         )
