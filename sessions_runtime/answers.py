@@ -70,7 +70,8 @@ def agent_answer_start(*, caller: Caller, conversation_id: str, question: str, s
         conversation_id=conversation_id, question=question, server_instance=server_instance,
         lease_expires_at=_lease_end(now), created_at=now,
     )
-    runtime_event_publish(caller.session_id, AGENT_STARTED, {"conversation_id": conversation_id, "message_id": str(answer.pk)})
+    started = {"conversation_id": conversation_id, "message_id": str(answer.pk)}
+    runtime_event_publish(caller.session_id, AGENT_STARTED, started)
     return answer
 
 
@@ -137,7 +138,8 @@ def agent_answer_cancel_request(*, caller: Caller, message_id: Any) -> AgentAnsw
     answer_id = uuid_parse(message_id)
     answer = None
     if answer_id is not None:
-        answer = AgentAnswer.objects.filter(pk=answer_id, session_id=caller.session_id).only("pk", "server_instance").first()
+        answers = AgentAnswer.objects.filter(pk=answer_id, session_id=caller.session_id)
+        answer = answers.only("pk", "server_instance").first()
     if answer is None:
         raise NotFound("No answer in flight with this message_id.")
     AgentAnswer.objects.filter(pk=answer.pk).update(cancel_requested=True)
@@ -192,4 +194,5 @@ def agent_answers_in_flight(*, session_id: uuid.UUID) -> list[dict[str, Any]]:
 
 def agent_answers_sessions() -> list[tuple[uuid.UUID, str]]:
     """(session id, message id) of every answer in flight: where a process's tail starts."""
-    return [(session_id, str(answer_id)) for answer_id, session_id in AgentAnswer.objects.values_list("pk", "session_id")]
+    rows = AgentAnswer.objects.values_list("pk", "session_id")
+    return [(session_id, str(answer_id)) for answer_id, session_id in rows]
