@@ -214,12 +214,11 @@ class RunningAnswer:
         return {"conversation_id": self.conversation_id, "message_id": str(self.answer_id)}
 
     def progress(self) -> Progress:
-        ends, end = [], 0
-        for token in self.tokens:
-            end += len(token)
-            ends.append(end)
-        self.written = len(ends)
-        return Progress(answer_id=self.answer_id, text="".join(self.tokens), token_ends=ends)
+        """What the next write adds: the tokens since the last one (the whole text after a
+        write that failed, `written` then being 0), so a long answer costs its growth."""
+        start, self.written = self.written, len(self.tokens)
+        return Progress(answer_id=self.answer_id, text="".join(self.tokens[start:]), next_index=self.written,
+                        append=start > 0)
 
     def stop_with(self, reason: str) -> None:
         """Stop the agent: its task is cancelled, and the run closes the generator."""

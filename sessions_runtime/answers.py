@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from accounts.models import User
@@ -80,8 +81,9 @@ class Progress:
     """What the running process writes of one answer at a step."""
 
     answer_id: uuid.UUID
-    text: str
-    token_ends: list[int]
+    text: str  # the whole text so far, or with `append` what follows the row's
+    next_index: int
+    append: bool = False
 
 
 # What a step tells the running process about one of its answers.
@@ -97,12 +99,12 @@ def agent_answers_step(*, progress: Iterable[Progress], check: Iterable[uuid.UUI
     now = timezone.now()
     lease = _lease_end(now)
     rows = [
-        AgentAnswer(pk=item.answer_id, text=item.text, token_ends=item.token_ends, next_index=len(item.token_ends),
-                    writes=F("writes") + 1, lease_expires_at=lease)
+        AgentAnswer(pk=item.answer_id, next_index=item.next_index, writes=F("writes") + 1, lease_expires_at=lease,
+                    text=Concat(F("text"), Value(item.text), output_field=TextField()) if item.append else item.text)
         for item in progress
     ]
     if rows:
-        AgentAnswer.objects.bulk_update(rows, ["text", "token_ends", "next_index", "writes", "lease_expires_at"],
+        AgentAnswer.objects.bulk_update(rows, ["text", "next_index", "writes", "lease_expires_at"],
                                         batch_size=200)
     check = list(check)
     if not check:
