@@ -4,8 +4,9 @@ ping, print what arrives, and exit.
     .venv/bin/python examples/client.py --email demo@symphainy.local --password symphainy-demo-pass
 
 The token travels in the `Sec-WebSocket-Protocol` header (`bearer.<token>`), never in the
-URL; the server answers with `symphainy.v1`. An Origin from ALLOWED_HOSTS (or
-WS_ALLOWED_ORIGINS) is required, as a browser would send.
+URL; the server answers with `symphainy.v1`. An Origin is required, as a browser sends
+it: the server's own (scheme, host and port, the host one of ALLOWED_HOSTS) or one of
+CORS_ALLOWED_ORIGINS. This client sends the base URL's, its own page's as it were.
 """
 
 from __future__ import annotations
