@@ -62,13 +62,16 @@ class UserChangeAdminForm(UserChangeForm):
 
 class SessionEndingPasswordForm(AdminPasswordChangeForm):
     """An admin's new password goes through `user_password_set`, which ends the user's
-    sessions: a token stolen with the old password must not survive a reset."""
+    sessions: a token stolen with the old password must not survive a reset. "Password-based
+    authentication: disabled" is a change too (an unusable password, not an empty one)."""
 
     def save(self, commit: bool = True) -> User:
         caller = _acting.get()
         if caller is None:  # pragma: no cover - only built inside UserAdmin.user_change_password
             raise RuntimeError("SessionEndingPasswordForm is used outside the admin's password view.")
-        self.ended = user_password_set(user=self.user, password=self.cleaned_data["password1"], caller=caller)
+        usable = self.cleaned_data.get("set_usable_password", True)
+        password = self.cleaned_data["password1"] if usable else None
+        self.ended = user_password_set(user=self.user, password=password, caller=caller)
         return self.user
 
 

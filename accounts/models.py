@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.contrib.auth import password_validation
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
-from django.db import models
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from core.caller import Caller
 
 
 def normalize_email(email: str) -> str:
@@ -60,6 +63,50 @@ class User(AbstractBaseUser, PermissionsMixin):
     def clean(self) -> None:
         super().clean()
         self.email = normalize_email(self.email)
+
+    # --- A new password ends the user's sessions, whichever path set it ------------------
+    # `accounts.services.user_password_set` is the path of the project's own callers (the
+    # admin's password form, `users set-password`, `changepassword`), each naming itself in
+    # the audit row. Django's own paths (the admin's "change my password" page, its forms,
+    # a shell) call set_password() and save(); `save` sends them to the same consequences,
+    # as the system, in the same transaction as the password. Not a signal: the rule sits
+    # on the one method every path crosses.
+    _password_unusable_pending = False
+
+    def set_password(self, raw_password: str | None) -> None:
+        super().set_password(raw_password)
+        # Django marks a change by keeping the raw password, which None is not.
+        self._password_unusable_pending = raw_password is None
+
+    def set_unusable_password(self) -> None:
+        super().set_unusable_password()
+        self._password_unusable_pending = True
+
+    def password_change_pending(self, update_fields: Any = None) -> bool:
+        """Whether saving now stores a new password of an existing user. Django's hash
+        upgrade at login calls set_password and clears the mark: no change."""
+        if self._state.adding or (update_fields is not None and "password" not in update_fields):
+            return False
+        return self._password is not None or self._password_unusable_pending
+
+    def password_change_saved(self) -> None:
+        """What Django's save does once a new password is stored (validators' hook, mark
+        cleared), for `user_password_set`, which stores it with an update."""
+        if self._password is not None:
+            password_validation.password_changed(self._password, self)
+        self._password, self._password_unusable_pending = None, False
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.password_change_pending(kwargs.get("update_fields")):
+            super().save(*args, **kwargs)
+            self._password_unusable_pending = False
+            return
+        from accounts.services import user_password_changed  # services import this module
+
+        with transaction.atomic(using=kwargs.get("using") or router.db_for_write(type(self), instance=self)):
+            super().save(*args, **kwargs)
+            self.password_change_saved()
+            user_password_changed(user=self, caller=Caller.system())
 
 
 class TenantStatus(models.TextChoices):

@@ -255,11 +255,25 @@ def user_activate(*, user: User, caller: Caller) -> bool:
 
 
 @transaction.atomic
-def user_password_set(*, user: User, password: str, caller: Caller) -> int:
-    """Set a new password and end every session of the user, so that a token stolen with
-    the old password dies with it (their sockets close with 4409). Returns how many ended."""
-    user.set_password(password)
+def user_password_set(*, user: User, password: str | None, caller: Caller) -> int:
+    """Set a new password (None: no password login at all) and end every session of the
+    user, so that a token stolen with the old password dies with it (their sockets close
+    with 4409). The path of every caller that can name itself; `User.save` sends Django's
+    own paths to the same consequences. Returns how many sessions ended."""
+    if password is None:
+        user.set_unusable_password()
+    else:
+        user.set_password(password)
     User.objects.filter(pk=user.pk).update(password=user.password)
+    user.password_change_saved()
+    return user_password_changed(user=user, caller=caller)
+
+
+@transaction.atomic
+def user_password_changed(*, user: User, caller: Caller) -> int:
+    """What a stored new password does, in its transaction: the audit row, and every
+    session of the user ended (their sockets close once the tail reads the end from the
+    event log). Called by `user_password_set` and by `User.save`, nothing else."""
     audit_record(kind=AuditEvent.Kind.PASSWORD_CHANGED, caller=caller, user_id=user.pk)
     return sessions_end(
         sessions=RuntimeSession.objects.filter(user_id=user.pk), reason=EndReason.PASSWORD_CHANGED, caller=caller

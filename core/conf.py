@@ -285,11 +285,23 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "is 50, too few for a reconnect storm); applied under every command (`make run`, "
           "`python -m symphainy.serve`, `daphne`, `runserver`) to endpoints that do not set `backlog=` "
           "themselves; the kernel caps it at `net.core.somaxconn`"),
-        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=30), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
-          "how often each server process records that it is alive and runs the sweeps"),
-        S("SERVER_STALE_AFTER", timedelta(seconds=90), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
-          "a process whose heartbeat is older is taken for dead and its connection records are swept; must "
-          "exceed `SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("SERVER_HEARTBEAT_INTERVAL", timedelta(seconds=2), "SERVER_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process renews its lease (one small write) and looks for processes whose lease "
+          "ran out"),
+        S("SERVER_STALE_AFTER", timedelta(seconds=6), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
+          "a process whose lease is older is taken for dead: its connection records are swept and its running "
+          "executions run again, within this plus one `SERVER_HEARTBEAT_INTERVAL` of its death; must exceed "
+          "`SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
+        S("RUNTIME_SWEEP_INTERVAL", timedelta(seconds=30), "RUNTIME_SWEEP_INTERVAL_SECONDS", SECONDS, POSITIVE,
+          "how often each serving process runs the other clean-ups (sessions past an expiry, expired idempotency "
+          "records and tokens, old events)"),
+        S("SHUTDOWN_DRAIN_WINDOW", timedelta(seconds=5), "SHUTDOWN_DRAIN_WINDOW_SECONDS", SECONDS, ZERO_OR_MORE,
+          "on SIGTERM or SIGINT, a process closes its sockets with 1012 spread over this window, so that their "
+          "clients do not all come back in the same instant ([deployment.md](deployment.md#restarts-and-deploys))"),
+        S("SHUTDOWN_TIMEOUT", timedelta(seconds=25), "SHUTDOWN_TIMEOUT_SECONDS", SECONDS, POSITIVE,
+          "a stopping process exits within this: what runs past it is handed over (executions run again "
+          "elsewhere); keep it below systemd's `TimeoutStopSec` and Kubernetes' `terminationGracePeriodSeconds`; "
+          "must exceed `SHUTDOWN_DRAIN_WINDOW`", longer_than="SHUTDOWN_DRAIN_WINDOW"),
     ),
     "Session event log": (
         S("EVENT_RETENTION", timedelta(minutes=10), "EVENT_RETENTION_SECONDS", SECONDS, POSITIVE,
@@ -304,8 +316,21 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "on the embedded SQLite, how often each serving process looks for another process's commit to the "
           "event log (a version read, then the log's newest id only when it changed); `0` leaves it to the poll"),
         S("EVENT_GAP_WAIT", timedelta(seconds=5), "EVENT_GAP_WAIT_SECONDS", SECONDS, POSITIVE,
-          "how long a tail waits for an id committed out of order (PostgreSQL) before taking it for a "
-          "rolled-back insert"),
+          "how long a tail reads a hole (an id committed out of order, PostgreSQL) again at every wake-up; "
+          "after that, once a second until EVENT_LATE_WAIT"),
+        S("EVENT_LATE_WAIT", timedelta(minutes=10), "EVENT_LATE_WAIT_SECONDS", SECONDS, POSITIVE,
+          "how long a tail keeps reading an old hole once a second before taking it for a rolled-back insert "
+          "(a row of a transaction slower than this is left to the sockets' periodic re-check)",
+          longer_than="EVENT_GAP_WAIT"),
+        S("REPLAY_MAX_EVENTS", 1000, "REPLAY_MAX_EVENTS", COUNT, AT_LEAST_ONE,
+          "the most events a resume (`?since=`) is sent; a larger gap is answered `recovered: false` without "
+          "reading it"),
+        S("REPLAY_MAX_BYTES", 1024 * 1024, "REPLAY_MAX_BYTES", BYTES, AT_LEAST_ONE,
+          "the most bytes of frames a resume is sent (measured in the database before the events are read); "
+          "a larger gap is answered `recovered: false`"),
+        S("EVENT_RESULT_MAX_BYTES", 16 * 1024, "EVENT_RESULT_MAX_BYTES", BYTES, AT_LEAST_ZERO,
+          "the largest execution `result` an `execution.*` event carries; a larger one is left out "
+          "(`result_omitted: true`: read it with `GET /api/execution/{id}/status`)"),
     ),
     "Intents, executions and state": (
         S("STATE_BACKEND", "database", "STATE_BACKEND", TEXT, A_STATE_BACKEND,
@@ -343,6 +368,17 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "the longest `agent.message` text; longer is an `invalid_request` error frame"),
         S("AGENT_HISTORY_MAX_TURNS", 50, "AGENT_HISTORY_MAX_TURNS", COUNT, AT_LEAST_ONE,
           "turns of a conversation kept in session state, the agent's `history` (the oldest dropped first)"),
+        S("AGENT_ANSWERS_PER_USER", 3, "AGENT_ANSWERS_PER_USER", COUNT, AT_LEAST_ONE,
+          "answers of one user in flight at once, on all processes; over it, `agent.message` gets a "
+          "`too_many_answers` error frame and nothing starts"),
+        S("AGENT_ANSWERS_PER_PROCESS", 200, "AGENT_ANSWERS_PER_PROCESS", COUNT, AT_LEAST_ONE,
+          "answers one server process runs at once; over it, `too_many_answers` too"),
+        S("AGENT_SNAPSHOT_INTERVAL", timedelta(milliseconds=40), "AGENT_SNAPSHOT_INTERVAL_MS", MILLISECONDS, POSITIVE,
+          "how often the text so far of an answer in flight is written where every process reads it (what a late "
+          "or reconnecting socket's `agent.snapshot` holds): one write per answer per interval, never one per token"),
+        S("AGENT_ANSWER_LEASE", timedelta(seconds=5), "AGENT_ANSWER_LEASE_SECONDS", SECONDS, POSITIVE,
+          "the running process renews its answers' lease twice a second; an answer whose lease ran out (its "
+          "process died) is failed as `interrupted` by the next sweep (`SERVER_HEARTBEAT_INTERVAL`)"),
     ),
     "Operations": (
         S("AUDIT_RETENTION", timedelta(days=90), "AUDIT_RETENTION_SECONDS", SECONDS, POSITIVE,
@@ -448,7 +484,7 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "Deployment and tests": (
         V("PROMETHEUS_MULTIPROC_DIR", None, "a directory shared by every process of a machine: `/metrics` then "
-          "reports their sum (the deploy layout sets it)", read_by="prometheus_client and `core/metrics.py`"),
+          "reports their sum (the deploy layout sets it; prometheus_client reads it too)"),
         V("GUNICORN_BIND", "127.0.0.1:8000", "where gunicorn listens", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_WORKERS", None, "gunicorn workers (unset: one per core)", read_by="`deploy/gunicorn.conf.py`"),
         V("GUNICORN_TIMEOUT", "30", "gunicorn's worker timeout", read_by="`deploy/gunicorn.conf.py`"),

@@ -7,12 +7,14 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
+from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import F, Func, IntegerField, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from core.conf import runtime_settings
@@ -197,11 +199,18 @@ def log_last_id() -> int:
     return SessionEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
-def log_read(*, after: int, also: Iterable[int] = (), limit: int = 1000) -> list[LoggedEvent]:
-    """Rows with an id above `after`, plus the rows `also` (ids a tail is still waiting
-    for), in id order: one query per wake-up of a tail, whatever its socket count."""
+def log_read(
+    *, after: int, also: Iterable[int] = (), ranges: Iterable[tuple[int, int]] = (), limit: int = 1000
+) -> list[LoggedEvent]:
+    """Rows with an id above `after`, plus the rows `also` and those within `ranges` (the
+    holes a tail is still waiting for), in id order: one query per wake-up of a tail,
+    whatever its socket count."""
+    condition = Q(id__gt=after)
     also = list(also)
-    condition = Q(id__gt=after) | Q(id__in=also) if also else Q(id__gt=after)
+    if also:
+        condition |= Q(id__in=also)
+    for first, last in ranges:
+        condition |= Q(id__gte=first, id__lte=last)
     rows = SessionEvent.objects.filter(condition).order_by("id").values(*_FIELDS)[:limit]
     return [_logged(row) for row in rows]
 
@@ -217,6 +226,21 @@ class Replay:
     events: list[LoggedEvent]
 
 
+class StoredBytes(Func):
+    """The size in bytes of a JSON column as the database holds it: what a replay would
+    read, measured without reading it."""
+
+    output_field = IntegerField()
+    template = "octet_length(CAST(%(expressions)s AS text))"
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="length(CAST(%(expressions)s AS BLOB))", **extra)
+
+
+# A `runtime_event` frame's bytes besides its data and event type: type, timestamp, seq, epoch.
+FRAME_ENVELOPE_BYTES = 140
+
+
 def log_position(session_id: uuid.UUID) -> int:
     """The session's latest position (0 before its first event)."""
     return SessionEventSequence.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
@@ -225,24 +249,51 @@ def log_position(session_id: uuid.UUID) -> int:
 def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
     """The session's latest position and epoch; with `since`, every replayable event after
     it (progress coalesced to the latest per execution), or `recovered=False` when the log
-    cannot give them all: another epoch, a position this session never had, or events
-    already pruned."""
+    cannot give them all: another epoch, a position this session never had, events
+    already pruned, or a gap over the replay's bound (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES),
+    which is judged before any event's data is read."""
     current_epoch = log_epoch()
     last = log_position(session_id)
     if since is None:
         return Replay(seq=last, epoch=current_epoch, recovered=None, events=[])
+    unrecovered = Replay(seq=last, epoch=current_epoch, recovered=False, events=[])
     if epoch != current_epoch or since < 0 or since > last:
-        return Replay(seq=last, epoch=current_epoch, recovered=False, events=[])
-    rows = [
-        _logged(row)
-        for row in SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last)
-        .order_by("seq").values(*_FIELDS)
-    ]
-    # Every position after `since` must still be there (a gap means pruned, never skipped:
-    # positions are given out without holes).
-    if len(rows) != last - since:
-        return Replay(seq=last, epoch=current_epoch, recovered=False, events=[])
+        return unrecovered
+    # Positions are given out without holes, so the gap's size is known without a read.
+    if last - since > runtime_settings.REPLAY_MAX_EVENTS:
+        return unrecovered
+    missed = SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last)
+    sizes = list(missed.annotate(stored=StoredBytes("data")).values_list("kind", "stored"))
+    # Every position after `since` must still be there (a gap means pruned, never skipped).
+    if len(sizes) != last - since:
+        return unrecovered
+    frame_bytes = sum(stored + FRAME_ENVELOPE_BYTES + len(kind) for kind, stored in sizes if kind not in CONTROL_KINDS)
+    if frame_bytes > runtime_settings.REPLAY_MAX_BYTES:
+        return unrecovered
+    rows = [_logged(row) for row in missed.order_by("seq").values(*_FIELDS)]
+    if len(rows) != last - since:  # pruned between the two reads
+        return unrecovered
     return Replay(seq=last, epoch=current_epoch, recovered=True, events=replay_coalesce(rows))
+
+
+_replay_readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="log-replay")
+
+
+def _log_replay_and_close(**kwargs: Any) -> Replay:
+    try:
+        return log_replay(**kwargs)
+    finally:
+        # This thread's connection is not one Django closes at the end of a request:
+        # given back now (to the pool on PostgreSQL), so none outlives the read.
+        connection.close()
+
+
+async def log_replay_read(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
+    """`log_replay` off the one thread-sensitive thread every socket's handshake queries
+    on: replays run on two threads of their own, so a burst of resumes waits for itself
+    and holds at most two database connections and two replays' rows at a time."""
+    read = sync_to_async(_log_replay_and_close, thread_sensitive=False, executor=_replay_readers)
+    return await read(session_id=session_id, since=since, epoch=epoch)
 
 
 def replay_coalesce(rows: list[LoggedEvent]) -> list[LoggedEvent]:

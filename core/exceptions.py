@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     MESSAGE_TOO_BIG = 1009
     SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012  # the process is stopping: come back (elsewhere) and resume
     TRY_AGAIN_LATER = 1013
     UNAUTHENTICATED = 4401
     SESSION_NOT_FOUND = 4404
@@ -215,6 +216,14 @@ class RateLimited(ServiceError):
         super().__init__(message, details=details)
         # Seconds until a retry may succeed; HTTP answers carry it as Retry-After.
         self.retry_after = retry_after
+
+
+class TooManyAnswers(ServiceError):
+    """Over the bound of agent answers in flight (per user or per process): an `error`
+    frame, the socket stays open and nothing starts."""
+
+    status_code, code, close_code = 429, "too_many_answers", CloseCode.RATE_LIMITED
+    default_message = "Too many agent answers in flight; wait for one to finish."
 
 
 class DependencyUnavailable(ServiceError):

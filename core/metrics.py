@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import os
 import time
 from typing import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -99,7 +99,7 @@ class RequestMetricsMiddleware:
 
 
 def _registry() -> CollectorRegistry:
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if not getattr(settings, "PROMETHEUS_MULTIPROC_DIR", None):
         return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)

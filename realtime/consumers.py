@@ -18,9 +18,10 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from core.exceptions import DEPENDENCY_ERRORS, DependencyUnavailable, ServerError, ServiceError
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode, DependencyUnavailable, ServerError, ServiceError
 from core.metrics import SOCKET_CLOSES
 from core.process import server_instance_id
+from realtime import drain
 from realtime.handshake import SCOPE_CREDENTIALS, SocketCredentials, handshake_authorize, handshake_refused
 from realtime.protocol import frame_dumps, frame_receive
 from realtime.socket import OpenSocket
@@ -72,6 +73,10 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         # The credentials (the token among them) are not kept past the handshake.
         credentials: SocketCredentials = self.scope.pop(SCOPE_CREDENTIALS)
         await self.accept(subprotocol=credentials.subprotocol)
+        if drain.draining():  # a handshake that came in as the process began to stop
+            await self.close_with(int(CloseCode.SERVICE_RESTART), drain.CLOSE_REASON)
+            return
+        drain.socket_opened(self)
         self.socket = OpenSocket(self, client_address=self._client_address(), user_agent=self._header(b"user-agent"))
         await self.guarded(self._open(self.socket, credentials), closing=True)
 
@@ -81,6 +86,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         SOCKET_CLOSES.labels(code=str(code)).inc()
+        drain.socket_closed(self)
         if self.socket is not None:
             self.socket.closed()
 
@@ -124,6 +130,15 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
     # --- The transport an OpenSocket talks through -------------------------------------
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=frame_dumps(frame))
+
+    async def drained(self) -> None:
+        """Wait until the connection's send buffer drains under the server's high-water
+        mark: daphne run with `symphainy.serve`'s protections offers that wait as a scope
+        extension ("symphainy.send_buffer", see SEND_BUFFER_EXTENSION there); a server
+        without it (the tests' communicator) buffers nothing, so there is nothing to wait for."""
+        extension = (self.scope.get("extensions") or {}).get("symphainy.send_buffer")
+        if extension is not None:
+            await extension["drained"]()
 
     async def close_with(self, code: int, reason: str) -> None:
         socket = self.socket

@@ -1,14 +1,19 @@
-"""This process's heartbeat, and the sweeps: connection records of dead processes,
-executions whose runner stopped, sessions past an expiry, expired idempotency records.
+"""This process's lease (its heartbeat), and the sweeps: what dead processes left
+(connection records, executions), executions whose runner stopped, sessions past an
+expiry, expired idempotency records.
 
-Daphne has no startup hook (no ASGI lifespan), so the loop starts with the first socket a
-process accepts: that first start also sweeps, which is the "on startup" cleanup.
+Every SERVER_HEARTBEAT_INTERVAL a serving process renews its lease (one small write) and
+looks for processes whose lease ran out, so that a crash is noticed within seconds; the
+other clean-ups run every RUNTIME_SWEEP_INTERVAL. Daphne has no startup hook (no ASGI
+lifespan), so the loop starts with the first socket a process accepts: that first start
+also sweeps, which is the "on startup" cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from channels.db import database_sync_to_async
 
@@ -16,18 +21,27 @@ from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
 from core.tasks import tasks_stop
 from realtime.presence import server_heartbeat, socket_refusals_flush
-from realtime.sweeps import runtime_sweep
+from realtime.sweeps import dead_servers_sweep, runtime_sweep
 
 logger = logging.getLogger(__name__)
 _task: asyncio.Task | None = None
+_last_full_sweep: float | None = None  # time.monotonic() of this process's last runtime_sweep
 
 
 def _beat_and_sweep() -> int:
+    """Renew the lease, then sweep: what dead processes left, or everything when a full
+    sweep is due. Returns how many connection records of dead processes went."""
+    global _last_full_sweep
     server_heartbeat()
-    # Reads already treat a session past an expiry as expired; the sweep writes it down,
-    # audits it and closes its sockets, without waiting for a cron job.
-    report = runtime_sweep()
-    socket_refusals_flush()
+    now = time.monotonic()
+    if _last_full_sweep is None or now - _last_full_sweep >= runtime_settings.RUNTIME_SWEEP_INTERVAL.total_seconds():
+        _last_full_sweep = now
+        # Reads already treat a session past an expiry as expired; the sweep writes it
+        # down, audits it and closes its sockets, without waiting for a cron job.
+        report = runtime_sweep()
+        socket_refusals_flush()
+    else:
+        report = dead_servers_sweep()
     return report.connections
 
 

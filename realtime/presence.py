@@ -6,8 +6,8 @@ writes would cost every handshake a database round trip; `ConnectionRegistry` bu
 per event loop and applies them together every WS_CONNECTION_FLUSH_INTERVAL, so the
 records trail the sockets by at most that much (a socket that opens and closes within one
 interval never touches the database). A process records that it is alive every
-SERVER_HEARTBEAT_INTERVAL (`realtime.heartbeat`); the records of a process whose
-heartbeat stopped are swept by any other.
+SERVER_HEARTBEAT_INTERVAL (`realtime.heartbeat`): a lease; the records of a process whose
+lease ran out are swept by any other, and a process that stops takes its own with it.
 """
 
 from __future__ import annotations
@@ -60,15 +60,32 @@ def server_heartbeat(*, now: datetime | None = None) -> None:
     ServerInstance.objects.update_or_create(pk=server_instance_id(), defaults={"last_heartbeat_at": now})
 
 
-@transaction.atomic
-def connections_sweep(*, now: datetime | None = None) -> int:
-    """Delete the connection records of processes whose heartbeat is older than
-    SERVER_STALE_AFTER (and of processes never heard of). Returns how many went."""
+def servers_dead(*, now: datetime | None = None) -> list[str]:
+    """The processes whose lease (heartbeat) is older than SERVER_STALE_AFTER."""
     now = now or timezone.now()
     stale = ServerInstance.objects.filter(last_heartbeat_at__lt=now - runtime_settings.SERVER_STALE_AFTER)
-    alive = ServerInstance.objects.exclude(pk__in=stale.values("pk")).values("pk")
+    return list(stale.values_list("pk", flat=True))
+
+
+@transaction.atomic
+def connections_sweep(*, dead: list[str] | None = None, now: datetime | None = None) -> int:
+    """Delete the connection records of the `dead` processes (by default those of
+    `servers_dead()`) and of processes never heard of, and the dead ones' rows. Returns
+    how many records went."""
+    dead = servers_dead(now=now) if dead is None else dead
+    alive = ServerInstance.objects.exclude(pk__in=dead).values("pk")
     deleted, _ = Connection.objects.exclude(server_instance__in=alive).delete()
-    stale.delete()
+    ServerInstance.objects.filter(pk__in=dead).delete()
+    return deleted
+
+
+@transaction.atomic
+def server_leave() -> int:
+    """A stopping process takes its connection records and its row with it (the drain's
+    last write), so that no ghost counts against a user's socket cap elsewhere."""
+    me = server_instance_id()
+    deleted, _ = Connection.objects.filter(server_instance=me).delete()
+    ServerInstance.objects.filter(pk=me).delete()
     return deleted
 
 

@@ -10,7 +10,7 @@ sends the result; what any step raises is translated by the consumer.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from channels.db import database_sync_to_async
 
@@ -26,20 +26,30 @@ from core.exceptions import (
     UnknownMessageType,
 )
 from core.jsonlimits import frame_parse
+from core.limits import TokenBucket
 from core.metrics import SOCKET_REFUSALS
-from core.tasks import background
 from realtime.handshake import SocketGrant, socket_recheck
-from sessions_runtime.agents import agent_message_parse, agent_message_run
+from sessions_runtime.agents import agent_message_cancel, agent_message_parse, agent_message_start
 from sessions_runtime.submission import intent_submit, intent_submit_parse
 
-if TYPE_CHECKING:  # the socket calls this table; the table only reads the socket's state
-    from realtime.socket import OpenSocket
+
+
+class FrameSocket(Protocol):
+    """What the table uses of an open socket (`realtime.socket.OpenSocket`, which calls it)."""
+
+    grant: SocketGrant
+    bucket: TokenBucket | None
+    client_address: str
+    transport: Any
+
+    async def touch(self) -> None: ...
+    def refreshed(self, grant: SocketGrant) -> None: ...
 
 MAX_TYPE_LENGTH = 64
 MAX_ID_LENGTH = 64
 
 
-async def frame_receive(socket: OpenSocket, text_data: str | None, bytes_data: bytes | None, reply_to: dict[str, Any]) -> None:
+async def frame_receive(socket: FrameSocket, text_data: str | None, bytes_data: bytes | None, reply_to: dict[str, Any]) -> None:
     """Handle one client frame. `reply_to` is filled with what an error frame answering it
     names: the frame's type and the client's own `id`, once they are known."""
     limit = runtime_settings.WS_MAX_MESSAGE_BYTES
@@ -70,22 +80,22 @@ async def frame_receive(socket: OpenSocket, text_data: str | None, bytes_data: b
     await handler(socket, message)
 
 
-async def _send(socket: OpenSocket, frame: dict[str, Any]) -> None:
+async def _send(socket: FrameSocket, frame: dict[str, Any]) -> None:
     await socket.transport.send_frame(frame)
 
 
-async def ping(socket: OpenSocket, message: dict[str, Any]) -> None:
+async def ping(socket: FrameSocket, message: dict[str, Any]) -> None:
     await _send(socket, {"type": "pong"})
 
 
-async def auth_refresh(socket: OpenSocket, message: dict[str, Any]) -> None:
+async def auth_refresh(socket: FrameSocket, message: dict[str, Any]) -> None:
     """A new access token on the open socket: the same user, tenant and session, checked."""
     claims = token_decode(message.get("access_token"), expected_type=ACCESS)
     socket.refreshed(await database_sync_to_async(socket_recheck)(grant=socket.grant, claims=claims))
     await _send(socket, {"type": "auth.refreshed", "token_expires_at": claims.expires_at.isoformat()})
 
 
-async def submit_intent(socket: OpenSocket, message: dict[str, Any]) -> None:
+async def submit_intent(socket: FrameSocket, message: dict[str, Any]) -> None:
     submission = await database_sync_to_async(intent_submit)(
         caller=socket.grant.caller(socket.client_address),
         session_id=socket.grant.session_id,
@@ -94,18 +104,26 @@ async def submit_intent(socket: OpenSocket, message: dict[str, Any]) -> None:
     await _send(socket, {"type": "intent.accepted", **submission.response, "replayed": submission.replayed})
 
 
-async def agent_message(socket: OpenSocket, message: dict[str, Any]) -> None:
+async def agent_message(socket: FrameSocket, message: dict[str, Any]) -> None:
+    """Start an answer of the session (it goes on when this socket closes); every socket
+    of the session hears of it, this one too, from `agent.started` on."""
     caller = socket.grant.caller(socket.client_address)
     text, context, conversation_id = agent_message_parse(message, caller=caller)
-    background(agent_message_run(caller=caller, text=text, context=context, conversation_id=conversation_id))
+    await agent_message_start(caller=caller, text=text, context=context, conversation_id=conversation_id)
 
 
-Handler = Callable[["OpenSocket", dict[str, Any]], Awaitable[None]]
+async def agent_cancel(socket: FrameSocket, message: dict[str, Any]) -> None:
+    """Stop an answer of the session, on whatever process runs it; `agent.cancelled` follows."""
+    await agent_message_cancel(caller=socket.grant.caller(socket.client_address), message_id=message.get("message_id"))
+
+
+Handler = Callable[[FrameSocket, dict[str, Any]], Awaitable[None]]
 FRAMES: dict[str, Handler] = {
     "ping": ping,
     "auth.refresh": auth_refresh,
     "intent.submit": submit_intent,
     "agent.message": agent_message,
+    "agent.cancel": agent_cancel,
 }
 
 

@@ -2,11 +2,12 @@
 timer that ends it.
 
 An `OpenSocket` subscribes to its process's tail of the event log (`realtime.tail`)
-before the handshake judges access, sends `session.ready` and the replay of a resume,
-then forwards what the tail hands over in log order, each logged event once. Its timer
-closes it at the token's expiry and re-checks the session every WS_RECHECK_INTERVAL, so
-a lost end event cannot keep it open. It talks to its client only through a `Transport`
-(the consumer, or a test's fake), so none of this needs ASGI.
+before the handshake judges access, sends `session.ready`, the replay of a resume and a
+snapshot of each agent answer in flight (`realtime.answers`), then forwards what the tail
+hands over in log order, each logged event once. Its timer closes it at the token's expiry
+and re-checks the session every WS_RECHECK_INTERVAL, so a lost end event cannot keep it
+open. It talks to its client only through a `Transport` (the consumer, or a test's fake),
+so none of this needs ASGI.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent, Replay, log_replay
+from core.events import LoggedEvent, Replay, log_replay_read
 from core.exceptions import TokenExpired
 from core.limits import TokenBucket, parse_rate
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
 from core.tasks import background
 from realtime import heartbeat
+from realtime.answers import answer_token_wanted, answers_forget, answers_read, answers_snapshot
 from realtime.handshake import SocketCredentials, SocketGrant, local_socket_closed, socket_recheck
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
@@ -41,10 +43,10 @@ logger = logging.getLogger(__name__)
 
 class Transport(Protocol):
     """What an open socket needs of its connection."""
-
     channel_name: str
 
     async def send_frame(self, frame: dict[str, Any]) -> None: ...
+    async def drained(self) -> None: ...
     async def close_with(self, code: int, reason: str) -> None: ...
     async def guarded(self, work: Awaitable[Any], *, closing: bool) -> bool: ...
 
@@ -53,7 +55,8 @@ class OpenSocket:
     # Slots, and nothing a socket does not need: idle sockets are the memory budget.
     __slots__ = (
         "transport", "client_address", "user_agent", "grant", "bucket", "last_seen", "feed", "keys",
-        "last_seq", "opening", "outbox", "drainer", "ended", "role", "timer", "gone",
+        "last_seq", "opening", "outbox", "drainer", "ended", "role", "timer", "gone", "answers",
+        "read_mark",
     )
 
     def __init__(self, transport: Transport, *, client_address: str = "", user_agent: str = "") -> None:
@@ -63,8 +66,7 @@ class OpenSocket:
         self.grant: SocketGrant | None = None
         self.bucket: TokenBucket | None = None
         self.last_seen: datetime | None = None
-        # Where this socket listens (the session, the token's session), and the last log
-        # position it was sent.
+        # Where it listens (its session, its token's session); the last log position sent.
         self.feed: EventTail | None = None
         self.keys: tuple[uuid.UUID, uuid.UUID] | None = None
         self.last_seq = 0
@@ -77,6 +79,9 @@ class OpenSocket:
         self.role: str | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
+        # The answers in flight its snapshot held: message id -> the first token not in it.
+        self.answers: dict[str, int] | None = None
+        self.read_mark = 0  # the tail's reads begun when this socket subscribed
 
     # --- Life -------------------------------------------------------------------------
     async def subscribe(self, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
@@ -85,6 +90,7 @@ class OpenSocket:
         await feed.start()
         self.feed, self.keys = feed, (session_id, token_session_id)
         feed.subscribe(self, session_id=session_id, token_session_id=token_session_id)
+        self.read_mark = feed.reads
 
     def unsubscribe(self) -> None:
         if self.feed is not None and self.keys is not None:
@@ -111,13 +117,21 @@ class OpenSocket:
             seq = max(grant.event_seq, self.feed.positions.get(grant.session_id, 0))
             replay = Replay(seq=seq, epoch=self.feed.epoch, recovered=None, events=[])
         else:
-            replay = await database_sync_to_async(log_replay)(
+            replay = await log_replay_read(
                 session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
             )
         self.last_seq = replay.seq
+        # Read before `session.ready` (nothing but a catch-up waits after it), and only when
+        # the session may have answers in flight.
+        answers = await answers_read(self) if self._answering() else []
         await self.transport.send_frame(session_ready(grant, replay))
         for event in replay.events:
+            # As fast as the client reads, so its own replay never fills the send buffer.
+            await self.transport.drained()
+            if self.gone:
+                return
             await self.transport.send_frame(event.frame(replay.epoch))
+        self.answers = await answers_snapshot(self, answers) or None
         self.opening = False
         HANDSHAKES.labels(outcome="accepted").inc()
         if self.ended is not None:
@@ -127,6 +141,13 @@ class OpenSocket:
             self.log_access_changed(self.role)
         self._schedule_check()
         self._drain_soon()
+
+    def _answering(self) -> bool:
+        """Whether the session may have answers in flight: the tail knows of some, or has
+        not yet done a read begun after this socket subscribed (an answer started before
+        that may not be known to it yet; one started after reaches the socket whole)."""
+        feed = self.feed
+        return feed is None or self.grant.session_id in feed.answering or feed.read_done <= self.read_mark
 
     def closed(self) -> None:
         """The connection is gone: stop the timer, leave the log, give back the cap."""
@@ -159,13 +180,12 @@ class OpenSocket:
         self._queue(("live", frame, ""))
 
     def log_ended(self, close_code: int, reason: str, ended_at: float) -> None:
-        if self.gone:
-            return
-        if self.opening:
-            self.ended = (close_code, reason or "session_ended")
-            return
-        self.gone = True
-        background(self._revoke(close_code, reason or "session_ended", ended_at))
+        reason = reason or "session_ended"
+        if self.opening and not self.gone:
+            self.ended = (close_code, reason)
+        elif not self.gone:
+            self.gone = True
+            background(self._revoke(close_code, reason, ended_at))
 
     async def _revoke(self, close_code: int, reason: str, ended_at: float) -> None:
         await self.transport.close_with(close_code, reason)
@@ -200,12 +220,15 @@ class OpenSocket:
             while self.outbox and not self.gone:
                 kind, payload, epoch = self.outbox.popleft()
                 if kind == "live":
-                    await self.transport.send_frame(payload)
+                    if self.answers is None or answer_token_wanted(self.answers, payload):
+                        await self.transport.send_frame(payload)
                     continue
                 for event in payload:
                     if event.seq <= self.last_seq:
                         continue
                     self.last_seq = event.seq
+                    if self.answers:
+                        answers_forget(self.answers, event)
                     await self.transport.send_frame(event.frame(epoch))
         except Exception:  # noqa: BLE001 - the peer went while we sent; its disconnect follows
             logger.debug("send to a departed peer on %s", self.transport.channel_name, exc_info=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from accounts.tokens import token_ledger_prune
 from core.events import log_prune, log_size
 from core.metrics import EVENT_LOG_PRUNED, EVENT_LOG_ROWS
-from realtime.presence import connections_sweep
+from realtime.presence import connections_sweep, servers_dead
+from sessions_runtime.answers import agent_answers_sweep
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.services import sessions_expire_due
 from sessions_runtime.submission import idempotency_records_prune
@@ -20,19 +21,32 @@ class SweepReport:
     requeued: int
     failed: int
     redispatched: int
-    expired: int
-    idempotency_pruned: int
-    tokens_pruned: int
+    expired: int = 0
+    idempotency_pruned: int = 0
+    tokens_pruned: int = 0
     events_pruned: int = 0
+    answers_interrupted: int = 0
+
+
+def dead_servers_sweep() -> SweepReport:
+    """What dead server processes left (run at every heartbeat, SERVER_HEARTBEAT_INTERVAL):
+    their running executions run again at once, their agent answers (and any whose lease
+    ran out) fail as `interrupted`, their connection records go; and the executions whose
+    own heartbeat stopped, or that wait unclaimed, are dispatched again. The executions
+    first, while the dead processes' rows still name them."""
+    dead = servers_dead()
+    executions = executions_sweep(dead_workers=dead)
+    answers = agent_answers_sweep(dead=dead)
+    connections = connections_sweep(dead=dead)
+    return SweepReport(connections=connections, answers_interrupted=answers, **executions)
 
 
 def runtime_sweep() -> SweepReport:
-    """Connection records of dead server processes, executions whose runner stopped,
-    sessions past an expiry (written down, audited, sockets closed), expired idempotency
-    records, simplejwt's ledger rows of expired refresh tokens, and the session events no
-    resume can ask for any more (the log's size is then in /metrics)."""
-    connections = connections_sweep()
-    executions = executions_sweep()
+    """`dead_servers_sweep`, then sessions past an expiry (written down, audited, sockets
+    closed), expired idempotency records, simplejwt's ledger rows of expired refresh
+    tokens, and the session events no resume can ask for any more (the log's size is then
+    in /metrics)."""
+    dead = dead_servers_sweep()
     expired = sessions_expire_due()
     pruned = idempotency_records_prune()
     tokens = token_ledger_prune()
@@ -40,6 +54,6 @@ def runtime_sweep() -> SweepReport:
     EVENT_LOG_PRUNED.inc(events)
     EVENT_LOG_ROWS.set(log_size())
     return SweepReport(
-        connections=connections, expired=expired, idempotency_pruned=pruned, tokens_pruned=tokens,
-        events_pruned=events, **executions
+        connections=dead.connections, requeued=dead.requeued, failed=dead.failed, redispatched=dead.redispatched,
+        answers_interrupted=dead.answers_interrupted, expired=expired, idempotency_pruned=pruned, tokens_pruned=tokens, events_pruned=events,
     )

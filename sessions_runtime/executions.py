@@ -4,16 +4,19 @@ Where executions run is `runner.py`; how they are submitted, `submission.py`."""
 
 from __future__ import annotations
 
+import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from core.audit import audit_record
 from core.caller import Caller
+from core.conf import runtime_settings
 from core.events import runtime_event_publish
 from core.exceptions import ExecutionFinished, NotFound
 from core.ids import uuid_parse
@@ -29,9 +32,22 @@ def execution_payload(execution: Execution) -> dict[str, Any]:
     return dict(ExecutionSerializer(execution).data)
 
 
+def execution_event_payload(execution: Execution) -> dict[str, Any]:
+    """The status document as the `execution.*` events carry it: a result over
+    EVENT_RESULT_MAX_BYTES is left out (`result: null, result_omitted: true`), so a large
+    result is not copied into the log and into every replay; the status GET has it whole."""
+    payload = execution_payload(execution)
+    result = payload.get("result")
+    if result is not None:
+        size = len(json.dumps(result, separators=(",", ":"), default=str).encode())
+        if size > runtime_settings.EVENT_RESULT_MAX_BYTES:
+            payload["result"], payload["result_omitted"] = None, True
+    return payload
+
+
 def execution_announce(execution: Execution, event_type: str) -> None:
     """Publish the execution's status document as `event_type` to its session's sockets."""
-    runtime_event_publish(execution.session_id, event_type, execution_payload(execution))
+    runtime_event_publish(execution.session_id, event_type, execution_event_payload(execution))
 
 
 def execution_get_for_caller(*, caller: Caller, execution_id: object) -> Execution:
@@ -137,3 +153,14 @@ def execution_finish(*, execution_id: uuid.UUID, status: str, result: Any = None
     if status == ExecutionStatus.COMPLETED and execution.cancel_requested:
         status = ExecutionStatus.CANCELLED
     return _finish(execution, status=status, now=timezone.now(), result=result, error=error)
+
+
+def executions_release(*, execution_ids: list[uuid.UUID], worker: str) -> int:
+    """running → created for the executions a stopping process hands over (the attempt is
+    not counted). Their `updated_at` is set back past EXECUTION_STALE_AFTER, so that the
+    next sweep of any other process dispatches them again at once."""
+    waited_enough = timezone.now() - runtime_settings.EXECUTION_STALE_AFTER - timedelta(seconds=1)
+    return Execution.objects.filter(pk__in=execution_ids, status=ExecutionStatus.RUNNING, worker=worker).update(
+        status=ExecutionStatus.CREATED, worker="", attempts=Greatest(F("attempts") - 1, 0), heartbeat_at=None,
+        updated_at=waited_enough,
+    )

@@ -250,3 +250,39 @@ class FileReference(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AgentAnswer(models.Model):
+    """An agent answer in flight, where every server process can read it: the text so far
+    (written in coalesced steps by the process that runs it, `server_instance`), the index
+    of the next token, and the lease that process renews. The row goes with the answer's
+    one terminal event, in the same transaction: a row is an answer not yet ended."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # the message_id
+    session = models.ForeignKey(RuntimeSession, on_delete=models.CASCADE, related_name="agent_answers")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    conversation_id = models.CharField(max_length=64)
+    question = models.TextField()
+    text = models.TextField(blank=True, default="")
+    next_index = models.PositiveIntegerField(default=0)
+    # Where each token ends in `text`, so a token can be cut out again by its index.
+    token_ends = models.JSONField(default=list, blank=True)
+    # Counts the running process's writes: a reader that saw write n knows write n + 2
+    # began after it read (see realtime/answers.py).
+    writes = models.PositiveIntegerField(default=0)
+    server_instance = models.CharField(max_length=120)
+    lease_expires_at = models.DateTimeField()
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["lease_expires_at"], name="agent_answer_lease"),
+            models.Index(fields=["user", "created_at"], name="agent_answer_user"),
+            models.Index(fields=["session", "created_at"], name="agent_answer_session"),
+        ]
+
+    def __str__(self) -> str:
+        return f"answer {self.id} ({self.next_index} tokens)"

@@ -18,6 +18,7 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -25,7 +26,9 @@ from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, InvalidRequest, error_for_client
 from core.process import server_instance_id
 from core.tasks import background, tasks_stop
-from sessions_runtime.executions import execution_claim, execution_fail_lost, execution_finish, execution_progress
+from sessions_runtime.executions import (
+    execution_claim, execution_fail_lost, execution_finish, execution_progress, executions_release,
+)
 from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ async def execution_run(execution_id: uuid.UUID) -> None:
         return
     context = ExecutionContext(execution)
     heartbeat = asyncio.create_task(_heartbeat(execution_id))
+    _runs[execution_id] = asyncio.current_task()  # type: ignore[assignment]
     try:
         handler = intent_handler(execution.intent_type)
         result = await handler(context)
@@ -119,9 +123,31 @@ async def execution_run(execution_id: uuid.UUID) -> None:
             execution_id=execution_id, status=ExecutionStatus.COMPLETED, result=result
         )
     finally:
+        _runs.pop(execution_id, None)
         # Ended with the run, cancelled or not (a drain waits for the run only).
         if await tasks_stop([heartbeat], timeout=HEARTBEAT_STOP_TIMEOUT_S):
             logger.error("execution %s: its heartbeat did not end when cancelled", execution_id)
+
+
+# The runs of this process, so that a stopping one can wait for them or hand them over.
+_runs: dict[uuid.UUID, asyncio.Task] = {}
+
+
+async def executions_hand_over(*, timeout: float) -> int:
+    """A stopping process: wait (at most `timeout`) for the executions running on this
+    event loop, then cancel those still running and release them, so that another process
+    runs them at once (`executions_release`). Returns how many were handed over."""
+    loop = asyncio.get_running_loop()
+    mine = {execution_id: task for execution_id, task in _runs.items() if task.get_loop() is loop}
+    if mine:
+        await asyncio.wait(mine.values(), timeout=max(0.0, timeout))
+    left = [execution_id for execution_id, task in mine.items() if not task.done()]
+    if left:
+        if await tasks_stop([mine[execution_id] for execution_id in left], timeout=HEARTBEAT_STOP_TIMEOUT_S):
+            logger.error("executions of a stopping process did not end when cancelled")
+        await database_sync_to_async(executions_release)(execution_ids=left, worker=server_instance_id())
+        logger.info("handed over %d running executions", len(left))
+    return len(left)
 
 
 # --- Dispatch: where executions run ----------------------------------------------------
@@ -196,17 +222,19 @@ def execution_dispatch(execution_id: uuid.UUID) -> None:
 
 
 # --- The sweep -------------------------------------------------------------------------
-def executions_sweep(*, now: datetime | None = None) -> dict[str, int]:
-    """Pick up what a dead runner left: running executions whose heartbeat stopped are
-    run again (or failed after EXECUTION_MAX_ATTEMPTS); created ones never claimed are
-    dispatched again."""
+def executions_sweep(*, now: datetime | None = None, dead_workers: list[str] = ()) -> dict[str, int]:  # type: ignore[assignment]
+    """Pick up what a dead runner left: running executions of a dead server process
+    (`dead_workers`, at once) or whose heartbeat stopped are run again (or failed after
+    EXECUTION_MAX_ATTEMPTS); created ones never claimed (or handed over by a stopping
+    process) are dispatched again."""
     now = now or timezone.now()
     stale = now - runtime_settings.EXECUTION_STALE_AFTER
     requeued = failed = redispatched = 0
     with transaction.atomic():
         lost = list(
             Execution.objects.select_for_update()
-            .filter(status=ExecutionStatus.RUNNING, heartbeat_at__lt=stale)
+            .filter(status=ExecutionStatus.RUNNING)
+            .filter(Q(heartbeat_at__lt=stale) | Q(worker__in=list(dead_workers)))
             .values_list("pk", "attempts")
         )
         for execution_id, attempts in lost:
@@ -217,9 +245,11 @@ def executions_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 Execution.objects.filter(pk=execution_id).update(status=ExecutionStatus.CREATED, worker="", updated_at=now)
                 transaction.on_commit(lambda pk=execution_id: execution_dispatch(pk))
                 requeued += 1
-        waiting = Execution.objects.filter(
+        waiting = list(Execution.objects.filter(
             status=ExecutionStatus.CREATED, cancel_requested=False, updated_at__lt=stale
-        ).values_list("pk", flat=True)
+        ).values_list("pk", flat=True))
+        # Dispatched again once per EXECUTION_STALE_AFTER, not at every sweep.
+        Execution.objects.filter(pk__in=waiting).update(updated_at=now)
         for execution_id in waiting:
             transaction.on_commit(lambda pk=execution_id: execution_dispatch(pk))
             redispatched += 1

@@ -23,6 +23,7 @@ from core.limits import rate_limit_take
 from core.metrics import SESSION_ENDS
 from core.models import AuditEvent
 from sessions_runtime.access import access_cache_forget
+from sessions_runtime.answers import agent_answers_end
 from sessions_runtime.models import (
     EXPIRY_REASONS,
     EndReason,
@@ -212,6 +213,7 @@ def _sessions_end(
         for session_id, user_id, tenant_id in rows
     )
     access_cache_forget(ids)
+    agent_answers_end(ids)  # their answers in flight fail, before the end closes the sockets
     sessions_ended_record(ids, reason=reason, close_code=close_code)
     transaction.on_commit(lambda: SESSION_ENDS.labels(reason=reason).inc(len(ids)))
     return len(ids)

@@ -1,6 +1,6 @@
 """Liveness (`/live`: the process answers; no dependency is asked, so a Redis blip does
 not get every process restarted) and readiness (`/ready`, and `/health` as the contract
-names it: the database and the channel layer answer), and the middleware that lets probes
+names it: the database and the channel layer answer, and the process is not stopping), and the middleware that lets probes
 and scrapes in by IP."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from realtime.drain import draining
 
 logger = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 2.0
@@ -82,6 +84,8 @@ class ReadinessApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
+        if draining():  # stopping: send nothing new here (docs/deployment.md)
+            return Response({"status": "draining", "checks": {}}, status=503)
         checks = {
             "database": "ok" if database_check() else "unavailable",
             "channel_layer": "ok" if channel_layer_check() else "unavailable",

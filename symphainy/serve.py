@@ -5,7 +5,8 @@ access log has its token query parameters redacted (the legacy socket transport 
 `?access_token=`); the close codes 1009, 1011 and 1013 reach the client, as do the
 protocol-violation codes 1002 and 1007; a peer that stops reading is dropped (see
 `SymphainyWebSocketProtocol`); a body over MAX_REQUEST_BYTES is refused before it is
-read (`BoundedWebRequest`). `symphainy.asgi` installs them whenever it is imported, so
+read (`BoundedWebRequest`); SIGTERM and SIGINT drain the process (`realtime.drain`) before
+daphne stops it. `symphainy.asgi` installs them whenever it is imported, so
 `daphne symphainy.asgi:application` and `manage.py runserver` get them too.
 
 `python -m symphainy.serve [daphne options]` is daphne's own command line with the
@@ -16,6 +17,7 @@ idle sockets honest: `--ping-interval` (default 20 s) and `--ping-timeout` (defa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -30,6 +32,7 @@ from daphne.cli import CommandLineInterface
 from daphne.http_protocol import WebRequest
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -51,27 +54,55 @@ def send_buffer_limit() -> int:
 # later). Autobahn's `sendClose` only lets an application send 1000 and 3000-4999 and
 # raises on the rest, which would leave such a socket open; these go out as close frames
 # directly.
-ENDPOINT_CLOSE_CODES = frozenset({CloseCode.MESSAGE_TOO_BIG, CloseCode.SERVER_ERROR, CloseCode.TRY_AGAIN_LATER})
+ENDPOINT_CLOSE_CODES = frozenset(
+    {CloseCode.MESSAGE_TOO_BIG, CloseCode.SERVER_ERROR, CloseCode.SERVICE_RESTART, CloseCode.TRY_AGAIN_LATER}
+)
+
+
+# The ASGI scope extension through which an application waits for a socket's send buffer
+# to drain (realtime.consumers reads it by this name): {"drained": async () -> None}.
+SEND_BUFFER_EXTENSION = "symphainy.send_buffer"
 
 
 @implementer(IPushProducer)
 class SendBufferGuard:
     """Told by Twisted when a socket's outgoing buffer passes its high-water mark (the
-    peer stopped reading) and when it drains again."""
+    peer is not reading as fast as we write) and when it drains again; `drained()` waits
+    for the second, so a sender that awaits it never outruns its peer."""
 
-    __slots__ = ("paused", "pending")
+    __slots__ = ("paused", "pending", "waiters")
 
     def __init__(self) -> None:
         self.paused, self.pending = False, 0
+        self.waiters: list[asyncio.Future] | None = None
 
     def pauseProducing(self) -> None:
         self.paused = True
 
     def resumeProducing(self) -> None:
         self.paused, self.pending = False, 0
+        self.release()
 
     def stopProducing(self) -> None:
         self.paused = False
+        self.release()
+
+    def release(self) -> None:
+        """Wake every `drained()` waiter (the buffer drained, or the connection is gone)."""
+        waiters, self.waiters = self.waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drained(self) -> None:
+        # Twisted runs on this asyncio loop (daphne installs its asyncio reactor), so the
+        # producer calls above resolve these futures on the loop's own thread.
+        while self.paused:
+            waiter = asyncio.get_running_loop().create_future()
+            if self.waiters is None:
+                self.waiters = []
+            self.waiters.append(waiter)
+            await waiter
 
 
 class SymphainyWebSocketProtocol(WebSocketProtocol):
@@ -85,11 +116,19 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
         self.failByDrop = False
         # Daphne writes every frame to the transport at once, and Twisted buffers without
         # limit: a peer that stops reading would grow this process's memory for as long
-        # as events reach its session. The guard cuts such a peer off instead.
+        # as events reach its session. The guard cuts such a peer off instead; a sender
+        # with much to say (a replay) awaits `send_drained()` between frames instead.
         self._send_guard = SendBufferGuard()
         with contextlib.suppress(RuntimeError):  # the HTTP channel's producer, if any
             self.transport.unregisterProducer()
         self.transport.registerProducer(self._send_guard, True)
+
+    async def send_drained(self) -> None:
+        """Return once this socket's send buffer is under Twisted's high-water mark (at
+        once if it is, or when the connection is gone)."""
+        guard = self._send_guard
+        if guard is not None:
+            await guard.drained()
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         guard = self._send_guard
@@ -98,9 +137,17 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
             if guard.pending > send_buffer_limit():
                 logger.warning("peer %s stopped reading; dropping it", self.peer)
                 self._send_guard = None
+                guard.release()
                 self.transport.abortConnection()
                 return
         super().sendData(data, sync=sync, chopsize=chopsize)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        guard = self._send_guard
+        if guard is not None:
+            self._send_guard = None
+            guard.release()
+        super().onClose(wasClean, code, reason)
 
     def serverClose(self, code: int | None = None) -> None:
         if code in ENDPOINT_CLOSE_CODES:
@@ -180,6 +227,7 @@ class LoggingAccessLog(AccessLogGenerator):
 
 _server_init = Server.__init__
 _server_log_action = Server.log_action
+_server_create_application = Server.create_application
 # Endpoint kinds whose Twisted parser takes a `backlog` (an adopted `fd:` already listens).
 _BACKLOG_KINDS = frozenset({"tcp", "tcp6", "unix", "ssl"})
 
@@ -221,6 +269,60 @@ def _redacting_log_action(self: Server, protocol: str, action: str, details: dic
     _server_log_action(self, protocol, action, details)
 
 
+def _create_application_patched(self: Server, protocol: Any, scope: dict[str, Any]) -> Any:
+    # A socket's application may wait for its send buffer to drain (SEND_BUFFER_EXTENSION).
+    if isinstance(protocol, SymphainyWebSocketProtocol):
+        scope["extensions"] = {**(scope.get("extensions") or {}), SEND_BUFFER_EXTENSION: {"drained": protocol.send_drained}}
+    return _server_create_application(self, protocol, scope)
+
+
+# --- The drain on SIGTERM / SIGINT (realtime.drain owns its order) -----------------------
+_server_kill_all = Server.kill_all_applications
+_server_listen_success = Server.listen_success
+_server_run = Server.run
+
+
+def _listen_success_kept(self: Server, port: Any) -> None:
+    self.__dict__.setdefault("symphainy_ports", []).append(port)
+    _server_listen_success(self, port)
+
+
+def _run_started(self: Server) -> None:
+    from twisted.internet import reactor
+
+    from realtime.drain import process_started
+
+    reactor.callWhenRunning(lambda: asyncio.ensure_future(process_started()))
+    _server_run(self)
+
+
+def _in_flight(server: Server) -> int:
+    return sum(
+        1 for details in list(server.connections.values())
+        if details.get("application_instance") is not None and not details["application_instance"].done()
+    )
+
+
+async def _stop_listening(server: Server) -> None:
+    ports = server.__dict__.get("symphainy_ports", [])
+    await asyncio.gather(*(Deferred.asFuture(maybeDeferred(port.stopListening), asyncio.get_running_loop()) for port in ports))
+
+
+def _drain_then_kill(self: Server) -> Deferred:
+    """Daphne's shutdown trigger (the reactor runs it on SIGTERM and SIGINT, before it
+    stops): the drain first, then daphne's own kill of what is left."""
+    from realtime.drain import drain
+
+    async def drain_then_kill() -> None:
+        try:
+            await drain(stop_accepting=lambda: _stop_listening(self), in_flight=lambda: _in_flight(self))
+        except Exception:  # noqa: BLE001 - a failed drain must not keep the process from stopping
+            logger.exception("the drain failed")
+        await Deferred.asFuture(_server_kill_all(self), asyncio.get_running_loop())
+
+    return Deferred.fromFuture(asyncio.ensure_future(drain_then_kill()))
+
+
 def _skip_pformat(value: object) -> str:
     return "<protocol options>"
 
@@ -236,6 +338,12 @@ def daphne_protections_install() -> None:
     # (the command line's AccessLogGenerator, runserver's own `log_action`).
     Server.log_action = _redacting_log_action  # type: ignore[method-assign]
     Server.__init__ = _server_init_patched  # type: ignore[method-assign]
+    Server.create_application = _create_application_patched  # type: ignore[method-assign]
+    # SIGTERM and SIGINT drain (realtime.drain) before daphne cancels what is left; the
+    # listeners are kept to stop listening; the lease is taken as the server starts.
+    Server.kill_all_applications = _drain_then_kill  # type: ignore[method-assign]
+    Server.listen_success = _listen_success_kept  # type: ignore[method-assign]
+    Server.run = _run_started  # type: ignore[method-assign]
     # Autobahn pretty-prints its whole protocol configuration for a debug log line on
     # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
     # in a profile of handshakes. The line is not needed; the formatting is skipped.
@@ -247,6 +355,8 @@ def daphne_protections_installed() -> bool:
         WebSocketFactory.protocol is SymphainyWebSocketProtocol
         and Server.log_action is _redacting_log_action
         and http_protocol.WebRequest is BoundedWebRequest
+        and Server.create_application is _create_application_patched
+        and Server.kill_all_applications is _drain_then_kill
     )
 
 

@@ -92,6 +92,9 @@ CORS_EXPOSE_HEADERS = ("etag", "retry-after", "www-authenticate", "x-request-id"
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
+    # Before django.contrib.auth, so that its `changepassword` (which ends the user's
+    # sessions) is the one manage.py finds: the first app with a command of a name wins.
+    "accounts",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -107,7 +110,6 @@ INSTALLED_APPS = [
     "corsheaders",
     "channels",
     "core",
-    "accounts",
     "sessions_runtime",
     "realtime",
     "console",
@@ -333,6 +335,8 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # LOG_FORMAT=json writes one JSON object per line with the request id; tokens are
 # redacted from every record either way.
 LOG_FORMAT = _env("LOG_FORMAT", "plain")
+# prometheus_client reads it from the environment itself; /metrics reads it here.
+PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -47,6 +47,14 @@ def bearer(client: APIClient, access_token: str) -> APIClient:
     return client
 
 
+def as_user(**kwargs: Any) -> tuple[APIClient, dict[str, Any], User]:
+    """A new user (made with `kwargs`), logged in: an API client carrying the access token,
+    the login's body, and the user."""
+    user = make_user(**kwargs)
+    body = login(APIClient(), user)
+    return bearer(APIClient(), body["access_token"]), body, user
+
+
 def make_session(user: User, *, tenant: Tenant | None = None, **metadata: Any):
     """A runtime session of `user` made through the one creation path (a session intent)."""
     from core.caller import Caller

@@ -6,6 +6,7 @@ wait for its HTTP answer)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -116,13 +117,19 @@ class LiveServer:
         return body
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        process_stop(self.process)
+
+
+def process_stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Send `sig` to the process group of a child started with `start_new_session=True`;
+    SIGKILL it if it has not ended within 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 def server_command(command: str, port: int) -> list[str]:
@@ -138,9 +145,13 @@ def server_command(command: str, port: int) -> list[str]:
     raise ValueError(f"unknown server command {command!r}")
 
 
-def start_server(log_dir: Path, command: str = "serve", **env: str) -> LiveServer:
-    port = free_port()
-    log_path = log_dir / f"daphne-{port}.log"
+_starts = itertools.count()  # each start its own log, the same port too
+
+
+def start_server(log_dir: Path, command: str = "serve", *, port: int | None = None, **env: str) -> LiveServer:
+    """A server on `port` (a free one by default: a restart in place passes the old one's)."""
+    port = port or free_port()
+    log_path = log_dir / f"daphne-{port}-{next(_starts)}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             server_command(command, port),

@@ -16,7 +16,6 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from rest_framework.test import APIClient
 from websockets.exceptions import ConnectionClosed
 
 from tests import factories
@@ -43,8 +42,8 @@ def bearer(token: str) -> list[str]:
 @database_sync_to_async
 def login_new_user(**kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """A new user, logged in through the REST API in this process: (user, login body)."""
-    user = factories.make_user(**kwargs)
-    return user, factories.login(APIClient(), user)
+    _, body, user = factories.as_user(**kwargs)
+    return user, body
 
 
 # --- In this process, through the full ASGI application -----------------------------------

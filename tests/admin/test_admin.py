@@ -14,17 +14,6 @@ from sessions_runtime.models import EndReason, Execution, ExecutionStatus, Inten
 from tests import factories
 
 
-@pytest.fixture
-def staff(db):
-    return User.objects.create_superuser(email="admin@example.com", password=factories.PASSWORD)
-
-
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
 def _sessions(count: int) -> list[dict]:
     tenant = factories.make_tenant()
     bodies = []

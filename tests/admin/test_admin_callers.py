@@ -17,17 +17,6 @@ BEHIND_NGINX = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "203.0.113.9
 
 
 @pytest.fixture
-def staff(db):
-    return User.objects.create_superuser(email="admin@example.com", password=factories.PASSWORD)
-
-
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def one_proxy(settings):
     """TRUSTED_PROXY_COUNT=1, as settings.py puts it."""
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}

@@ -18,17 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(db):
-    return User.objects.create_superuser(email="admin@example.com", password=factories.PASSWORD)
-
-
-@pytest.fixture
-def admin_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def viewer_client(client, db):
     """A staff user who may only view sessions, users and tenants."""
     viewer = User.objects.create_user(email="viewer@example.com", password=factories.PASSWORD, is_staff=True)

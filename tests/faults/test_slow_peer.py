@@ -147,3 +147,33 @@ def test_the_guard_forgets_what_drained(settings, monkeypatch):
         protocol.sendData(b"x" * 900)
         transport.producer.resumeProducing()
     assert not transport.aborted and len(transport.written) == 5
+
+
+def test_a_sender_can_wait_for_the_buffer_to_drain(settings, monkeypatch):
+    """`send_drained()` returns at once with room in the buffer, waits while it is over the
+    high-water mark, and returns when it drains or when the connection goes."""
+    transport = FakeTransport()
+    protocol = _protocol_with(transport, monkeypatch)
+
+    async def scenario() -> None:
+        await asyncio.wait_for(protocol.send_drained(), 1)
+        transport.producer.pauseProducing()
+        waiting = asyncio.ensure_future(protocol.send_drained())
+        assert not await _done_soon(waiting)
+        transport.producer.resumeProducing()
+        await asyncio.wait_for(waiting, 1)
+
+        transport.producer.pauseProducing()
+        waiting = asyncio.ensure_future(protocol.send_drained())
+        assert not await _done_soon(waiting)
+        transport.producer.stopProducing()  # the connection went
+        await asyncio.wait_for(waiting, 1)
+
+    asyncio.run(scenario())
+
+
+async def _done_soon(task: asyncio.Future) -> bool:
+    """Whether `task` finishes once the loop has run everything that was ready."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+    return task.done()

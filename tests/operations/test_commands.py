@@ -85,7 +85,7 @@ def _subparsers(name: str, app: str):
     [
         ("sessions", "sessions_runtime", {"list", "show", "end", "expire"}),
         ("tenants", "accounts", {"create", "list", "add-member", "remove-member", "suspend", "activate"}),
-        ("users", "accounts", {"list", "create", "deactivate"}),
+        ("users", "accounts", {"list", "create", "set-password", "deactivate"}),
     ],
 )
 def test_every_subcommand_has_help(name, app, subcommands):
@@ -651,6 +651,7 @@ def test_runtime_sweep_removes_dead_records_fails_lost_executions_and_expires(us
     assert out.splitlines() == [
         "connections: removed 2 record(s) of dead server processes",
         "executions: requeued 0, failed 1, redispatched 0",
+        "agent answers: failed 0 as interrupted (their process stopped)",
         "sessions: expired 1",
         "idempotency records: removed 0 past their retention",
         "refresh token ledger: removed 0 expired token(s) and their blacklist rows",

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from realtime import heartbeat, tail as tail_module
+from realtime import heartbeat, tail as tail_module, wakeups
+from realtime.cursor import LogCursor
 from realtime.models import Connection
 from realtime.presence import ConnectionRegistry
 from realtime.tail import EventTail
@@ -102,13 +103,13 @@ async def test_the_tail_ends_when_cancelled_during_a_read_of_the_log(quiet_tail,
     once all the same, and the thread finishes on its own."""
     entered, release = threading.Event(), threading.Event()
 
-    def blocked_read(after: int, also: list[int]) -> tuple[list, str]:
+    def blocked_read(after: int, also: list[int], ranges: list) -> tuple[list, str]:
         entered.set()
         release.wait(BOUND)
         return [], ""
 
     monkeypatch.setattr(tail_module, "_read", blocked_read)
-    quiet_tail.high = 0
+    quiet_tail.cursor = LogCursor(0)
     run = asyncio.get_running_loop().create_task(quiet_tail._run())
     try:
         quiet_tail._wake.set()
@@ -161,14 +162,14 @@ def fake_connect(monkeypatch, connection: FakeConnection | Exception) -> list[in
             raise connection
         return connection
 
-    monkeypatch.setattr(tail_module, "_pg_connect", connect)
+    monkeypatch.setattr(wakeups, "pg_connect", connect)
     return attempts
 
 
 async def test_listen_ends_when_cancelled_while_waiting_for_a_notification(quiet_tail, monkeypatch):
     connection = FakeConnection()
     fake_connect(monkeypatch, connection)
-    listen = asyncio.get_running_loop().create_task(quiet_tail._listen())
+    listen = asyncio.get_running_loop().create_task(wakeups.pg_listen(quiet_tail))
     await until(connection.listening.is_set)
     listen.cancel()
     await assert_ends_cancelled(listen)
@@ -178,7 +179,7 @@ async def test_listen_ends_when_cancelled_while_waiting_for_a_notification(quiet
 async def test_listen_ends_when_cancelled_as_a_notification_arrives(quiet_tail, monkeypatch):
     connection = FakeConnection()
     fake_connect(monkeypatch, connection)
-    listen = asyncio.get_running_loop().create_task(quiet_tail._listen())
+    listen = asyncio.get_running_loop().create_task(wakeups.pg_listen(quiet_tail))
     await until(connection.listening.is_set)
     connection.notifications.put_nowait(Notify("anything"))
     listen.cancel()
@@ -187,7 +188,7 @@ async def test_listen_ends_when_cancelled_as_a_notification_arrives(quiet_tail, 
 
 async def test_listen_ends_when_cancelled_while_waiting_to_reconnect(quiet_tail, monkeypatch):
     attempts = fake_connect(monkeypatch, OSError("connection refused"))
-    listen = asyncio.get_running_loop().create_task(quiet_tail._listen())
+    listen = asyncio.get_running_loop().create_task(wakeups.pg_listen(quiet_tail))
     await until(lambda: attempts)
     await asyncio.sleep(0)
     listen.cancel()
@@ -243,7 +244,7 @@ async def test_close_ends_the_tails_tasks_and_its_watcher_thread(settings):
     tasks = list(feed._tasks)
     assert tasks
     if connection.vendor == "sqlite":
-        assert feed._watcher is not None and feed._watcher.is_alive()
+        assert feed._watcher is not None and feed._watcher.thread.is_alive()
     await feed.close()
     assert all(task.cancelled() for task in tasks)
     assert set(watchers()) <= before, "the watcher thread outlived its tail"
@@ -255,14 +256,14 @@ async def test_close_stops_the_watcher_while_it_waits_to_retry(settings, tmp_pat
     does not wait that second out."""
     feed = EventTail(asyncio.get_running_loop())
     missing = str(tmp_path / "no such directory" / "db.sqlite3")
-    feed._watcher = threading.Thread(target=feed._watch, args=(missing, "SELECT 1", 0.001), daemon=True)
-    with caplog.at_level(logging.WARNING, logger="realtime.tail"):
-        feed._watcher.start()
+    feed._watcher = wakeups.SqliteWatcher(feed, path=missing, newest="SELECT 1", interval=0.001)
+    with caplog.at_level(logging.WARNING, logger="realtime.wakeups"):
+        feed._watcher.thread.start()
         await until(lambda: any("watcher could not read" in r.getMessage() for r in caplog.records))
     loop = asyncio.get_running_loop()
     started = loop.time()
     await feed.close(timeout=BOUND)
-    assert not feed._watcher.is_alive()
+    assert not feed._watcher.thread.is_alive()
     assert loop.time() - started < 0.9, "close() waited out the watcher's retry pause"
 
 

@@ -222,10 +222,11 @@ async def test_with_the_watcher_off_no_thread_watches_the_file(settings):
     import threading
 
     from realtime.tail import EventTail
+    from realtime.wakeups import SqliteWatcher
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_WATCH_INTERVAL": timedelta(0)}
     before = sum(t.name == "event-log-watch" for t in threading.enumerate())
-    EventTail(asyncio.get_running_loop())._watch_sqlite()
+    assert SqliteWatcher.start_for(EventTail(asyncio.get_running_loop())) is None
     assert sum(t.name == "event-log-watch" for t in threading.enumerate()) == before
 
 
@@ -327,3 +328,47 @@ def test_concurrent_writers_of_one_session_get_every_position_once():
     assert sorted(seqs) == list(range(1, 161))
     assert seqs == sorted(seqs)  # id order is position order within a session
     assert SessionEventSequence.objects.get(pk=session.pk).last_seq == 160
+
+
+async def test_an_end_committed_after_the_gap_wait_still_closes_its_sockets_within_a_second(settings):
+    """On PostgreSQL an id is handed out at the insert, not at the commit: an end whose
+    transaction commits after the tail gave its hole up (EVENT_GAP_WAIT) is still read,
+    at the late pace, instead of being left to the sockets' periodic re-check (an hour
+    away here)."""
+    import threading
+
+    from django.db import connection
+
+    from realtime.tail import tail
+    from tests.cancelling import until
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite writers take turns: ids are handed out in commit order, no holes")
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_GAP_WAIT": timedelta(milliseconds=100),
+                          "WS_RECHECK_INTERVAL": timedelta(hours=1)}
+    _, body = await login_new_user()
+    _, bystander = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_end() -> None:
+        try:
+            with transaction.atomic():
+                session_end(session_id=uuid.UUID(body["session_id"]), reason=EndReason.DELETED, caller=Caller.system())
+                holding.set()
+                release.wait(60)
+        finally:
+            connection.close()
+
+    ender = threading.Thread(target=slow_end, daemon=True)
+    ender.start()
+    try:
+        await until(holding.is_set, message="the end was not written")
+        # A later id commits first: the tail reads past the end's hole, then gives it up.
+        await publish(bystander["session_id"])
+        feed = tail()
+        await until(lambda: feed.cursor.late, message="the tail did not give the hole up")
+    finally:
+        release.set()
+    assert await sock.receive_close(timeout=10) == 4409
+    await database_sync_to_async(ender.join)(10)

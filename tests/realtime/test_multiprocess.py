@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from django.db import connection
+
 from sessions_runtime.models import RuntimeSession, SessionStatus
 from tests.conftest import services_server_marks
 from tests.live import running
@@ -35,6 +37,15 @@ def test_an_end_on_process_a_closes_sockets_on_process_b_within_a_second(tmp_pat
         asyncio.run(scenario())
 
 
+def end_behind_the_services_back(session_id: str) -> None:
+    """In a worker thread, whose database connection is closed before it returns (or
+    PostgreSQL would refuse to drop the test database while it lingers)."""
+    try:
+        RuntimeSession.objects.filter(pk=session_id).update(status=SessionStatus.ENDED)
+    finally:
+        connection.close()
+
+
 def test_the_recheck_closes_a_socket_whose_end_event_was_lost(tmp_path):
     with running(tmp_path, WS_RECHECK_INTERVAL_SECONDS="1") as server:
         body = server.login()
@@ -42,9 +53,7 @@ def test_the_recheck_closes_a_socket_whose_end_event_was_lost(tmp_path):
         async def scenario():
             ws, _ = await connect_ready(server, body["access_token"])
             # Ended behind the service's back: no end event is ever recorded.
-            await asyncio.to_thread(
-                lambda: RuntimeSession.objects.filter(pk=body["session_id"]).update(status=SessionStatus.ENDED)
-            )
+            await asyncio.to_thread(end_behind_the_services_back, body["session_id"])
             started = time.monotonic()
             assert await close_code(ws) == 4409
             assert time.monotonic() - started < 3

@@ -7,7 +7,8 @@ import pytest
 
 from sessions_runtime.executions import execution_claim
 from sessions_runtime.models import Execution, ExecutionStatus
-from tests.sessions_runtime.test_executions import as_user, finished, submit
+from tests.factories import as_user
+from tests.sessions_runtime.test_executions import finished, submit
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

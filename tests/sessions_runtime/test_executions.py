@@ -22,9 +22,11 @@ from core.caller import Caller
 from core.conf import runtime_settings
 from core.models import AuditEvent, SessionEvent
 from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession
+from sessions_runtime.executions import execution_finish
 from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
 from tests import factories
+from tests.factories import as_user
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -65,12 +67,6 @@ def finished(execution_id, timeout: float = 10) -> Execution:
         lambda: Execution.objects.filter(pk=execution_id, status__in=["completed", "failed", "cancelled"]).first(),
         timeout=timeout, interval=0.02, message=f"execution {execution_id} to finish",
     )
-
-
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
 
 
 def submit(api, body, intent_type, parameters, **extra):
@@ -333,3 +329,23 @@ def test_a_tenant_admin_reads_members_executions_but_cancels_only_their_own():
     assert member_api.post(f"/api/execution/{theirs['execution_id']}/cancel").status_code == 202
     finished(theirs["execution_id"])
     finished(own["execution_id"])
+
+
+# --- What the events carry -----------------------------------------------------------------
+@pytest.mark.parametrize("size, carried", [(100, True), (20_000, False)])
+def test_a_large_result_is_left_out_of_the_event_and_read_from_the_status(settings, size, carried):
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "EVENT_RESULT_MAX_BYTES": 16 * 1024}
+    user = factories.make_user()
+    session = factories.make_session(user)
+    execution = make_execution(session, status="running", attempts=1, age=timedelta(0))
+    result = {"text": "r" * size}
+    execution_finish(execution_id=execution.pk, status=ExecutionStatus.COMPLETED, result=result)
+    event = SessionEvent.objects.get(session_id=session.pk, kind="execution.completed")
+    assert set(event.data) >= STATUS_FIELDS
+    if carried:
+        assert event.data["result"] == result and "result_omitted" not in event.data
+    else:
+        assert event.data["result"] is None and event.data["result_omitted"] is True
+    client = factories.bearer(APIClient(), factories.login(APIClient(), user)["access_token"])
+    status = client.get(f"/api/execution/{execution.pk}/status")
+    assert status.status_code == 200 and status.json()["result"] == result

@@ -6,20 +6,14 @@ import hashlib
 import uuid
 
 import pytest
-from rest_framework.test import APIClient
 
 from accounts.models import Role
 from sessions_runtime.models import FileReference
 from tests import factories
+from tests.factories import as_user
 
 pytestmark = pytest.mark.django_db
 FIELDS = {"file_id", "session_id", "name", "size", "sha256", "content_type", "location", "created_at"}
-
-
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
 
 
 def reference(**overrides):

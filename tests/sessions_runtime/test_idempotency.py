@@ -15,6 +15,7 @@ from accounts.models import Membership, Role
 from sessions_runtime import submission
 from sessions_runtime.models import Execution, IdempotencyRecord, Intent
 from tests import factories
+from tests.factories import as_user
 
 SUBMIT = "/api/intent/submit"
 
@@ -24,12 +25,6 @@ def _no_runner(settings):
     """Executions stay `created` (nobody listens on the worker channel), so a replayed
     answer can be compared with the first one field for field."""
     settings.SYMPHAINY = {**settings.SYMPHAINY, "EXECUTION_RUNNER": "worker"}
-
-
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
 
 
 def post(api, body, parameters=None, *, key=None, header=None, intent_type="echo"):

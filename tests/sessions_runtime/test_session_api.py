@@ -6,24 +6,18 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from accounts.models import Role
 from core.models import AuditEvent
 from sessions_runtime.models import EndReason, RuntimeSession, SessionStatus
 from tests import factories
+from tests.factories import as_user
 
 pytestmark = pytest.mark.django_db
 SESSION_FIELDS = {
     "session_id", "user_id", "tenant_id", "status", "created_at", "last_seen_at", "expires_at",
     "idle_expires_at", "ended_at", "end_reason", "metadata", "connections",
 }
-
-
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
 
 
 def test_create_returns_a_new_session_of_the_caller():

@@ -23,6 +23,7 @@ from sessions_runtime.state import (
 )
 from sessions_runtime.state_writes import session_state_read, session_state_write
 from tests import factories
+from tests.factories import as_user
 
 BACKENDS = ["database", "memory", "redis"]
 
@@ -185,12 +186,6 @@ def test_concurrent_writers_of_one_version_exactly_one_wins(backend):
 
 
 # --- REST -----------------------------------------------------------------------------------
-def as_user(**kwargs):
-    user = factories.make_user(**kwargs)
-    body = factories.login(APIClient(), user)
-    return factories.bearer(APIClient(), body["access_token"]), body, user
-
-
 def state_url(session_id) -> str:
     return f"/api/session/{session_id}/state"
 

@@ -7,8 +7,6 @@ services run, where SYMPHAINY_REQUIRE_SERVICES=1 fails the run rather than skip 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from sessions_runtime.runner import executions_sweep
 from sessions_runtime.submission import intent_submit
 from tests import factories
 from tests.conftest import services_server_marks
-from tests.live import ROOT, child_env
+from tests.live import ROOT, child_env, process_stop
 from tests.waiting import wait_until
 
 pytestmark = services_server_marks()
@@ -36,16 +34,6 @@ def start_worker(log_path: Path) -> subprocess.Popen:
             [sys.executable, "manage.py", "runworker", "symphainy.executions"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-
-
-def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 def wait_for(check, timeout: float, what: str, log_path: Path):
@@ -77,7 +65,7 @@ def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_p
         # While its worker is alive and beating, the sweep leaves it alone.
         assert executions_sweep()["requeued"] == 0
 
-        stop(first_worker, signal.SIGKILL)
+        process_stop(first_worker, signal.SIGKILL)
         assert first_worker.returncode == -signal.SIGKILL
         lost = Execution.objects.get(pk=execution_id)
         assert lost.status == ExecutionStatus.RUNNING and lost.progress["processed"] < len(items)
@@ -99,6 +87,6 @@ def test_a_worker_killed_mid_execution_is_recovered_by_the_sweep(settings, tmp_p
         assert done.result == {"processed": 13, "succeeded": 12, "failed": 1}
         assert done.progress == {"total": 13, "processed": 13, "succeeded": 12, "failed": 1}
     finally:
-        stop(first_worker, signal.SIGKILL)
+        process_stop(first_worker, signal.SIGKILL)
         if second_worker is not None:
-            stop(second_worker)
+            process_stop(second_worker)

@@ -14,8 +14,9 @@
  * Tokens live in memory only (never in storage or a URL). The access token is refreshed
  * before it expires: over HTTP first (the refresh token rotates), then on the open socket
  * with an `auth.refresh` frame, so the socket stays up. The socket reconnects after a
- * network drop with exponential backoff and jitter; it never retries 4401, 4404 or 4409,
- * which need a new login. A reconnect resumes where the last socket stopped (`since` and
+ * network drop or a server restart (1012) with exponential backoff and full jitter; after
+ * 4401 it refreshes the tokens once and reconnects; it never retries 4404 or 4409, nor a
+ * 4401 that a refresh did not cure, which need a new login. A reconnect resumes where the last socket stopped (`since` and
  * `epoch` in the socket URL): the server replays what was missed ("resumed"), or says it
  * cannot and the app re-reads its state ("resync.required"). See docs/client.md.
  *
@@ -29,6 +30,8 @@ export const CloseCode = Object.freeze({
   ABNORMAL: 1006,
   MESSAGE_TOO_BIG: 1009,
   SERVER_ERROR: 1011,
+  /** The server process is stopping (a deploy): come back after a short random delay. */
+  SERVICE_RESTART: 1012,
   TRY_AGAIN_LATER: 1013,
   /** Sent by this client to reopen with a fresh token when `auth.refresh` was not acknowledged. */
   REOPEN: 4000,
@@ -118,6 +121,7 @@ export class SymphainyClient {
     this._state = /** @type {SocketState} */ ("idle");
     this._wanted = false; // the caller asked for an open socket
     this._attempt = 0; // reconnect attempts since the last session.ready
+    this._reauthed = false; // a 4401 was answered with a refresh since the last session.ready
     this._ready = null; // the last session.ready frame
     this._waiters = []; // connect() promises waiting for session.ready
     this._refreshing = null; // the one refresh in flight (rotation forbids two)
@@ -496,6 +500,7 @@ export class SymphainyClient {
     let resync = null;
     if (frame.type === "session.ready") {
       this._attempt = 0;
+      this._reauthed = false;
       this._ready = frame;
       resync = this._positionStart(frame);
       this._setState("open", { ready: frame });
@@ -575,6 +580,18 @@ export class SymphainyClient {
       for (const waiter of this._waiters.splice(0)) waiter.reject(new Error("disconnected"));
       return;
     }
+    if (event.code === CloseCode.UNAUTHENTICATED && this._tokens && !this._reauthed) {
+      // The access token was refused (it expired while the tab slept, say): refresh it,
+      // then reconnect at once; a second 4401 before the next session.ready is final.
+      this._reauthed = true;
+      this._emit("close", { ...info, retry: true, delayMs: 0 });
+      this._setState("reconnecting", { ...info, delayMs: 0, attempt: this._attempt });
+      this.refresh().then(
+        () => { if (this._wanted && !this._ws) this._open(); },
+        () => { if (this._wanted && this._tokens && !this._ws) this._retry(info); },
+      );
+      return;
+    }
     const final = FINAL_CLOSES.get(event.code);
     if (final) {
       this._emit("close", { ...info, retry: false });
@@ -584,12 +601,22 @@ export class SymphainyClient {
     this._retry(info);
   }
 
-  /** Schedule the next attempt: exponential backoff, half of it random ("equal jitter"). */
+  /**
+   * Schedule the next attempt: exponential backoff with full jitter (anywhere from 0 to
+   * `initialMs * factor^attempt`, capped at `maxMs`), so that the clients of a restarted
+   * server do not all come back in the same instant. After 4429 and 1013 at least
+   * `slowDownMs`, half of it kept ("equal jitter"): those ask for a pause.
+   */
   _retry(info) {
     const { initialMs, maxMs, factor, slowDownMs } = this.backoff;
     let base = Math.min(maxMs, initialMs * factor ** this._attempt);
-    if (SLOW_DOWN_CLOSES.has(info.code)) base = Math.max(base, slowDownMs);
-    const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
+    let delayMs;
+    if (SLOW_DOWN_CLOSES.has(info.code)) {
+      base = Math.max(base, slowDownMs);
+      delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
+    } else {
+      delayMs = Math.round(Math.random() * base);
+    }
     this._attempt += 1;
     this._emit("close", { ...info, retry: true, delayMs });
     this._setState("reconnecting", { ...info, delayMs, attempt: this._attempt });

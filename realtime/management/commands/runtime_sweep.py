@@ -57,6 +57,7 @@ class Command(BaseCommand):
         say = self.stdout.write if options["verbosity"] >= 1 else (lambda line: None)
         say(f"connections: removed {report.connections} record(s) of dead server processes")
         say(f"executions: requeued {report.requeued}, failed {report.failed}, redispatched {report.redispatched}")
+        say(f"agent answers: failed {report.answers_interrupted} as interrupted (their process stopped)")
         say(f"sessions: expired {report.expired}")
         say(f"idempotency records: removed {report.idempotency_pruned} past their retention")
         say(f"refresh token ledger: removed {report.tokens_pruned} expired token(s) and their blacklist rows")

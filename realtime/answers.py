@@ -1,0 +1,112 @@
+"""A socket's catch-up on its session's agent answers in flight: after `session.ready` and
+the replay, one `agent.snapshot` per answer, then the live tokens from its `next_index`,
+none missing and none twice.
+
+The socket subscribed to its process's tail before the handshake check, so every token
+that reaches this process after that waits in its outbox. The answer's row is read after
+that, but it lags the live tokens by up to one write (AGENT_SNAPSHOT_INTERVAL): a token
+that arrived just before the subscription may not be in it yet. So the row is read again
+until it covers every such token, which is so when either
+
+- its `next_index` reaches the first token of that answer the outbox holds (tokens come
+  in order), or
+- the running process has written it twice since the first read: its `writes` went up by
+  two, and the second of those writes began after the first one committed, which was
+  after this read began, so after the subscription; each write holds every token sent
+  before it began (an answer with no new token renews its lease, also a write, every
+  half second).
+
+Then tokens with an index below `next_index` are dropped, in the outbox and later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from core.conf import runtime_settings
+from core.events import LoggedEvent
+from realtime.handshake import SocketGrant
+from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
+
+# A running process writes each of its answers at least twice a second: a row that has not
+# caught up within this is of a stuck or dead process (the sweep fails it), and is sent
+# as it stands.
+SNAPSHOT_WAIT_S = 2.0
+
+
+class OpeningSocket(Protocol):
+    """What a catch-up uses of an opening socket (`realtime.socket.OpenSocket`, which calls it)."""
+
+    grant: SocketGrant
+    outbox: deque | None
+    transport: Any
+
+
+def _held_first(socket: OpeningSocket) -> dict[str, int]:
+    """The index of the first live token of each answer waiting in the socket's outbox."""
+    first: dict[str, int] = {}
+    for kind, frame, _ in socket.outbox or ():
+        if kind == "live" and frame.get("event_type") == AGENT_TOKEN:
+            data = frame.get("data") or {}
+            first.setdefault(str(data.get("message_id")), int(data.get("index", 0)))
+    return first
+
+
+async def answers_read(socket: OpeningSocket) -> list[dict[str, Any]]:
+    """The rows of the answers in flight of the socket's session (read once it subscribed)."""
+    return await database_sync_to_async(agent_answers_in_flight)(session_id=socket.grant.session_id)
+
+
+async def answers_snapshot(socket: OpeningSocket, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Send one `agent.snapshot` per answer in flight of the socket's session, from `rows`
+    read again until they cover what the outbox lacks; returns each answer's
+    `next_index`, below which the socket drops live tokens. No answer: no wait."""
+    if not rows:
+        return {}
+    read = database_sync_to_async(agent_answers_in_flight)
+    first_writes = {row["pk"]: row["writes"] for row in rows}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SNAPSHOT_WAIT_S
+    while True:
+        held = _held_first(socket)
+        behind = [
+            row for row in rows
+            if row["next_index"] < held.get(str(row["pk"]), row["next_index"] + 1)
+            and row["writes"] < first_writes.get(row["pk"], row["writes"]) + 2
+        ]
+        if not behind or loop.time() >= deadline:
+            break
+        await asyncio.sleep(runtime_settings.AGENT_SNAPSHOT_INTERVAL.total_seconds())
+        rows = await read(session_id=socket.grant.session_id)  # an answer that ended meanwhile is gone
+    filters = {}
+    for row in rows:
+        message_id = str(row["pk"])
+        filters[message_id] = row["next_index"]
+        await socket.transport.send_frame({
+            "type": "runtime_event", "event_type": AGENT_SNAPSHOT, "timestamp": timezone.now().isoformat(),
+            "data": {
+                "conversation_id": row["conversation_id"], "message_id": message_id, "question": row["question"],
+                "text": row["text"], "next_index": row["next_index"],
+            },
+        })
+    return filters
+
+
+def answer_token_wanted(filters: dict[str, int], frame: dict[str, Any]) -> bool:
+    """Whether a live frame goes out: not a token its socket's snapshot already held."""
+    if frame.get("event_type") != AGENT_TOKEN:
+        return True
+    data = frame.get("data") or {}
+    below = filters.get(str(data.get("message_id")))
+    return below is None or int(data.get("index", 0)) >= below
+
+
+def answers_forget(filters: dict[str, int], event: LoggedEvent) -> None:
+    """An answer's terminal event: its filter is no longer needed."""
+    if event.kind in TERMINAL_KINDS:
+        filters.pop(str(event.data.get("message_id")), None)

@@ -1,0 +1,151 @@
+"""A serving process's life: started, then, on SIGTERM or SIGINT, drained, in one order.
+
+The drain, whatever command started the process (`symphainy.serve` hooks it into daphne):
+1. from the first moment, this process is `draining()`: `/ready` answers 503, a handshake
+   that still arrives is closed with 1012, and the server stops listening (`stop_accepting`),
+   so nginx or a load balancer sends new sockets elsewhere;
+2. every open socket is closed with 1012, spread evenly over SHUTDOWN_DRAIN_WINDOW in a
+   random order, so that their clients do not all come back in the same instant;
+3. the work in flight (requests, executions) gets the rest of SHUTDOWN_TIMEOUT, less a
+   reserve for the steps below; executions still running then are handed over (another
+   process runs them at once) and agent answers end as `interrupted`;
+4. the loops stop (the event-log tail, the heartbeat, the connection-record flusher, the
+   private execution loop), and the process's connection records and its lease go with it.
+The server then stops its loop and the process exits 0. See docs/deployment.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Protocol
+
+from channels.db import database_sync_to_async
+
+from core.conf import runtime_settings
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode
+from realtime import heartbeat
+from realtime.presence import registry, server_leave
+from realtime.tail import tail
+from sessions_runtime import runner
+
+logger = logging.getLogger(__name__)
+CLOSE_REASON = "server_restart"
+# Kept from SHUTDOWN_TIMEOUT for the last steps (handing over, stopping loops, the last writes).
+RESERVE_S = 3.0
+# Sockets closed together: one close every few milliseconds is as even as a spread needs.
+STEP_S = 0.01
+
+
+class Closable(Protocol):
+    async def close_with(self, code: int, reason: str) -> None: ...
+
+
+_sockets: set[Closable] = set()
+_draining = False
+
+
+def draining() -> bool:
+    """Whether this process is stopping (`/ready` answers 503 from the first moment)."""
+    return _draining
+
+
+def socket_opened(socket: Closable) -> None:
+    """An accepted socket, to be closed with 1012 by a drain."""
+    _sockets.add(socket)
+
+
+def socket_closed(socket: Closable) -> None:
+    _sockets.discard(socket)
+
+
+async def process_started() -> None:
+    """Take the lease at once (the heartbeat would otherwise wait for a first socket),
+    so that the executions of this process are known to be its own if it dies."""
+    try:
+        await heartbeat.ensure_running()
+    except DEPENDENCY_ERRORS:
+        logger.warning("first heartbeat failed; the loop retries", exc_info=True)
+
+
+async def sockets_close(*, window: float) -> int:
+    """Close every open socket with 1012, spread evenly over `window` seconds."""
+    sockets = list(_sockets)
+    random.shuffle(sockets)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for index, socket in enumerate(sockets):
+        due = started + window * index / len(sockets)
+        if due - loop.time() > STEP_S:
+            await asyncio.sleep(due - loop.time())
+        _sockets.discard(socket)
+        try:
+            await socket.close_with(int(CloseCode.SERVICE_RESTART), CLOSE_REASON)
+        except Exception:  # noqa: BLE001 - one socket's failure must not stop the drain
+            logger.warning("could not close a socket with 1012", exc_info=True)
+    return len(sockets)
+
+
+async def answers_interrupt() -> int:
+    """End this process's agent answers in flight as `interrupted`.
+
+    HOOK: the agent-streams work (issue 23) provides the function that does it; until it
+    lands, answers of a stopping process are left to the other processes' sweep."""
+    return 0
+
+
+async def _until(check: Callable[[], bool], deadline: float) -> bool:
+    while not check():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def drain(
+    *, stop_accepting: Callable[[], Awaitable[Any]], in_flight: Callable[[], int] = lambda: 0
+) -> None:
+    """Drain this process (see the module's docstring); returns when it may exit.
+
+    `stop_accepting` stops the server's listeners; `in_flight` counts the server's
+    requests and sockets not yet finished (waited for, within the timeout)."""
+    global _draining
+    if _draining:
+        return
+    _draining = True
+    begun = time.monotonic()
+    timeout = runtime_settings.SHUTDOWN_TIMEOUT.total_seconds()
+    window = min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), max(0.0, timeout - RESERVE_S))
+    deadline = begun + max(0.0, timeout - RESERVE_S)
+    logger.info("draining: %d sockets over %.1f s, work in flight until %.1f s", len(_sockets), window, timeout)
+    try:
+        await stop_accepting()
+    except Exception:  # noqa: BLE001 - a listener that will not stop must not stop the drain
+        logger.exception("could not stop listening")
+    closed = await sockets_close(window=window)
+    if not await _until(lambda: not in_flight(), deadline):
+        logger.warning("draining: %d requests or sockets still open at the deadline", in_flight())
+    handed_over = await runner.executions_hand_over(timeout=deadline - time.monotonic())
+    interrupted = await answers_interrupt()
+    await _stop_loops()
+    try:
+        records = await database_sync_to_async(server_leave)()
+    except DEPENDENCY_ERRORS:
+        records = -1
+        logger.warning("could not remove this process's records; the others sweep them", exc_info=True)
+    logger.info(
+        "drained in %.1f s: %d sockets closed with 1012, %d executions handed over, %d answers interrupted, "
+        "%d connection records removed", time.monotonic() - begun, closed, handed_over, interrupted, records,
+    )
+
+
+async def _stop_loops() -> None:
+    """The loops of this process, each stopped and waited for (a bounded wait each)."""
+    await tail().close()
+    await heartbeat.stop()
+    await registry().close()
+    left = await asyncio.to_thread(runner.background_loop_stop)
+    if left:
+        logger.error("%d tasks of the private execution loop did not end when cancelled", left)

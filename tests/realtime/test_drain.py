@@ -1,0 +1,212 @@
+"""Server restarts over real processes (docs/deployment.md#restarts-and-deploys): SIGTERM
+drains under each start command (1012 for every socket, /ready 503 from the first moment,
+no new connection taken, records gone, exit 0, a running execution handed over and run
+again at once), and a SIGKILLed process is noticed by the others within 10 s."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from realtime.models import Connection, ServerInstance
+from sessions_runtime.models import Execution, ExecutionStatus
+from tests import factories
+from tests.live import ROOT, process_stop, start_server
+from tests.sockets import close_code_after_frames, connect_ready
+from tests.waiting import wait_until, wait_until_async
+
+pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
+# Short enough for a test, long enough to watch the drain: the sockets close over 1 s, the
+# work in flight gets 3 s (SHUTDOWN_TIMEOUT less the drain's reserve of 3 s).
+DRAIN = {"SHUTDOWN_DRAIN_WINDOW_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "6"}
+# A batch that runs for ~8 s: longer than the drain gives it.
+LONG_BATCH = {"items": list(range(80)), "delay_s": 0.1}
+
+
+async def until(check, *, timeout: float, message: str = "the condition"):
+    """Wait for `check()`, run off the loop (it may query the database)."""
+    return await wait_until_async(lambda: asyncio.to_thread(check), timeout=timeout, message=message)
+
+
+def sync(function, *args):
+    return asyncio.to_thread(function, *args)
+
+
+async def submit(ws, parameters: dict) -> str:
+    await ws.send(json.dumps({"type": "intent.submit", "intent_type": "batch", "parameters": parameters}))
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert frame["type"] != "error", frame
+        if frame["type"] == "intent.accepted":
+            return frame["execution_id"]
+
+
+def execution(execution_id: str) -> Execution:
+    return Execution.objects.get(pk=execution_id)
+
+
+def running_on(execution_id: str, instance: str) -> bool:
+    found = execution(execution_id)
+    return found.status == ExecutionStatus.RUNNING and found.worker.startswith(instance)
+
+
+def records_of(instance: str) -> int:
+    return Connection.objects.filter(server_instance__startswith=instance).count()
+
+
+def ready_status(connection: http.client.HTTPConnection) -> int:
+    connection.request("GET", "/ready")
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def refuses_connections(port: int) -> bool:
+    try:
+        http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("command", ["serve", "daphne"])
+def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path, command):
+    first = start_server(tmp_path, command, SERVER_INSTANCE=f"first-{command}", **DRAIN)
+    servers = [first]
+    body = first.login()
+    probe = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)  # kept alive across the signal
+    assert ready_status(probe) == 200
+
+    async def scenario():
+        sockets = [await connect_ready(first, body["access_token"]) for _ in range(3)]
+        execution_id = await submit(sockets[0][0], LONG_BATCH)
+        await until(lambda: running_on(execution_id, "first-") and records_of("first-") == 3, timeout=10)
+
+        first.process.send_signal(signal.SIGTERM)
+        codes = asyncio.gather(*(close_code_after_frames(ws, 15) for ws, _ in sockets))
+        # /ready says 503 from the first moment, and no new connection is taken.
+        await until(lambda: ready_status(probe) == 503, timeout=5)
+        await until(lambda: refuses_connections(first.port), timeout=5)
+        assert await codes == [1012] * 3
+        assert await sync(first.process.wait, 15) == 0, first.log()
+        # Gone at once: the records (no ghost under another process's socket cap), the
+        # lease; and the execution is back to `created` for another process.
+        assert await sync(records_of, "first-") == 0
+        assert not await sync(lambda: ServerInstance.objects.filter(pk__startswith="first-").exists())
+        handed = await sync(execution, execution_id)
+        assert (handed.status, handed.worker, handed.attempts) == (ExecutionStatus.CREATED, "", 0)
+        assert "drained in" in first.log() and "handed over 1 running executions" in first.log()
+
+        # Restarted in place: the new process runs the execution at once, and the client
+        # resumes where it was.
+        second = await sync(lambda: start_server(tmp_path, command, SERVER_INSTANCE=f"second-{command}", **DRAIN))
+        servers.append(second)
+        await until(lambda: running_on(execution_id, "second-"), timeout=5,
+                    message="the restarted process did not run the handed-over execution at once")
+        last = sockets[0][1]
+        ws, ready = await connect_ready(second, body["access_token"], query=f"since={last['seq']}&epoch={last['epoch']}")
+        assert ready["recovered"] is True, ready
+        await ws.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        probe.close()
+        for server in servers:
+            server.stop()
+
+
+def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tmp_path):
+    """Two processes, then three: SIGTERM on one hands its execution to the other at once;
+    SIGKILL on that one has a third sweep its records and run the execution again."""
+    servers = []
+
+    def start(name: str):
+        server = start_server(tmp_path, SERVER_INSTANCE=name, **DRAIN)
+        servers.append(server)
+        return server
+
+    async def scenario():
+        a, b = await sync(start, "a"), await sync(start, "b")
+        body = await sync(a.login)
+        ws, _ = await connect_ready(a, body["access_token"])
+        execution_id = await submit(ws, LONG_BATCH)
+        await until(lambda: running_on(execution_id, "a:"), timeout=10)
+
+        a.process.send_signal(signal.SIGTERM)
+        assert await close_code_after_frames(ws, 15) == 1012
+        assert await sync(a.process.wait, 15) == 0, a.log()
+        assert await sync(records_of, "a:") == 0
+        started = time.monotonic()
+        await until(lambda: running_on(execution_id, "b:"), timeout=5,
+                    message="the other process did not run the handed-over execution at once")
+        handed_over_in = time.monotonic() - started
+
+        # SIGKILL: no drain at all. A third process notices within 10 s.
+        c = await sync(start, "c")
+        on_b = [await connect_ready(b, body["access_token"]) for _ in range(2)]
+        await until(lambda: records_of("b:") == 2, timeout=5)
+        os.killpg(b.process.pid, signal.SIGKILL)
+        await sync(b.process.wait, 10)
+        killed = time.monotonic()
+        await until(lambda: records_of("b:") == 0 and running_on(execution_id, "c:"), timeout=10,
+                    message="the killed process's records or execution were not picked up within 10 s")
+        noticed_in = time.monotonic() - killed
+        assert not await sync(lambda: ServerInstance.objects.filter(pk__startswith="b:").exists())
+        assert (await sync(execution, execution_id)).attempts == 2  # the handed-over run did not count
+        print(f"handed over in {handed_over_in:.2f} s; a kill noticed in {noticed_in:.2f} s")
+        for socket, _ in on_b:
+            await socket.close()
+        assert c.process.poll() is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_the_example_client_comes_back_after_a_restart_in_place_and_misses_nothing(tmp_path):
+    """`examples/client.py --listen` against a server restarted under it: closed with 1012,
+    it reconnects on its own, resumes (`recovered: true`), and sees the batch that ran on the
+    stopped process finish on the restarted one."""
+    first = start_server(tmp_path, SERVER_INSTANCE="example-first", **DRAIN)
+    servers = [first]
+    output = tmp_path / "client.out"
+    user = factories.make_user()
+    with open(output, "wb") as out:
+        client = subprocess.Popen(
+            [sys.executable, "examples/client.py", "--listen", "--pings", "0", "--url", first.http,
+             "--email", user.email, "--password", factories.PASSWORD],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until(lambda: '"session.ready"' in output.read_text(), message=lambda: output.read_text())
+        token = first.login(user)["access_token"]
+        session_id = re.search(r"session ([0-9a-f-]{36})", output.read_text()).group(1)
+        status, accepted = first.request("POST", "/api/intent/submit", {
+            "session_id": session_id, "intent_type": "batch", "parameters": {"items": list(range(40)), "delay_s": 0.1},
+        }, token)
+        assert status == 202, accepted
+        wait_until(lambda: "execution.progress" in output.read_text(), message=lambda: output.read_text())
+
+        first.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "closed 1012: reconnecting" in output.read_text(), message=lambda: output.read_text())
+        assert first.process.wait(timeout=15) == 0, first.log()
+        servers.append(start_server(tmp_path, port=first.port, SERVER_INSTANCE="example-second", **DRAIN))
+        wait_until(lambda: '"recovered": true' in output.read_text(), timeout=20, message=lambda: output.read_text())
+        wait_until(lambda: "execution.completed" in output.read_text(), timeout=20, message=lambda: output.read_text())
+        assert '"recovered": false' not in output.read_text()
+    finally:
+        process_stop(client)
+        for server in servers:
+            server.stop()
