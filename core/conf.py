@@ -262,7 +262,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     ),
     "Sockets": (
         S("WS_MAX_SOCKETS_PER_USER", 20, "WS_MAX_SOCKETS_PER_USER", COUNT, AT_LEAST_ONE,
-          "over it, a handshake closes with 4429"),
+          "open sockets of one user over every process (counted in Redis: "
+          "[architecture.md](architecture.md#the-per-user-socket-cap)); over it, a handshake closes with 4429"),
         S("WS_MAX_MESSAGE_BYTES", 64 * 1024, "WS_MAX_MESSAGE_BYTES", BYTES, AT_LEAST_ONE,
           "larger frames close the socket with 1009"),
         S("WS_MAX_SEND_BUFFER_BYTES", 1024 * 1024, "WS_MAX_SEND_BUFFER_BYTES", BYTES, AT_LEAST_ONE,
@@ -289,8 +290,8 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "how often each serving process renews its lease (one small write) and looks for processes whose lease "
           "ran out"),
         S("SERVER_STALE_AFTER", timedelta(seconds=6), "SERVER_STALE_AFTER_SECONDS", SECONDS, POSITIVE,
-          "a process whose lease is older is taken for dead: its connection records are swept and its running "
-          "executions run again, within this plus one `SERVER_HEARTBEAT_INTERVAL` of its death; must exceed "
+          "a process whose lease is older is taken for dead: its connection records are swept, its sockets no "
+          "longer count against the per-user cap and its running executions run again, within this plus one `SERVER_HEARTBEAT_INTERVAL` of its death; must exceed "
           "`SERVER_HEARTBEAT_INTERVAL`", longer_than="SERVER_HEARTBEAT_INTERVAL"),
         S("RUNTIME_SWEEP_INTERVAL", timedelta(seconds=30), "RUNTIME_SWEEP_INTERVAL_SECONDS", SECONDS, POSITIVE,
           "how often each serving process runs the other clean-ups (sessions past an expiry, expired idempotency "

@@ -167,8 +167,9 @@ def access_changed_record(session_ids: Iterable[uuid.UUID], *, role: str) -> Non
 
 async def live_event_send(session_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> None:
     """An ephemeral `runtime_event` (an agent's token) for the session's sockets, sent now
-    and never logged: a tab that missed it gets the whole text with the replayable
-    `agent.completed`. Who hears it: docs/architecture.md#live-frames."""
+    and never logged: a tab that missed it gets the text so far in an `agent.snapshot`,
+    and the whole text with the replayable terminal event. Who hears it:
+    docs/architecture.md#live-frames."""
     frame = {"type": "runtime_event", "event_type": event_type, "data": data, "timestamp": timezone.now().isoformat()}
     for listener in list(_live_listeners):
         listener(session_id, frame)
@@ -262,15 +263,20 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -
     # Positions are given out without holes, so the gap's size is known without a read.
     if last - since > runtime_settings.REPLAY_MAX_EVENTS:
         return unrecovered
-    missed = SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last)
-    sizes = list(missed.annotate(stored=StoredBytes("data")).values_list("kind", "stored"))
+    missed = SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last).order_by("seq")
+    # The sizes in chunks, as the database measures them: the read stops as soon as the
+    # byte budget is spent, so an oversized gap costs a few rows' sizes, not the gap.
+    present, frame_bytes, budget = 0, 0, runtime_settings.REPLAY_MAX_BYTES
+    for kind, stored in missed.annotate(stored=StoredBytes("data")).values_list("kind", "stored").iterator(100):
+        present += 1
+        if kind not in CONTROL_KINDS:
+            frame_bytes += stored + FRAME_ENVELOPE_BYTES + len(kind)
+            if frame_bytes > budget:
+                return unrecovered
     # Every position after `since` must still be there (a gap means pruned, never skipped).
-    if len(sizes) != last - since:
+    if present != last - since:
         return unrecovered
-    frame_bytes = sum(stored + FRAME_ENVELOPE_BYTES + len(kind) for kind, stored in sizes if kind not in CONTROL_KINDS)
-    if frame_bytes > runtime_settings.REPLAY_MAX_BYTES:
-        return unrecovered
-    rows = [_logged(row) for row in missed.order_by("seq").values(*_FIELDS)]
+    rows = [_logged(row) for row in missed.values(*_FIELDS)]
     if len(rows) != last - since:  # pruned between the two reads
         return unrecovered
     return Replay(seq=last, epoch=current_epoch, recovered=True, events=replay_coalesce(rows))

@@ -183,6 +183,16 @@ class RedisTarget:
     def client(self, **overrides: Any) -> redis.Redis:
         return redis.Redis(connection_pool=self.connection_pool(**overrides))
 
+    def async_client(self, **overrides: Any) -> "redis.asyncio.Redis":
+        """An asyncio redis-py client, for one event loop (the socket cap's counts)."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+
+        if self.uses_sentinel:
+            sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self.sentinel_options())
+            return sentinel.master_for(self.sentinel_master, **{**self.master_options(), **overrides})
+        return aioredis.Redis.from_url(self.url, **{**self.common_options(), **overrides})
+
 
 class SentinelPool(SentinelConnectionPool):
     """The pool_class Django's RedisCache gets when Redis is reached through Sentinel."""

@@ -2,18 +2,17 @@
 
 `handshake_authorize` owns the order: decode the token (no database), parse the requested
 session id once, subscribe to the event log, then judge access from this process's
-snapshot of the token's session or from the database, then count the socket against the
-per-user cap. Subscribing before judging means an end or an access change that commits
-after the check reaches the socket through the tail, and one that committed before it is
-what the check (or the snapshot, which the tail has dropped by then) sees. Every step
-raises the `ServiceError` whose close code refuses the socket; `realtime.consumers`
-translates it. `socket_recheck` re-runs the database half for an open socket.
+snapshot of the token's session or from the database, and last take the socket's place
+under the per-user cap (so no refusal comes after a place was taken). Subscribing before
+judging means an end or an access change that commits after the check reaches the socket
+through the tail, and one that committed before it is what the check (or the snapshot,
+which the tail has dropped by then) sees. Every step raises the `ServiceError` whose close
+code refuses the socket; `realtime.consumers` translates it. `socket_recheck` re-runs the database half for an open socket.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -29,7 +28,9 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotF
 from core.ids import uuid_parse
 from core.metrics import HANDSHAKES, SOCKET_REFUSALS
 from realtime import heartbeat
-from realtime.presence import socket_refusal_count
+from realtime.presence import (
+    local_socket_add, local_socket_remove, local_sockets, socket_counts, socket_refusal_count,
+)
 from sessions_runtime.access import SessionAccess, access_cache_get, access_check
 from sessions_runtime.selectors import session_get_owned
 
@@ -95,6 +96,8 @@ class SocketGrant:
     claims: TokenClaims
     # The session's event-log position as of the check (what `session.ready` starts from).
     event_seq: int = 0
+    # The user's connection records as of the check: the cap's count when Redis cannot give one.
+    user_sockets_recorded: int = 0
 
     def caller(self, client_address: str | None = None) -> Caller:
         """The caller this socket stands for, in the session it was opened on."""
@@ -115,9 +118,9 @@ Subscribe = Callable[[uuid.UUID, uuid.UUID], Awaitable[None]]
 
 
 async def handshake_authorize(credentials: SocketCredentials, *, subscribe: Subscribe) -> SocketGrant:
-    """The grant for a socket's credentials, counted against the per-user cap on this
-    process; `subscribe(session_id, token_session_id)` is awaited before access is judged.
-    Raises the ServiceError the socket is refused with."""
+    """The grant for a socket's credentials, with its place under the per-user cap taken
+    (given back by `socket_cap_release`); `subscribe(session_id, token_session_id)` is
+    awaited before access is judged. Raises the ServiceError the socket is refused with."""
     if credentials.token is None:
         raise NotAuthenticated()
     claims = token_decode(credentials.token, expected_type=ACCESS)
@@ -126,9 +129,8 @@ async def handshake_authorize(credentials: SocketCredentials, *, subscribe: Subs
     grant = await _grant_from_snapshot(claims, session_id)
     if grant is None:
         grant = await database_sync_to_async(socket_authorize)(claims=claims, session_id=session_id)
-    # Checked and counted with no await in between: concurrent handshakes of one user on
-    # this process cannot all pass the cap.
-    local_socket_reserve(grant.user_id)
+    # The last step: a refusal after it would have to give the place back.
+    await socket_cap_reserve(grant.user_id, recorded=grant.user_sockets_recorded)
     return grant
 
 
@@ -141,20 +143,18 @@ async def _grant_from_snapshot(claims: TokenClaims, session_id: uuid.UUID) -> So
     if access is None or (access.user_id, access.tenant_id) != (claims.user_id, claims.tenant_id):
         return None
     access_check(access)
-    _check_socket_cap(access)
     return _grant(access, claims, session_id=session_id, expires_at=access.expires_at, event_seq=access.event_seq)
 
 
 def socket_authorize(*, claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
     """The handshake check against the database: the token's context (user, membership,
-    tenant, own session) with the user's socket count and the log position in one query,
-    then the requested session, then the per-user socket cap."""
+    tenant, own session) with the user's socket records and the log position in one query,
+    then the requested session."""
     own, access = claims_resolve(claims, for_socket=True)
     if session_id == own.pk:
         expires_at, event_seq = own.expires_at, access.event_seq
     else:
         expires_at, event_seq = _other_session(session_id, access), log_position(session_id)
-    _check_socket_cap(access)
     return _grant(access, claims, session_id=session_id, expires_at=expires_at, event_seq=event_seq)
 
 
@@ -194,6 +194,7 @@ def _grant(
         role=access.role or "",
         claims=claims,
         event_seq=event_seq,
+        user_sockets_recorded=access.user_socket_count,
     )
 
 
@@ -214,26 +215,30 @@ async def handshake_refused(close_code: int, *, checked: bool) -> None:
 
 
 # --- The per-user socket cap -------------------------------------------------------------
-# Sockets open on this process, per user: with the count of every process's records in the
-# session snapshot, the cap is exact on one process and within ACCESS_CACHE_TTL across
-# processes (records trail the sockets by WS_CONNECTION_FLUSH_INTERVAL).
-_local_sockets: Counter[uuid.UUID] = Counter()
-
-
-def _check_socket_cap(access: SessionAccess) -> None:
-    if access.user_socket_count >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
+# How it holds across processes: docs/architecture.md#the-per-user-socket-cap.
+async def socket_cap_reserve(user_id: uuid.UUID, *, recorded: int) -> None:
+    """Take a place under WS_MAX_SOCKETS_PER_USER for a socket of the user, or raise
+    RateLimited. Counted on this process first (no await between that check and its count),
+    then against every process's count in Redis. Without Redis, or while it does not
+    answer, the cap holds on this process and against the `recorded` connection records
+    (every process's, as of the check: they trail the sockets by a flush interval)."""
+    cap = runtime_settings.WS_MAX_SOCKETS_PER_USER
+    if local_sockets(user_id) >= cap:
+        raise RateLimited("Too many open sockets for this user.")
+    local_socket_add(user_id)
+    try:
+        counts = socket_counts()
+        admitted = None if counts is None else await counts.admit(user_id, cap=cap)
+    except BaseException:
+        local_socket_remove(user_id)
+        raise
+    if admitted is None:
+        admitted = recorded < cap
+    if not admitted:
+        local_socket_remove(user_id)
         raise RateLimited("Too many open sockets for this user.")
 
 
-def local_socket_reserve(user_id: uuid.UUID) -> None:
-    """Count a socket of this user on this process, or raise RateLimited at the cap. Call
-    on the event loop: the check and the count happen with nothing in between."""
-    if _local_sockets.get(user_id, 0) >= runtime_settings.WS_MAX_SOCKETS_PER_USER:
-        raise RateLimited("Too many open sockets for this user.")
-    _local_sockets[user_id] += 1
-
-
-def local_socket_closed(user_id: uuid.UUID) -> None:
-    _local_sockets[user_id] -= 1
-    if _local_sockets[user_id] <= 0:
-        del _local_sockets[user_id]
+def socket_cap_release(user_id: uuid.UUID) -> None:
+    """Give back the place of a socket that `socket_cap_reserve` admitted (on its close)."""
+    local_socket_remove(user_id)

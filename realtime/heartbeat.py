@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
 from core.tasks import tasks_stop
-from realtime.presence import server_heartbeat, socket_refusals_flush
+from realtime.presence import server_heartbeat, socket_counts, socket_refusals_flush
 from realtime.sweeps import dead_servers_sweep, runtime_sweep
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def _beat_and_sweep() -> int:
 async def _loop() -> None:
     while True:
         await asyncio.sleep(runtime_settings.SERVER_HEARTBEAT_INTERVAL.total_seconds())
+        await _beat_counts()  # first: bounded by Redis's short timeout, whatever the database does
         try:
             swept = await database_sync_to_async(_beat_and_sweep)()
             if swept:
@@ -56,6 +57,18 @@ async def _loop() -> None:
             logger.warning("heartbeat failed; will retry", exc_info=True)
         except Exception:  # noqa: BLE001 - one bad sweep must not stop the heartbeat for good
             logger.exception("heartbeat sweep failed; will retry")
+
+
+async def _beat_counts() -> None:
+    """The same sign of life where the per-user socket counts are (Redis), apart from the
+    database's: either can be down while the other answers."""
+    counts = socket_counts()
+    if counts is None:
+        return
+    try:
+        await counts.beat()
+    except DEPENDENCY_ERRORS:
+        pass  # said once by the counts; the next beat tries again
 
 
 async def ensure_running() -> None:
@@ -69,7 +82,9 @@ async def ensure_running() -> None:
 
 
 async def stop(*, timeout: float = 5.0) -> None:
-    """Stop this event loop's heartbeat loop and wait (at most `timeout`) for it to end."""
+    """Stop this event loop's heartbeat loop and wait (at most `timeout`) for it to end;
+    then leave the socket counts' list of live processes, so that the others stop counting
+    this process's sockets against the per-user cap at once (a drain's last steps)."""
     global _task
     task = _task
     if task is None or task.get_loop() is not asyncio.get_running_loop():
@@ -77,3 +92,9 @@ async def stop(*, timeout: float = 5.0) -> None:
     _task = None
     if await tasks_stop([task], timeout=timeout):
         logger.error("the heartbeat loop did not end when cancelled")
+    counts = socket_counts()
+    if counts is not None:
+        try:
+            await asyncio.wait_for(counts.leave(), timeout)
+        except (*DEPENDENCY_ERRORS, asyncio.TimeoutError):
+            logger.warning("could not leave the socket counts; the others drop them when this process is stale")

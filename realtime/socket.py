@@ -32,7 +32,7 @@ from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
 from core.tasks import background
 from realtime import heartbeat
 from realtime.answers import answer_token_wanted, answers_forget, answers_read, answers_snapshot
-from realtime.handshake import SocketCredentials, SocketGrant, local_socket_closed, socket_recheck
+from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release, socket_recheck
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
 from realtime.tail import EventTail, tail
@@ -157,7 +157,7 @@ class OpenSocket:
         self.unsubscribe()
         if self.grant is not None:
             OPEN_SOCKETS.dec()
-            local_socket_closed(self.grant.user_id)
+            socket_cap_release(self.grant.user_id)
             registry().closed(self.transport.channel_name)
 
     def refreshed(self, grant: SocketGrant) -> None:

@@ -14,7 +14,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from realtime.models import Connection
+from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus, Intent, RuntimeSession, SessionStatus
 from tests import factories
 from tests.browser.test_console import CHROMIUM, TIMEOUT_MS, _screenshot, browser_ready, sync_playwright  # noqa: F401
@@ -28,7 +28,10 @@ LONG_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Ge
 
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
-    with running(tmp_path_factory.mktemp("daphne-admin"), THROTTLE_LOGIN_ADDRESS="1000/min") as live:
+    # The rows' server processes (_rows) stay alive for the whole test: the server's
+    # heartbeat sweeps the records of processes silent for SERVER_STALE_AFTER.
+    with running(tmp_path_factory.mktemp("daphne-admin"), THROTTLE_LOGIN_ADDRESS="1000/min",
+                 SERVER_STALE_AFTER_SECONDS="3600") as live:
         yield live
 
 
@@ -38,13 +41,15 @@ def _rows() -> tuple[User, list[str]]:
     staff = User.objects.create_superuser(email="ops@example.com", password=factories.PASSWORD)
     tenant = factories.make_tenant(name="Northwind Traders International Holdings")
     ids = []
+    for n in range(3):
+        ServerInstance.objects.create(id=f"web-{n}:{4000 + n}:5f2c9a1e")
     for n in range(12):
         user = factories.make_user(tenant=tenant, email=f"firstname.lastname{n}@customer-department.example.com")
         body = factories.login(APIClient(), user)
         session = RuntimeSession.objects.get(pk=body["session_id"])
         ids.append(str(session.pk))
         Connection.objects.create(session=session, user=user, channel_name=f"specific.{session.pk.hex}!{n}",
-                                  server_instance=f"web-{n % 3}:{4000 + n}:5f2c9a1e", client_address=f"203.0.113.{n}",
+                                  server_instance=f"web-{n % 3}:{4000 + n % 3}:5f2c9a1e", client_address=f"203.0.113.{n}",
                                   user_agent=LONG_AGENT)
         intent = Intent.objects.create(session=session, user=user, tenant=tenant, intent_type="batch", parameters={})
         Execution.objects.create(intent=intent, session=session, user=user, tenant=tenant, intent_type="batch",

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -60,6 +60,9 @@ class Site:
     daphne_logs: list[Path]
     nginx_access_log: Path
     nginx_error_log: Path
+    # Restart the n-th daphne as an operator would (SIGTERM, then start it again on its
+    # port); returns the stopped process's exit status once the new one is ready.
+    restart_daphne: Callable[[int], int] | None = None
 
 
 @contextlib.contextmanager
@@ -88,10 +91,20 @@ def layout(tmp_path: Path, *, trusted_lb: list[str] = (), workers: int = 2, **se
             "gunicorn", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
             GUNICORN_BIND=f"127.0.0.1:{http_port}", GUNICORN_WORKERS=str(workers),
         )
-        daphnes = [
-            start(f"daphne-{port}", [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", "--access-log", "-"])
-            for port in ws_ports
-        ]
+        def daphne_argv(port: int) -> list[str]:
+            return [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", "--access-log", "-"]
+
+        daphnes = [start(f"daphne-{port}", daphne_argv(port)) for port in ws_ports]
+
+        def restart_daphne(index: int) -> int:
+            process, _ = daphnes[index]
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=30)
+            port = ws_ports[index]
+            daphnes[index] = start(f"daphne-{port}-{len(processes)}", daphne_argv(port))
+            wait_answering(f"http://127.0.0.1:{port}/ready", *daphnes[index], timeout=40)
+            return status
+
         prefix = tmp_path / "nginx"
         assert render.main([
             "--listen", f"127.0.0.1:{nginx_port}", "--http", f"127.0.0.1:{http_port}",
@@ -105,7 +118,8 @@ def layout(tmp_path: Path, *, trusted_lb: list[str] = (), workers: int = 2, **se
         wait_answering(f"http://127.0.0.1:{nginx_port}/health", nginx, prefix / "error.log", timeout=40)
         yield Site(http=f"http://127.0.0.1:{nginx_port}", ws=f"ws://127.0.0.1:{nginx_port}", port=nginx_port,
                    gunicorn_log=gunicorn_log, daphne_logs=[log for _, log in daphnes],
-                   nginx_access_log=prefix / "access.log", nginx_error_log=prefix / "error.log")
+                   nginx_access_log=prefix / "access.log", nginx_error_log=prefix / "error.log",
+                   restart_daphne=restart_daphne)
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):

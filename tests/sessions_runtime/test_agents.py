@@ -1,6 +1,9 @@
-"""Conversation state obeys STATE_MAX_BYTES like every other state write."""
+"""Conversation state obeys STATE_MAX_BYTES like every other state write; answers in flight
+keep their bound and end once, whoever ends them."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 from rest_framework.test import APIClient
@@ -68,3 +71,64 @@ def test_an_agent_message_longer_than_agent_message_max_chars_is_refused(setting
     assert agent_message_parse({"payload": {"text": "x" * 10}}, caller=caller)[0] == "x" * 10
     with pytest.raises(InvalidRequest, match="1 to 10 characters"):
         agent_message_parse({"payload": {"text": "x" * 11}}, caller=caller)
+
+
+# --- Answers in flight: their rows and their one terminal event ----------------------------
+def _start(session: RuntimeSession, *, instance: str = "here") -> str:
+    from sessions_runtime.answers import agent_answer_start
+
+    return str(agent_answer_start(caller=factories.caller_for(session), conversation_id="c", question="q",
+                                  server_instance=instance).pk)
+
+
+def _agent_events(session: RuntimeSession) -> list[tuple[str, str, str | None]]:
+    from core.models import SessionEvent
+
+    rows = SessionEvent.objects.filter(session_id=session.pk).order_by("seq").values_list("kind", "data")
+    return [(kind, data.get("message_id"), data.get("reason")) for kind, data in rows]
+
+
+def test_the_per_user_bound_counts_answers_in_flight_on_every_process(settings):
+    from core.exceptions import TooManyAnswers
+    from sessions_runtime.models import AgentAnswer
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_ANSWERS_PER_USER": 2}
+    session = _session()
+    _start(session, instance="a")
+    _start(session, instance="b")
+    with pytest.raises(TooManyAnswers):
+        _start(session, instance="c")
+    assert AgentAnswer.objects.count() == 2 and len(_agent_events(session)) == 2
+
+
+def test_the_sweep_fails_answers_of_dead_processes_and_past_their_lease_once(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_runtime.answers import agent_answer_finish, agent_answers_sweep
+    from sessions_runtime.models import AgentAnswer
+
+    session = _session()
+    expired, dead, alive = _start(session), _start(session, instance="dead"), _start(session)
+    AgentAnswer.objects.filter(pk=expired).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert agent_answers_sweep(dead=["dead"]) == 2
+    assert agent_answers_sweep(dead=["dead"]) == 0
+    # The running process, late, cannot end them a second time.
+    assert not agent_answer_finish(answer_id=expired, session_id=session.pk, kind="agent.completed", data={})
+    assert list(AgentAnswer.objects.values_list("pk", flat=True)) == [uuid.UUID(alive)]
+    failed = [(m, r) for kind, m, r in _agent_events(session) if kind == "agent.failed"]
+    assert sorted(failed) == sorted([(expired, "interrupted"), (dead, "interrupted")])
+
+
+def test_ending_the_session_fails_its_answers_before_its_end_event():
+    from core.caller import Caller
+    from sessions_runtime.models import AgentAnswer, EndReason
+    from sessions_runtime.services import session_end
+
+    session = _session()
+    message_id = _start(session)
+    session_end(session_id=session.pk, reason=EndReason.DELETED, caller=Caller.system())
+    assert _agent_events(session) == [("agent.started", message_id, None), ("agent.failed", message_id, "session_ended"),
+                                      ("session.ended", None, "deleted")]
+    assert not AgentAnswer.objects.exists()
