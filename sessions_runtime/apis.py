@@ -283,11 +283,18 @@ class ConversationPageSerializer(serializers.Serializer):
     in_flight = AnswerInFlightSerializer(many=True)
 
 
-_PAGES = [OpenApiParameter("page", OpenApiTypes.INT), OpenApiParameter("page_size", OpenApiTypes.INT)]
+_PAGES = Pagination.schema_parameters()
 
 
 class SessionConversationsApi(APIView):
-    @extend_schema(parameters=_PAGES, responses={200: ConversationSummarySerializer(many=True)})
+    @extend_schema(
+        operation_id="api_session_conversations_list",
+        parameters=_PAGES,
+        responses={
+            200: page_of(ConversationSummarySerializer, "ConversationSummaryPage"),
+            **error_responses(400, *_READ),  # 404 also for a page past the last
+        },
+    )
     def get(self, request: Request, session_id: str) -> Response:
         """The session's agent conversations, those with answers in flight first, then the
         most recently used; readable like the session's state."""
@@ -298,7 +305,7 @@ class SessionConversationsApi(APIView):
 
 
 class SessionConversationApi(APIView):
-    @extend_schema(parameters=_PAGES, responses={200: ConversationPageSerializer})
+    @extend_schema(parameters=_PAGES, responses={200: ConversationPageSerializer, **error_responses(400, *_READ)})
     def get(self, request: Request, session_id: str, conversation_id: str) -> Response:
         """A conversation's turns, oldest first, paginated, and its answers in flight (the
         socket's `agent.snapshot` and tokens carry them on)."""
