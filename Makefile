@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test venv clean
+.PHONY: run test venv examples manage clean
 
 # `make run` installs the runtime only; `make test` adds the test tools.
 $(BIN)/.installed: requirements.txt
@@ -18,7 +18,14 @@ $(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
+# The examples' own packages (a WebSocket client), on top of the runtime.
+$(BIN)/.installed-examples: $(BIN)/.installed examples/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r examples/requirements.txt
+	touch $@
+
 venv: $(BIN)/.installed
+
+examples: $(BIN)/.installed-examples
 
 # The demo runs on the public development key with DEBUG off; it says so explicitly,
 # since the service otherwise refuses to start on that key (core.E001).
@@ -31,6 +38,13 @@ run: venv
 	  $(BIN)/python manage.py seed_demo --base-url http://$(HOST):$(PORT); \
 	else echo "DATABASE_URL is set: no demo seed (SEED_DEMO=1 to seed)"; fi
 	$(BIN)/python -m symphainy.serve -b $(HOST) -p $(PORT) --websocket-max-message-size 131072
+
+# Operator commands against the local run (`make manage ARGS="sessions list"`): its database,
+# and its development key allowed as `make run` allows it. A server's commands run with the
+# service's own environment instead (docs/operations.md).
+manage: export SYMPHAINY_INSECURE_DEV_KEY ?= 1
+manage: venv
+	$(BIN)/python manage.py $(ARGS)
 
 test: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)

@@ -167,8 +167,9 @@ def access_changed_record(session_ids: Iterable[uuid.UUID], *, role: str) -> Non
 
 async def live_event_send(session_id: uuid.UUID, event_type: str, data: dict[str, Any]) -> None:
     """An ephemeral `runtime_event` (an agent's token) for the session's sockets, sent now
-    and never logged: a tab that missed it gets the whole text with the replayable
-    `agent.completed`. Who hears it: docs/architecture.md#live-frames."""
+    and never logged: a tab that missed it gets the text so far in an `agent.snapshot`,
+    and the whole text with the replayable terminal event. Who hears it:
+    docs/architecture.md#live-frames."""
     frame = {"type": "runtime_event", "event_type": event_type, "data": data, "timestamp": timezone.now().isoformat()}
     for listener in list(_live_listeners):
         listener(session_id, frame)

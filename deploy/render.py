@@ -69,7 +69,7 @@ def render_site(
     fields = {
         "@LISTEN@": listen,
         "@HTTP_UPSTREAM@": http_upstream,
-        "@SOCKET_SERVERS@": "\n".join(f"    server {address};" for address in socket_upstreams),
+        "@SOCKET_SERVERS@": "\n".join(f"    server {address} max_fails=0;" for address in socket_upstreams),
         "@SERVER_NAME@": server_name,
         "@ACCESS_LOG@": access_log,
         "@REAL_IP@": real_ip_block(networks),

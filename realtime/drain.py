@@ -29,7 +29,7 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from realtime import heartbeat
 from realtime.presence import registry, server_leave
 from realtime.tail import tail
-from sessions_runtime import runner
+from sessions_runtime import agents, runner
 
 logger = logging.getLogger(__name__)
 CLOSE_REASON = "server_restart"
@@ -88,14 +88,6 @@ async def sockets_close(*, window: float) -> int:
     return len(sockets)
 
 
-async def answers_interrupt() -> int:
-    """End this process's agent answers in flight as `interrupted`.
-
-    HOOK: the agent-streams work (issue 23) provides the function that does it; until it
-    lands, answers of a stopping process are left to the other processes' sweep."""
-    return 0
-
-
 async def _until(check: Callable[[], bool], deadline: float) -> bool:
     while not check():
         if time.monotonic() >= deadline:
@@ -127,8 +119,15 @@ async def drain(
     closed = await sockets_close(window=window)
     if not await _until(lambda: not in_flight(), deadline):
         logger.warning("draining: %d requests or sockets still open at the deadline", in_flight())
+    # Agent answers may finish while the executions do; past the deadline they end as
+    # `interrupted` (their terminal event recorded), the executions are handed over.
+    loop = asyncio.get_running_loop()
+    answers_done = asyncio.ensure_future(
+        _until(lambda: not any(run.loop is loop for run in agents.answers_running()), deadline)
+    )
     handed_over = await runner.executions_hand_over(timeout=deadline - time.monotonic())
-    interrupted = await answers_interrupt()
+    await answers_done
+    interrupted = await agents.agent_answers_interrupt_local(timeout=RESERVE_S / 2)
     await _stop_loops()
     try:
         records = await database_sync_to_async(server_leave)()

@@ -48,6 +48,7 @@ def _beat_and_sweep() -> int:
 async def _loop() -> None:
     while True:
         await asyncio.sleep(runtime_settings.SERVER_HEARTBEAT_INTERVAL.total_seconds())
+        await _beat_counts()  # first: bounded by Redis's short timeout, whatever the database does
         try:
             swept = await database_sync_to_async(_beat_and_sweep)()
             if swept:
@@ -56,7 +57,6 @@ async def _loop() -> None:
             logger.warning("heartbeat failed; will retry", exc_info=True)
         except Exception:  # noqa: BLE001 - one bad sweep must not stop the heartbeat for good
             logger.exception("heartbeat sweep failed; will retry")
-        await _beat_counts()
 
 
 async def _beat_counts() -> None:

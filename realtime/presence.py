@@ -64,9 +64,10 @@ def connection_close(*, channel_name: str) -> None:
 
 
 def server_heartbeat(*, now: datetime | None = None) -> None:
-    """Record that this process is alive."""
+    """Renew this process's lease: one UPDATE (an INSERT the first time)."""
     now = now or timezone.now()
-    ServerInstance.objects.update_or_create(pk=server_instance_id(), defaults={"last_heartbeat_at": now})
+    if not ServerInstance.objects.filter(pk=server_instance_id()).update(last_heartbeat_at=now):
+        ServerInstance.objects.update_or_create(pk=server_instance_id(), defaults={"last_heartbeat_at": now})
 
 
 def servers_dead(*, now: datetime | None = None) -> list[str]:
@@ -77,14 +78,19 @@ def servers_dead(*, now: datetime | None = None) -> list[str]:
 
 
 @transaction.atomic
-def connections_sweep(*, dead: list[str] | None = None, now: datetime | None = None) -> int:
+def connections_sweep(*, dead: list[str] | None = None, now: datetime | None = None, orphans: bool = True) -> int:
     """Delete the connection records of the `dead` processes (by default those of
-    `servers_dead()`) and of processes never heard of, and the dead ones' rows. Returns
+    `servers_dead()`) and their rows; with `orphans`, also the records of processes never
+    heard of (a scan of the table: the periodic sweep's, not every lease beat's). Returns
     how many records went."""
     dead = servers_dead(now=now) if dead is None else dead
-    alive = ServerInstance.objects.exclude(pk__in=dead).values("pk")
-    deleted, _ = Connection.objects.exclude(server_instance__in=alive).delete()
-    ServerInstance.objects.filter(pk__in=dead).delete()
+    deleted = 0
+    if dead:
+        deleted, _ = Connection.objects.filter(server_instance__in=dead).delete()
+        ServerInstance.objects.filter(pk__in=dead).delete()
+    if orphans:
+        alive = ServerInstance.objects.values("pk")
+        deleted += Connection.objects.exclude(server_instance__in=alive).delete()[0]
     return deleted
 
 
@@ -422,6 +428,10 @@ def socket_counts() -> SocketCounts | None:
     current = _socket_counts.get(id(loop))
     if current is None or current.loop is not loop:
         from core.redis_options import RedisTarget
+
+        for key, counts in list(_socket_counts.items()):  # of loops that ended (tests run one each)
+            if counts.loop.is_closed():
+                del _socket_counts[key]
 
         client = RedisTarget.from_settings(settings).async_client(
             socket_timeout=COUNTS_TIMEOUT_S, socket_connect_timeout=COUNTS_TIMEOUT_S

@@ -28,8 +28,9 @@ class SweepReport:
     answers_interrupted: int = 0
 
 
-def dead_servers_sweep() -> SweepReport:
-    """What dead server processes left (run at every heartbeat, SERVER_HEARTBEAT_INTERVAL):
+def dead_servers_sweep(*, orphans: bool = False) -> SweepReport:
+    """What dead server processes left (run at every heartbeat, SERVER_HEARTBEAT_INTERVAL;
+    `orphans`: also records of processes never heard of, in the periodic sweep):
     their running executions run again at once, their agent answers (and any whose lease
     ran out) fail as `interrupted`, their connection records go; and the executions whose
     own heartbeat stopped, or that wait unclaimed, are dispatched again. The executions
@@ -37,7 +38,7 @@ def dead_servers_sweep() -> SweepReport:
     dead = servers_dead()
     executions = executions_sweep(dead_workers=dead)
     answers = agent_answers_sweep(dead=dead)
-    connections = connections_sweep(dead=dead)
+    connections = connections_sweep(dead=dead, orphans=orphans)
     return SweepReport(connections=connections, answers_interrupted=answers, **executions)
 
 
@@ -46,7 +47,7 @@ def runtime_sweep() -> SweepReport:
     closed), expired idempotency records, simplejwt's ledger rows of expired refresh
     tokens, and the session events no resume can ask for any more (the log's size is then
     in /metrics)."""
-    dead = dead_servers_sweep()
+    dead = dead_servers_sweep(orphans=True)
     expired = sessions_expire_due()
     pruned = idempotency_records_prune()
     tokens = token_ledger_prune()

@@ -28,7 +28,7 @@ from accounts.models import Permission
 from core.caller import Caller
 from core.conf import runtime_settings
 from core.events import live_event_send
-from core.exceptions import InvalidRequest, TooManyAnswers, VersionConflict, error_for_client
+from core.exceptions import InvalidRequest, NotFound, TooManyAnswers, VersionConflict, error_for_client
 from core.process import server_instance_id
 from core.tasks import background, tasks_stop
 from sessions_runtime.answers import (
@@ -47,9 +47,11 @@ from sessions_runtime.answers import (
     agent_answer_cancel_request,
     agent_answer_finish,
     agent_answer_start,
+    agent_answers_in_flight,
     agent_answers_step,
     answer_failure,
 )
+from sessions_runtime.models import AgentAnswer
 from sessions_runtime.selectors import AGENT_MESSAGE, access_require_permission
 from sessions_runtime.state import CONVERSATION_NAMESPACE, state_backend, state_key, state_size
 
@@ -114,6 +116,37 @@ def agent_message_parse(message: dict[str, Any], *, caller: Caller) -> tuple[str
 def conversation_history(*, tenant_id: uuid.UUID, session_id: uuid.UUID, conversation_id: str) -> tuple[dict, ...]:
     key = state_key(tenant_id=tenant_id, session_id=session_id, namespace=CONVERSATION_NAMESPACE)
     return tuple(state_backend().read(key).data.get(conversation_id, []))
+
+
+def conversations_of(*, session: Any) -> list[dict[str, Any]]:
+    """The session's conversations, most recently used first: each one's id, turns and last
+    turn's time, and how many of its answers are in flight (a read for REST)."""
+    key = state_key(tenant_id=session.tenant_id, session_id=session.pk, namespace=CONVERSATION_NAMESPACE)
+    data = state_backend().read(key).data
+    in_flight: dict[str, int] = {}
+    for conversation_id in AgentAnswer.objects.filter(session_id=session.pk).values_list("conversation_id", flat=True):
+        in_flight[conversation_id] = in_flight.get(conversation_id, 0) + 1
+    found = []
+    for conversation_id in set(data) | set(in_flight):
+        turns = data.get(conversation_id) or []
+        last = turns[-1].get("at") if turns and isinstance(turns[-1], dict) else None
+        found.append({"conversation_id": conversation_id, "turns": len(turns), "last_at": last,
+                      "answers_in_flight": in_flight.get(conversation_id, 0)})
+    return sorted(found, key=lambda c: (c["answers_in_flight"] == 0, -(c["last_at"] or 0), c["conversation_id"]))
+
+
+def conversation_of(*, session: Any, conversation_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A conversation's turns, oldest first, and its answers in flight (the text so far, as
+    of their last write): what a frontend shows after a reload, before the socket's
+    snapshot and tokens bring the rest. NotFound for a conversation with neither."""
+    turns = list(conversation_history(tenant_id=session.tenant_id, session_id=session.pk, conversation_id=conversation_id))
+    in_flight = [
+        {"message_id": str(row["pk"]), "question": row["question"], "text": row["text"], "next_index": row["next_index"]}
+        for row in agent_answers_in_flight(session_id=session.pk) if row["conversation_id"] == conversation_id
+    ]
+    if not turns and not in_flight:
+        raise NotFound("No such conversation in this session.")
+    return turns, in_flight
 
 
 def _conversations_bounded(data: dict[str, Any], *, current: str, limit: int) -> dict[str, Any] | None:

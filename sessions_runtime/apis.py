@@ -15,6 +15,7 @@ from core.conf import runtime_settings
 from core.drf import Pagination
 from core.exceptions import InvalidRequest, PreconditionRequired
 from core.ids import MAX_ID_LENGTH
+from sessions_runtime.agents import conversation_of, conversations_of
 from sessions_runtime.executions import execution_cancel, execution_get_for_caller, execution_payload
 from sessions_runtime.files import file_reference_add, file_reference_get, file_references_for_session
 from sessions_runtime.models import EndReason, SessionStatus
@@ -201,6 +202,77 @@ class SessionStateApi(APIView):
     )
     def patch(self, request: Request, session_id: str) -> Response:
         return self._write(request, session_id, merge=True)
+
+
+# --- Agent conversations ----------------------------------------------------------------
+class ConversationSummarySerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "ConversationSummary"
+
+    conversation_id = serializers.CharField()
+    turns = serializers.IntegerField()
+    last_at = serializers.FloatField(allow_null=True, help_text="Unix time of the last turn")
+    answers_in_flight = serializers.IntegerField()
+
+
+class ConversationTurnSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "ConversationTurn"
+
+    role = serializers.ChoiceField(choices=["user", "agent"])
+    text = serializers.CharField()
+    at = serializers.FloatField(help_text="Unix time")
+    message_id = serializers.CharField(required=False, help_text="the answer's message id (agent turns)")
+    cancelled = serializers.BooleanField(required=False, help_text="the answer was cancelled: the text so far")
+
+
+class AnswerInFlightSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "AnswerInFlight"
+
+    message_id = serializers.CharField()
+    question = serializers.CharField()
+    text = serializers.CharField(help_text="the text so far, as of its last write")
+    next_index = serializers.IntegerField()
+
+
+class ConversationPageSerializer(serializers.Serializer):
+    class Meta:
+        ref_name = "ConversationPage"
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = ConversationTurnSerializer(many=True)
+    in_flight = AnswerInFlightSerializer(many=True)
+
+
+_PAGES = [OpenApiParameter("page", OpenApiTypes.INT), OpenApiParameter("page_size", OpenApiTypes.INT)]
+
+
+class SessionConversationsApi(APIView):
+    @extend_schema(parameters=_PAGES, responses={200: ConversationSummarySerializer(many=True)})
+    def get(self, request: Request, session_id: str) -> Response:
+        """The session's agent conversations, those with answers in flight first, then the
+        most recently used; readable like the session's state."""
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(conversations_of(session=session), request, view=self)
+        return paginator.get_paginated_response(page)
+
+
+class SessionConversationApi(APIView):
+    @extend_schema(parameters=_PAGES, responses={200: ConversationPageSerializer})
+    def get(self, request: Request, session_id: str, conversation_id: str) -> Response:
+        """A conversation's turns, oldest first, paginated, and its answers in flight (the
+        socket's `agent.snapshot` and tokens carry them on)."""
+        session = session_get_for_caller(caller=request.auth, session_id=session_id)
+        turns, in_flight = conversation_of(session=session, conversation_id=conversation_id)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(turns, request, view=self)
+        response = paginator.get_paginated_response(page)
+        response.data["in_flight"] = in_flight
+        return response
 
 
 # --- Intents and executions ------------------------------------------------------------

@@ -23,17 +23,18 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 from django.conf import settings
+from websockets.exceptions import InvalidStatus
 from django.db import connection as db_connection
 
 from core.models import AuditEvent
 from realtime.models import Connection
 from tests import factories
 from tests.live import ROOT, child_env, free_port, wait_answering
-from tests.sockets import PATH, close_code_after_frames, connect_ready, next_event
+from tests.sockets import PATH, close_code_after_frames, connect, connect_ready, next_event
 from tests.waiting import wait_until_async
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -59,6 +60,9 @@ class Site:
     daphne_logs: list[Path]
     nginx_access_log: Path
     nginx_error_log: Path
+    # Restart the n-th daphne as an operator would (SIGTERM, then start it again on its
+    # port); returns the stopped process's exit status once the new one is ready.
+    restart_daphne: Callable[[int], int] | None = None
 
 
 @contextlib.contextmanager
@@ -87,10 +91,20 @@ def layout(tmp_path: Path, *, trusted_lb: list[str] = (), workers: int = 2, **se
             "gunicorn", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
             GUNICORN_BIND=f"127.0.0.1:{http_port}", GUNICORN_WORKERS=str(workers),
         )
-        daphnes = [
-            start(f"daphne-{port}", [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", "--access-log", "-"])
-            for port in ws_ports
-        ]
+        def daphne_argv(port: int) -> list[str]:
+            return [sys.executable, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "--proxy-headers", "--access-log", "-"]
+
+        daphnes = [start(f"daphne-{port}", daphne_argv(port)) for port in ws_ports]
+
+        def restart_daphne(index: int) -> int:
+            process, _ = daphnes[index]
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(timeout=30)
+            port = ws_ports[index]
+            daphnes[index] = start(f"daphne-{port}-{len(processes)}", daphne_argv(port))
+            wait_answering(f"http://127.0.0.1:{port}/ready", *daphnes[index], timeout=40)
+            return status
+
         prefix = tmp_path / "nginx"
         assert render.main([
             "--listen", f"127.0.0.1:{nginx_port}", "--http", f"127.0.0.1:{http_port}",
@@ -104,7 +118,8 @@ def layout(tmp_path: Path, *, trusted_lb: list[str] = (), workers: int = 2, **se
         wait_answering(f"http://127.0.0.1:{nginx_port}/health", nginx, prefix / "error.log", timeout=40)
         yield Site(http=f"http://127.0.0.1:{nginx_port}", ws=f"ws://127.0.0.1:{nginx_port}", port=nginx_port,
                    gunicorn_log=gunicorn_log, daphne_logs=[log for _, log in daphnes],
-                   nginx_access_log=prefix / "access.log", nginx_error_log=prefix / "error.log")
+                   nginx_access_log=prefix / "access.log", nginx_error_log=prefix / "error.log",
+                   restart_daphne=restart_daphne)
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
@@ -194,6 +209,11 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             # must not keep (the service takes it out of the scope before anything logs).
             legacy, _ = await connect_ready(site, query=f"access_token={token}", open_timeout=15)
             await legacy.close()
+            # The page's origin is nginx's scheme, host and port (the Host passed with its
+            # port): another port on the same host is refused before the handshake.
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(site, token, origin="http://127.0.0.1:1")
+            assert refused.value.response.status_code == 403
 
             # Revocation: the end is served by gunicorn, the socket lives on daphne.
             status, _, _ = await asyncio.to_thread(call, base, "DELETE", f"/api/session/{session_id}", None, token)

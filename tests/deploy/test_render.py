@@ -14,7 +14,7 @@ import render  # noqa: E402
 
 def test_the_site_routes_the_socket_path_to_daphne_and_overwrites_client_addresses():
     site = render.render_site(listen="80", http_upstream="127.0.0.1:8000", socket_upstreams=["127.0.0.1:8101", "127.0.0.1:8102"])
-    assert "server 127.0.0.1:8101;" in site and "server 127.0.0.1:8102;" in site
+    assert "server 127.0.0.1:8101 max_fails=0;" in site and "server 127.0.0.1:8102 max_fails=0;" in site
     assert "location = /api/runtime/agent" in site
     assert "$proxy_add_x_forwarded_for" not in site
     assert site.count("proxy_set_header X-Forwarded-For $remote_addr;") == 2

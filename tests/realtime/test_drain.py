@@ -21,7 +21,7 @@ from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus
 from tests import factories
 from tests.live import ROOT, process_stop, start_server
-from tests.sockets import close_code_after_frames, connect_ready
+from tests.sockets import close_code_after_frames, connect_ready, next_event
 from tests.waiting import wait_until, wait_until_async
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
@@ -80,7 +80,9 @@ def refuses_connections(port: int) -> bool:
 
 @pytest.mark.parametrize("command", ["serve", "daphne"])
 def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path, command):
-    first = start_server(tmp_path, command, SERVER_INSTANCE=f"first-{command}", **DRAIN)
+    # An agent answer of ~8 s (40 words, 0.2 s a token): longer than the drain gives it.
+    env = {**DRAIN, "AGENT_TOKEN_DELAY_SECONDS": "0.2"}
+    first = start_server(tmp_path, command, SERVER_INSTANCE=f"first-{command}", **env)
     servers = [first]
     body = first.login()
     probe = http.client.HTTPConnection("127.0.0.1", first.port, timeout=10)  # kept alive across the signal
@@ -89,6 +91,8 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
     async def scenario():
         sockets = [await connect_ready(first, body["access_token"]) for _ in range(3)]
         execution_id = await submit(sockets[0][0], LONG_BATCH)
+        await sockets[1][0].send(json.dumps({"type": "agent.message", "payload": {"text": " ".join(["word"] * 40)}}))
+        await next_event(sockets[1][0], "agent.token")
         await until(lambda: running_on(execution_id, "first-") and records_of("first-") == 3, timeout=10)
 
         first.process.send_signal(signal.SIGTERM)
@@ -105,16 +109,20 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
         handed = await sync(execution, execution_id)
         assert (handed.status, handed.worker, handed.attempts) == (ExecutionStatus.CREATED, "", 0)
         assert "drained in" in first.log() and "handed over 1 running executions" in first.log()
+        assert "1 answers interrupted" in first.log()
 
         # Restarted in place: the new process runs the execution at once, and the client
         # resumes where it was.
-        second = await sync(lambda: start_server(tmp_path, command, SERVER_INSTANCE=f"second-{command}", **DRAIN))
+        second = await sync(lambda: start_server(tmp_path, command, SERVER_INSTANCE=f"second-{command}", **env))
         servers.append(second)
         await until(lambda: running_on(execution_id, "second-"), timeout=5,
                     message="the restarted process did not run the handed-over execution at once")
         last = sockets[0][1]
         ws, ready = await connect_ready(second, body["access_token"], query=f"since={last['seq']}&epoch={last['epoch']}")
         assert ready["recovered"] is True, ready
+        # The answer cut off by the drain ended as `interrupted`, and the resume replays it.
+        failed = await next_event(ws, "agent.failed")
+        assert failed["data"]["reason"] == "interrupted", failed
         await ws.close()
 
     try:

@@ -372,3 +372,35 @@ async def test_an_end_committed_after_the_gap_wait_still_closes_its_sockets_with
         release.set()
     assert await sock.receive_close(timeout=10) == 4409
     await database_sync_to_async(ender.join)(10)
+
+
+async def test_a_socket_that_has_not_heard_of_its_end_can_change_nothing(monkeypatch, settings):
+    """Between an end's commit and the tail's read of it (or for a socket admitted from a
+    snapshot taken just before the end), the socket is open on an ended session: its
+    frames must not act on it. Here the tail never hears, to hold that moment open."""
+    from core.models import SessionEvent
+    from realtime.tail import EventTail
+    from sessions_runtime.models import Intent
+
+    async def deaf(self) -> int:
+        return 0
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_RECHECK_INTERVAL": timedelta(hours=1)}
+    _, body = await login_new_user()
+    session_id = uuid.UUID(body["session_id"])
+    sock, _ = await open_ready(body["access_token"])
+    monkeypatch.setattr(EventTail, "read_once", deaf)
+    await database_sync_to_async(session_end)(session_id=session_id, reason=EndReason.DELETED, caller=Caller.system())
+
+    await sock.send({"type": "intent.submit", "id": 1, "intent_type": "echo", "parameters": {"a": 1}})
+    refused = await sock.receive()
+    assert (refused["type"], refused["id"], refused["error"]) == ("error", 1, "session_not_active")
+    assert not await database_sync_to_async(Intent.objects.filter(session_id=session_id).exists)()
+
+    await sock.send({"type": "agent.message", "id": 2, "payload": {"text": "are you there"}})
+    refused = await sock.receive()
+    assert (refused["type"], refused["id"]) == ("error", 2), refused
+    assert not await database_sync_to_async(
+        SessionEvent.objects.filter(session_id=session_id, kind__startswith="agent.").exists
+    )()
+    await sock.close()
