@@ -35,7 +35,7 @@ SOCKETS_PER_SESSION = 10
 async def open_socket(url: str, token: str) -> Any:
     import websockets
 
-    ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=bench.ORIGIN,
+    ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=bench.page_origin(url),
                                   open_timeout=60, ping_interval=None, max_queue=None)
     frame = json.loads(await asyncio.wait_for(ws.recv(), 60))
     if frame.get("type") != "session.ready":

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = sys.executable
-ORIGIN = "http://127.0.0.1"
 PG_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/symphainy_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 SERVER_ENV = {
@@ -236,12 +236,19 @@ def repeat(times: int, fn: Callable[[], dict[str, float]]) -> dict[str, dict[str
 
 
 # --- Socket clients --------------------------------------------------------------------------
+def page_origin(url: str) -> str:
+    """The Origin a page served by the socket's own server sends: scheme, host and port
+    (the origin check compares all three)."""
+    parts = urlsplit(url)
+    return f"{'https' if parts.scheme == 'wss' else 'http'}://{parts.netloc}"
+
+
 async def handshake(url: str, token: str | None, expect_frame: bool) -> float:
     import websockets
 
     protocols = ["symphainy.v1", f"bearer.{token}"] if token else ["symphainy.v1"]
     start = time.perf_counter()
-    async with websockets.connect(url, subprotocols=protocols, origin=ORIGIN, open_timeout=30, close_timeout=10) as ws:
+    async with websockets.connect(url, subprotocols=protocols, origin=page_origin(url), open_timeout=30, close_timeout=10) as ws:
         if expect_frame:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if frame.get("type") != "session.ready":
@@ -297,7 +304,7 @@ async def hold(url: str, token: str, count: int, *, concurrency: int = 50) -> He
         async with gate:
             start = time.perf_counter()
             try:
-                ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=ORIGIN,
+                ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=page_origin(url),
                                               open_timeout=60, ping_interval=None, max_queue=None)
             except Exception as error:  # noqa: BLE001 - counted and reported, the run goes on
                 held.errors += 1
@@ -824,7 +831,7 @@ print(json.dumps({"login": len(login), "rest_request": len(rest), "handshake": l
         async def connect(query: str = "") -> tuple[Any, dict[str, Any], float]:
             began = time.perf_counter()
             ws = await websockets.connect(url + query, subprotocols=["symphainy.v1", f"bearer.{user['access']}"],
-                                          origin=ORIGIN, open_timeout=30, ping_interval=None, max_queue=None)
+                                          origin=page_origin(url), open_timeout=30, ping_interval=None, max_queue=None)
             ready = json.loads(await asyncio.wait_for(ws.recv(), 30))
             if ready.get("type") != "session.ready":
                 raise RuntimeError(f"unexpected frame {ready}")

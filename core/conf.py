@@ -457,9 +457,12 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
     ),
     "HTTP": (
         V("DEBUG", "0", "Django's debug mode; never in production"),
-        V("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]", "also the origins allowed to open sockets"),
+        V("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]", "also the service's own origin for sockets: an `Origin` with "
+          "one of these hosts and the request's own scheme and port (from `Host`, and `X-Forwarded-Proto` with "
+          "`SECURE_PROXY_SSL_HEADER=1`)"),
         V("CORS_ALLOWED_ORIGINS", None, "frontends on other origins, e.g. `https://app.example.com`: allowed by "
-          "CORS (django-cors-headers, for `/api/` and `/openapi.json`) and by the socket's origin check alike"),
+          "CORS (django-cors-headers, for `/api/` and `/openapi.json`) and by the socket's origin check alike, "
+          "as exact origins (scheme, host, port; a default port may be left out)"),
         V("WS_ALLOWED_ORIGINS", None, "the older name of `CORS_ALLOWED_ORIGINS`, read when that is unset"),
         V("CSRF_TRUSTED_ORIGINS", None, "origins trusted for the admin's forms over HTTPS"),
         V("TRUSTED_PROXY_COUNT", "0", "how many proxies' `X-Forwarded-For` entries to trust for client addresses"),
@@ -472,7 +475,8 @@ PROJECT_VARIABLES: dict[str, tuple[Variable, ...]] = {
         V("SECURE_HSTS_INCLUDE_SUBDOMAINS", "0", "HSTS for subdomains too"),
         V("SECURE_HSTS_PRELOAD", "0", "HSTS preload"),
         V("SECURE_COOKIES", "0", "session and CSRF cookies over HTTPS only"),
-        V("SECURE_PROXY_SSL_HEADER", "0", "`1`: trust the proxy's `X-Forwarded-Proto: https`"),
+        V("SECURE_PROXY_SSL_HEADER", "0", "`1`: trust the proxy's `X-Forwarded-Proto: https` (needed behind a proxy "
+          "that terminates TLS: the socket's origin check compares schemes)"),
     ),
     "Logs": (
         V("LOG_FORMAT", "plain", "`json` for one JSON object per line, with the request id; tokens are redacted "

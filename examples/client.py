@@ -6,8 +6,9 @@ the contract asks (docs/protocol.md#close-codes).
     .venv/bin/python examples/client.py --listen      # until Ctrl-C, across server restarts
 
 The token travels in the `Sec-WebSocket-Protocol` header (`bearer.<token>`), never in the
-URL; the server answers with `symphainy.v1`. An Origin from ALLOWED_HOSTS (or
-WS_ALLOWED_ORIGINS) is required, as a browser would send.
+URL; the server answers with `symphainy.v1`. An Origin is required, as a browser sends
+it: the server's own (scheme, host and port, the host one of ALLOWED_HOSTS) or one of
+CORS_ALLOWED_ORIGINS. This client sends the base URL's, its own page's as it were.
 
 Reconnecting: after 1006 (a drop), 1011, 1012 (the server is restarting) and 1013 the
 client waits a random delay from 0 to 0.5 s · 2^attempt (at most 30 s: "full jitter"; at

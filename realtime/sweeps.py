@@ -56,5 +56,6 @@ def runtime_sweep() -> SweepReport:
     EVENT_LOG_ROWS.set(log_size())
     return SweepReport(
         connections=dead.connections, requeued=dead.requeued, failed=dead.failed, redispatched=dead.redispatched,
-        answers_interrupted=dead.answers_interrupted, expired=expired, idempotency_pruned=pruned, tokens_pruned=tokens, events_pruned=events,
+        answers_interrupted=dead.answers_interrupted, expired=expired, idempotency_pruned=pruned,
+        tokens_pruned=tokens, events_pruned=events,
     )

@@ -139,9 +139,12 @@ def conversation_of(*, session: Any, conversation_id: str) -> tuple[list[dict[st
     """A conversation's turns, oldest first, and its answers in flight (the text so far, as
     of their last write): what a frontend shows after a reload, before the socket's
     snapshot and tokens bring the rest. NotFound for a conversation with neither."""
-    turns = list(conversation_history(tenant_id=session.tenant_id, session_id=session.pk, conversation_id=conversation_id))
+    turns = list(conversation_history(
+        tenant_id=session.tenant_id, session_id=session.pk, conversation_id=conversation_id
+    ))
     in_flight = [
-        {"message_id": str(row["pk"]), "question": row["question"], "text": row["text"], "next_index": row["next_index"]}
+        {"message_id": str(row["pk"]), "question": row["question"], "text": row["text"],
+         "next_index": row["next_index"]}
         for row in agent_answers_in_flight(session_id=session.pk) if row["conversation_id"] == conversation_id
     ]
     if not turns and not in_flight:
@@ -211,12 +214,11 @@ class RunningAnswer:
         return {"conversation_id": self.conversation_id, "message_id": str(self.answer_id)}
 
     def progress(self) -> Progress:
-        ends, end = [], 0
-        for token in self.tokens:
-            end += len(token)
-            ends.append(end)
-        self.written = len(ends)
-        return Progress(answer_id=self.answer_id, text="".join(self.tokens), token_ends=ends)
+        """What the next write adds: the tokens since the last one (the whole text after a
+        write that failed, `written` then being 0), so a long answer costs its growth."""
+        start, self.written = self.written, len(self.tokens)
+        return Progress(answer_id=self.answer_id, text="".join(self.tokens[start:]), next_index=self.written,
+                        append=start > 0)
 
     def stop_with(self, reason: str) -> None:
         """Stop the agent: its task is cancelled, and the run closes the generator."""
@@ -303,7 +305,8 @@ async def _answer_run(run: RunningAnswer, *, caller: Caller, text: str, context:
                     break
                 token = token if isinstance(token, str) else str(token)
                 run.tokens.append(token)
-                await live_event_send(session_id, AGENT_TOKEN, {**run.base, "index": len(run.tokens) - 1, "token": token})
+                frame = {**run.base, "index": len(run.tokens) - 1, "token": token}
+                await live_event_send(session_id, AGENT_TOKEN, frame)
         except asyncio.CancelledError:
             if run.stop is None:  # not ours (the loop is going away): end it as interrupted
                 run.stop = FAILED_INTERRUPTED

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from accounts.models import User
@@ -70,7 +71,8 @@ def agent_answer_start(*, caller: Caller, conversation_id: str, question: str, s
         conversation_id=conversation_id, question=question, server_instance=server_instance,
         lease_expires_at=_lease_end(now), created_at=now,
     )
-    runtime_event_publish(caller.session_id, AGENT_STARTED, {"conversation_id": conversation_id, "message_id": str(answer.pk)})
+    started = {"conversation_id": conversation_id, "message_id": str(answer.pk)}
+    runtime_event_publish(caller.session_id, AGENT_STARTED, started)
     return answer
 
 
@@ -79,8 +81,9 @@ class Progress:
     """What the running process writes of one answer at a step."""
 
     answer_id: uuid.UUID
-    text: str
-    token_ends: list[int]
+    text: str  # the whole text so far, or with `append` what follows the row's
+    next_index: int
+    append: bool = False
 
 
 # What a step tells the running process about one of its answers.
@@ -96,12 +99,12 @@ def agent_answers_step(*, progress: Iterable[Progress], check: Iterable[uuid.UUI
     now = timezone.now()
     lease = _lease_end(now)
     rows = [
-        AgentAnswer(pk=item.answer_id, text=item.text, token_ends=item.token_ends, next_index=len(item.token_ends),
-                    writes=F("writes") + 1, lease_expires_at=lease)
+        AgentAnswer(pk=item.answer_id, next_index=item.next_index, writes=F("writes") + 1, lease_expires_at=lease,
+                    text=Concat(F("text"), Value(item.text), output_field=TextField()) if item.append else item.text)
         for item in progress
     ]
     if rows:
-        AgentAnswer.objects.bulk_update(rows, ["text", "token_ends", "next_index", "writes", "lease_expires_at"],
+        AgentAnswer.objects.bulk_update(rows, ["text", "next_index", "writes", "lease_expires_at"],
                                         batch_size=200)
     check = list(check)
     if not check:
@@ -137,7 +140,8 @@ def agent_answer_cancel_request(*, caller: Caller, message_id: Any) -> AgentAnsw
     answer_id = uuid_parse(message_id)
     answer = None
     if answer_id is not None:
-        answer = AgentAnswer.objects.filter(pk=answer_id, session_id=caller.session_id).only("pk", "server_instance").first()
+        answers = AgentAnswer.objects.filter(pk=answer_id, session_id=caller.session_id)
+        answer = answers.only("pk", "server_instance").first()
     if answer is None:
         raise NotFound("No answer in flight with this message_id.")
     AgentAnswer.objects.filter(pk=answer.pk).update(cancel_requested=True)
@@ -192,4 +196,5 @@ def agent_answers_in_flight(*, session_id: uuid.UUID) -> list[dict[str, Any]]:
 
 def agent_answers_sessions() -> list[tuple[uuid.UUID, str]]:
     """(session id, message id) of every answer in flight: where a process's tail starts."""
-    return [(session_id, str(answer_id)) for answer_id, session_id in AgentAnswer.objects.values_list("pk", "session_id")]
+    rows = AgentAnswer.objects.values_list("pk", "session_id")
+    return [(session_id, str(answer_id)) for answer_id, session_id in rows]

@@ -266,8 +266,6 @@ class AgentAnswer(models.Model):
     question = models.TextField()
     text = models.TextField(blank=True, default="")
     next_index = models.PositiveIntegerField(default=0)
-    # Where each token ends in `text`, so a token can be cut out again by its index.
-    token_ends = models.JSONField(default=list, blank=True)
     # Counts the running process's writes: a reader that saw write n knows write n + 2
     # began after it read (see realtime/answers.py).
     writes = models.PositiveIntegerField(default=0)

@@ -21,8 +21,17 @@ from websockets.exceptions import ConnectionClosed
 from tests import factories
 
 PATH = "/api/runtime/agent"
-ORIGIN = "http://127.0.0.1"  # allowed by the default settings, as the demo's page is
+# The ASGI socket's Host and Origin, as a page of the service at http://localhost sends them.
+ASGI_HOST = b"localhost"
 ASGI_ORIGIN = b"http://localhost"
+OWN_ORIGIN: Any = object()  # `connect`'s default: the origin of the server's own pages
+
+
+def page_origin(server: Any) -> str:
+    """The Origin a page served by `server` sends (scheme, host and port, as the origin
+    check compares them): for ws://127.0.0.1:8101, http://127.0.0.1:8101."""
+    scheme, _, rest = server.ws.partition("://")
+    return f"{'https' if scheme == 'wss' else 'http'}://{rest.split('/', 1)[0]}"
 
 
 def bearer(token: str) -> list[str]:
@@ -88,7 +97,7 @@ def make_socket(
     """A socket to the ASGI application, not yet opened; the token travels by `transport`."""
     from symphainy.asgi import application
 
-    headers: list[tuple[bytes, bytes]] = []
+    headers: list[tuple[bytes, bytes]] = [(b"host", ASGI_HOST)]
     subprotocols: list[str] | None = None
     params = [query] if query else []
     if origin is not None:
@@ -117,10 +126,13 @@ async def open_ready(token: str, **kwargs: Any) -> tuple[Socket, dict[str, Any]]
 
 
 # --- Over the network, to a real server process -------------------------------------------
-async def connect(server: Any, token: str | None = None, *, query: str = "", origin: str | None = ORIGIN,
+async def connect(server: Any, token: str | None = None, *, query: str = "", origin: Any = OWN_ORIGIN,
                   **kwargs: Any) -> Any:
-    """A real client's handshake to `server`'s socket path. The token, if given, goes in the
-    subprotocol header; other keywords go to `websockets.connect`."""
+    """A real client's handshake to `server`'s socket path, from one of its own pages unless
+    `origin` says otherwise (None: no Origin). The token, if given, goes in the subprotocol
+    header; other keywords go to `websockets.connect`."""
+    if origin is OWN_ORIGIN:
+        origin = page_origin(server)
     if token is not None:
         kwargs.setdefault("subprotocols", bearer(token))
     kwargs.setdefault("open_timeout", 10)

@@ -27,13 +27,14 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from django.conf import settings
+from websockets.exceptions import InvalidStatus
 from django.db import connection as db_connection
 
 from core.models import AuditEvent
 from realtime.models import Connection
 from tests import factories
 from tests.live import ROOT, child_env, free_port, wait_answering
-from tests.sockets import PATH, close_code_after_frames, connect_ready, next_event
+from tests.sockets import PATH, close_code_after_frames, connect, connect_ready, next_event
 from tests.waiting import wait_until_async
 
 sys.path.insert(0, str(ROOT / "deploy"))
@@ -208,6 +209,11 @@ def test_the_layout_serves_login_sockets_state_executions_and_revocation_through
             # must not keep (the service takes it out of the scope before anything logs).
             legacy, _ = await connect_ready(site, query=f"access_token={token}", open_timeout=15)
             await legacy.close()
+            # The page's origin is nginx's scheme, host and port (the Host passed with its
+            # port): another port on the same host is refused before the handshake.
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(site, token, origin="http://127.0.0.1:1")
+            assert refused.value.response.status_code == 403
 
             # Revocation: the end is served by gunicorn, the socket lives on daphne.
             status, _, _ = await asyncio.to_thread(call, base, "DELETE", f"/api/session/{session_id}", None, token)

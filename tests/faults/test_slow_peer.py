@@ -17,7 +17,7 @@ import socket
 import pytest
 
 from tests.live import running
-from tests.sockets import ORIGIN, PATH, connect_ready
+from tests.sockets import PATH, connect_ready
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 WORDS = " ".join(["w"] * 7900)
@@ -36,7 +36,7 @@ def _stalled_socket(port: int, token: str) -> socket.socket:
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: {ORIGIN}\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
         f"Sec-WebSocket-Protocol: symphainy.v1, bearer.{token}\r\n\r\n".encode()
     )
     head = b""

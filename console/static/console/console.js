@@ -223,29 +223,32 @@ $("message-form").addEventListener("submit", (event) => {
   }
 });
 
-client.on("agent.started", (data) => {
-  replyMessageId = data.message_id;
+// One answer on screen: the newest one, stitched by the client from its snapshot (after a
+// reconnect mid-answer) and its tokens; Stop cancels it wherever it runs.
+client.on("answer", (answer) => {
+  if (answer.status === "streaming" && answer.messageId !== replyMessageId) {
+    replyMessageId = answer.messageId;
+    logEvent("agent.started", `message ${answer.messageId}`);
+  }
+  if (answer.messageId !== replyMessageId) return;
   const reply = $("agent-reply");
-  reply.textContent = "";
-  reply.setAttribute("aria-busy", "true");
-  logEvent("agent.started", `message ${data.message_id}`);
+  reply.textContent = answer.text;
+  const streaming = answer.status === "streaming";
+  reply.setAttribute("aria-busy", String(streaming));
+  $("agent-stop").disabled = !streaming;
 });
 
-client.on("agent.token", (data) => {
-  if (data.message_id !== replyMessageId) return;
-  $("agent-reply").append(data.token);
-});
+client.on("agent.completed", (data) => logEvent("agent.completed", `${data.tokens} tokens`));
+client.on("agent.failed", (data) => logEvent("agent.failed", `${data.reason}: ${data.error ? data.error.message : ""}`));
+client.on("agent.cancelled", (data) => logEvent("agent.cancelled", `after ${data.text.length} characters`));
 
-client.on("agent.completed", (data) => {
-  const reply = $("agent-reply");
-  reply.textContent = data.text;
-  reply.setAttribute("aria-busy", "false");
-  logEvent("agent.completed", `${data.tokens} tokens`);
-});
-
-client.on("agent.failed", (data) => {
-  $("agent-reply").setAttribute("aria-busy", "false");
-  logEvent("agent.failed", data.error ? data.error.message : "");
+$("agent-stop").addEventListener("click", () => {
+  if (!replyMessageId) return;
+  try {
+    client.cancelAnswer(replyMessageId);
+  } catch (error) {
+    status(describe(error));
+  }
 });
 
 // --- The batch intent -------------------------------------------------------------------

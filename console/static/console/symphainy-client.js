@@ -129,6 +129,7 @@ export class SymphainyClient {
     this._position = null; // {seq, epoch}: the last position of the session's event log seen
     this._asked = null; // the position the current socket resumes from, or null (a fresh start)
     this._replay = null; // {since, until, replayed}: the replay after a resumed session.ready
+    this._answers = new Map(); // message_id -> the agent answer in flight, as stitched so far
     this._timers = { reconnect: 0, refresh: 0, heartbeat: 0, replay: 0 };
   }
 
@@ -170,7 +171,8 @@ export class SymphainyClient {
    * Call `fn` for every event of `type`. Server frames arrive by their `type`
    * ("session.ready", "pong", "auth.refreshed", "intent.accepted", "error"), runtime
    * events by their `event_type` ("agent.token", "execution.progress", ...) with their
-   * `data` as first argument; "*" gets every frame. The client's own events: "state",
+   * `data` as first argument; "*" gets every frame. The client's own events: "answer" (an
+   * agent answer stitched from its snapshot and tokens, at each change: see `answers`), "state",
    * "close", "login", "logout", "tokens", "refresh.failed", after a reconnect "resumed"
    * `{recovered: true, since, seq, replayed}` (the missed events were delivered, `replayed`
    * of them) or "resync.required" `{recovered: false, since, seq, epoch}` (they cannot be:
@@ -415,8 +417,9 @@ export class SymphainyClient {
   }
 
   /**
-   * Ask the agent; its reply streams as "agent.started", "agent.token"..., then
-   * "agent.completed" (or "agent.failed").
+   * Ask the agent; its reply streams as "agent.started", "agent.token"..., then one of
+   * "agent.completed", "agent.failed" or "agent.cancelled"; "answer" gives it stitched
+   * (a tab that reconnects mid-answer gets an "agent.snapshot" first).
    * @param {string} text
    * @param {object} [context]
    * @param {string} [conversationId] continue a conversation
@@ -425,6 +428,57 @@ export class SymphainyClient {
     const payload = { text, context };
     if (conversationId) payload.conversation_id = conversationId;
     this.send({ type: "agent.message", payload });
+  }
+
+  /**
+   * Stop an answer of the session (any tab's, on any server process); "agent.cancelled"
+   * follows, or an "error" `not_found` when it had ended already.
+   * @param {string} messageId
+   */
+  cancelAnswer(messageId) {
+    this.send({ type: "agent.cancel", message_id: messageId });
+  }
+
+  /**
+   * The agent answers in flight, as stitched so far: `{messageId, conversationId, text,
+   * nextIndex, status: "streaming"}`.
+   * @returns {object[]}
+   */
+  get answers() {
+    return [...this._answers.values()].map((answer) => ({ ...answer }));
+  }
+
+  /**
+   * Stitch an answer from its events and emit "answer" with it: a snapshot (a tab that
+   * opened or came back mid-answer) gives the text so far and the next token's index, each
+   * token is appended when its index is the next one (the server sends none twice; one out
+   * of order is left to the terminal event, which carries the whole text), and a terminal
+   * event ends it with `status` "completed", "failed" or "cancelled".
+   */
+  _answerTrack(kind, data) {
+    const id = data.message_id;
+    if (!id) return;
+    const known = this._answers.get(id);
+    const answer = known || { messageId: id, conversationId: data.conversation_id, text: "", nextIndex: 0, status: "streaming" };
+    if (kind === "agent.snapshot") {
+      answer.text = data.text;
+      answer.nextIndex = data.next_index;
+    } else if (kind === "agent.token") {
+      if (data.index !== answer.nextIndex) return;
+      answer.text += data.token;
+      answer.nextIndex += 1;
+    } else if (kind === "agent.completed" || kind === "agent.failed" || kind === "agent.cancelled") {
+      answer.status = kind.slice("agent.".length);
+      if (typeof data.text === "string") answer.text = data.text;
+      if (data.reason) answer.reason = data.reason;
+      this._answers.delete(id);
+      this._emit("answer", { ...answer });
+      return;
+    } else if (kind !== "agent.started" || known) {
+      return;
+    }
+    this._answers.set(id, answer);
+    this._emit("answer", { ...answer });
   }
 
   /**
@@ -511,8 +565,10 @@ export class SymphainyClient {
     } else if (frame.type === "error" && this._ack && REFRESH_REFUSALS.has(frame.error)) {
       this._ack.reject(new Error(frame.message || frame.error));
     }
+    if (frame.type === "session.ready") this._answers.clear(); // its snapshots say what is in flight
     if (frame.type === "runtime_event") {
       this._emit(frame.event_type, frame.data, frame);
+      if (frame.event_type.startsWith("agent.")) this._answerTrack(frame.event_type, frame.data || {});
     } else {
       this._emit(frame.type, frame, frame);
     }
