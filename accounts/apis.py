@@ -22,7 +22,7 @@ from accounts.throttles import (
 )
 from accounts.tokens import MAX_TOKEN_LENGTH, TokenPair, token_refresh
 from core.conf import runtime_settings
-from core.drf import client_address
+from core.drf import EmailTextField, TextField, client_address, error_responses
 from core.exceptions import RegistrationClosed
 
 
@@ -65,6 +65,11 @@ def login_body(result: LoginResult) -> dict:
     ).data
 
 
+class PasswordField(TextField):
+    """A new password; AUTH_PASSWORD_VALIDATORS judge it (`RegisterApi.InputSerializer.validate`)
+    and the schema states them (accounts.schema.PasswordSchema)."""
+
+
 class RegisterApi(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
@@ -74,10 +79,10 @@ class RegisterApi(APIView):
         class Meta:
             ref_name = "RegisterInput"
 
-        email = serializers.EmailField(max_length=254)
-        password = serializers.CharField(max_length=128, trim_whitespace=False)
-        name = serializers.CharField(max_length=150, required=False, allow_blank=True, default="")
-        tenant_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+        email = EmailTextField(max_length=254)
+        password = PasswordField(max_length=128, trim_whitespace=False)
+        name = TextField(max_length=150, required=False, allow_blank=True, default="")
+        tenant_name = TextField(max_length=200, required=False, allow_blank=True, default="")
 
         def validate_email(self, value: str) -> str:
             return normalize_email(value)
@@ -91,7 +96,11 @@ class RegisterApi(APIView):
             return attrs
 
     @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
-    @extend_schema(request=InputSerializer, responses={201: LoginOutputSerializer}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: LoginOutputSerializer, **error_responses(400, 403, 409, 413, 415, 429, 503)},
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         # Self-registration only; operators create accounts with manage.py whatever this says.
         if not runtime_settings.REGISTRATION_OPEN:
@@ -117,12 +126,16 @@ class LoginApi(APIView):
         class Meta:
             ref_name = "LoginInput"
 
-        email = serializers.CharField(max_length=254)
-        password = serializers.CharField(max_length=128, trim_whitespace=False)
+        email = TextField(max_length=254)
+        password = TextField(max_length=128, trim_whitespace=False)
         tenant_id = serializers.UUIDField(required=False, allow_null=True, default=None)
 
     @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
-    @extend_schema(request=InputSerializer, responses={200: LoginOutputSerializer}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: LoginOutputSerializer, **error_responses(400, 401, 403, 413, 415, 429, 503)},
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -139,10 +152,14 @@ class RefreshApi(APIView):
         class Meta:
             ref_name = "RefreshInput"
 
-        refresh_token = serializers.CharField(max_length=MAX_TOKEN_LENGTH)
+        refresh_token = TextField(max_length=MAX_TOKEN_LENGTH)
 
     @method_decorator(never_cache)  # tokens: no cache or proxy may keep them (Cache-Control: no-store)
-    @extend_schema(request=InputSerializer, responses={200: TokenOutputSerializer}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: TokenOutputSerializer, **error_responses(400, 401, 413, 415, 429, 503)},
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -155,14 +172,14 @@ class RefreshApi(APIView):
 
 
 class LogoutApi(APIView):
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **error_responses(401, 503)})
     def post(self, request: Request) -> Response:
         auth_logout(caller=request.auth)
         return Response(status=204)
 
 
 class LogoutAllApi(APIView):
-    @extend_schema(request=None, responses={204: None})
+    @extend_schema(request=None, responses={204: None, **error_responses(401, 503)})
     def post(self, request: Request) -> Response:
         auth_logout_all(caller=request.auth)
         return Response(status=204)
@@ -182,7 +199,7 @@ class MeApi(APIView):
         permissions = serializers.ListField(source="caller.permissions", child=serializers.CharField())
         session_id = serializers.UUIDField(source="caller.session_id")
 
-    @extend_schema(responses={200: OutputSerializer})
+    @extend_schema(responses={200: OutputSerializer, **error_responses(401, 503)})
     def get(self, request: Request) -> Response:
         # One more query than the token check: the session snapshot carries ids, not names.
         tenant_name = Tenant.objects.filter(pk=request.auth.tenant_id).values_list("name", flat=True).first() or ""

@@ -1,5 +1,5 @@
 """Start-up checks that fail closed: the service refuses to run with a public signing key,
-or with a product setting that breaks the check its row in `core.conf`'s table declares (a
+with a placeholder of the example env file left in (core.E013), or with a product setting that breaks the check its row in `core.conf`'s table declares (a
 rate that does not parse, a size, count, interval or TTL of zero or less), or an unknown name.
 
 Registered as Django system checks (`manage.py check`, `runserver`, `migrate` and every
@@ -56,6 +56,35 @@ def signing_keys_check(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
             id="core.E002",
         ))
     return errors
+
+
+# deploy/symphainy.env.example marks each value an operator must choose with this word.
+PLACEHOLDER = "change-me"
+
+
+@checks.register(TAG)
+def placeholder_values_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """core.E013: a value still the example env file's placeholder (a key, a password, a host),
+    whatever DEBUG says; the public development key is E001's."""
+    database = settings.DATABASES.get("default", {})
+    signing_key = settings.SIMPLE_JWT.get("SIGNING_KEY") or ""
+    values = {
+        "SECRET_KEY": settings.SECRET_KEY,
+        "JWT_SIGNING_KEY": signing_key if isinstance(signing_key, str) and signing_key != settings.SECRET_KEY else "",
+        "DATABASE_URL": " ".join(str(database.get(part) or "") for part in ("USER", "PASSWORD", "HOST", "NAME")),
+        "REDIS_URL": getattr(settings, "REDIS_URL", None) or "",
+        "ALLOWED_HOSTS": " ".join(settings.ALLOWED_HOSTS),
+        "CSRF_TRUSTED_ORIGINS": " ".join(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])),
+    }
+    return [
+        checks.Error(
+            f"{name} still holds a placeholder of deploy/symphainy.env.example ({PLACEHOLDER!r}).",
+            hint=f"Replace every {PLACEHOLDER!r} value of the environment file (docs/deployment.md).",
+            id="core.E013",
+        )
+        for name, value in values.items()
+        if value != DEVELOPMENT_SECRET_KEY and PLACEHOLDER in str(value).lower()
+    ]
 
 
 def startup_checks_enforce() -> None:

@@ -1,7 +1,10 @@
 """Render the nginx site of the production layout from deploy/nginx/symphainy.conf.in.
 
     python deploy/render.py --listen 80 --http 127.0.0.1:8000 \
-        --socket 127.0.0.1:8101 --socket 127.0.0.1:8102 > /etc/nginx/sites-available/symphainy
+        --socket 127.0.0.1:8101 --socket 127.0.0.1:8102 > /etc/nginx/sites-enabled/symphainy
+
+The site is its port's default server (`--no-default-server`: not), so Debian's own
+default site must go (docs/deployment.md).
 
 Behind a load balancer (a cloud LB, HAProxy) that connects to nginx, name its addresses
 with `--trusted-lb NETWORK` (repeat; or TRUSTED_LB_NETWORKS, comma-separated): nginx then
@@ -58,16 +61,23 @@ def trusted_lb_geo(networks: list[str]) -> str:
     return "\n".join([*lines, "}"])
 
 
+def listen_lines(listen: str, *, default_server: bool = True) -> str:
+    """nginx's listen lines: a bare port on IPv4 and IPv6, as Debian's default site has it."""
+    suffix = " default_server" if default_server else ""
+    addresses = [listen, f"[::]:{listen}"] if listen.isdigit() else [listen]
+    return "\n    ".join(f"listen {address}{suffix};" for address in addresses)
+
+
 def render_site(
     *, listen: str, http_upstream: str, socket_upstreams: list[str], server_name: str = "_",
-    access_log: str = ACCESS_LOG, trusted_lb: list[str] | None = None,
+    access_log: str = ACCESS_LOG, trusted_lb: list[str] | None = None, default_server: bool = True,
 ) -> str:
     if not socket_upstreams:
         raise ValueError("at least one --socket upstream (a daphne process) is needed")
     text = TEMPLATE.read_text()
     networks = _networks(trusted_lb or [])
     fields = {
-        "@LISTEN@": listen,
+        "@LISTEN@": listen_lines(listen, default_server=default_server),
         "@HTTP_UPSTREAM@": http_upstream,
         "@SOCKET_SERVERS@": "\n".join(f"    server {address} max_fails=0;" for address in socket_upstreams),
         "@SERVER_NAME@": server_name,
@@ -104,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http", default="127.0.0.1:8000", help="gunicorn's address")
     parser.add_argument("--socket", action="append", default=[], help="a daphne process's address (repeat)")
     parser.add_argument("--server-name", default="_")
+    parser.add_argument("--no-default-server", dest="default_server", action="store_false",
+                        help="not the default server of its port (another site on this nginx is)")
     parser.add_argument("--access-log", help=f"the access log's path (default {ACCESS_LOG}, PREFIX/access.log with --standalone)")
     parser.add_argument(
         "--trusted-lb", action="append", metavar="NETWORK",
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         site = render_site(
             listen=args.listen, http_upstream=args.http, socket_upstreams=args.socket, server_name=args.server_name,
-            access_log=access_log, trusted_lb=args.trusted_lb,
+            access_log=access_log, trusted_lb=args.trusted_lb, default_server=args.default_server,
         )
     except ValueError as error:
         print(f"render.py: {error}", file=sys.stderr)

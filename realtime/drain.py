@@ -4,8 +4,10 @@ The drain, whatever command started the process (`symphainy.serve` hooks it into
 1. from the first moment, this process is `draining()`: `/ready` answers 503, a handshake
    that still arrives is closed with 1012, and the server stops listening (`stop_accepting`),
    so nginx or a load balancer sends new sockets elsewhere;
-2. every open socket is closed with 1012, spread evenly over SHUTDOWN_DRAIN_WINDOW in a
-   random order, so that their clients do not all come back in the same instant;
+2. its connection records go (a client back elsewhere must not meet its own ghost under
+   the per-user cap), then every open socket is closed with 1012, spread evenly over
+   SHUTDOWN_DRAIN_WINDOW in a random order, so that their clients do not all come back in
+   the same instant;
 3. the work in flight (requests, executions) gets the rest of SHUTDOWN_TIMEOUT, less a
    reserve for the steps below; executions still running then are handed over (another
    process runs them at once) and agent answers end as `interrupted`;
@@ -27,7 +29,7 @@ from channels.db import database_sync_to_async
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from realtime import heartbeat
-from realtime.presence import registry, server_leave
+from realtime.presence import connections_leave, registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
 
@@ -116,6 +118,7 @@ async def drain(
         await stop_accepting()
     except Exception:  # noqa: BLE001 - a listener that will not stop must not stop the drain
         logger.exception("could not stop listening")
+    await _records_leave()
     closed = await sockets_close(window=window)
     if not await _until(lambda: not in_flight(), deadline):
         logger.warning("draining: %d requests or sockets still open at the deadline", in_flight())
@@ -138,6 +141,18 @@ async def drain(
         "drained in %.1f s: %d sockets closed with 1012, %d executions handed over, %d answers interrupted, "
         "%d connection records removed", time.monotonic() - begun, closed, handed_over, interrupted, records,
     )
+
+
+async def _records_leave() -> None:
+    """The records of every socket of this process go before the first socket closes: its
+    client may be back on another process before a close's own write (batched every
+    WS_CONNECTION_FLUSH_INTERVAL) would have removed it, and be refused with 4429 by its
+    own ghost. Pending writes are applied first, so no later flush writes a record back."""
+    try:
+        await registry().flush()
+        await database_sync_to_async(connections_leave)()
+    except DEPENDENCY_ERRORS:
+        logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
 
 
 async def _stop_loops() -> None:

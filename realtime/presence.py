@@ -94,13 +94,19 @@ def connections_sweep(*, dead: list[str] | None = None, now: datetime | None = N
     return deleted
 
 
+def connections_leave() -> int:
+    """Delete this process's connection records (a drain's first write: its sockets are
+    about to close, and a client that comes back elsewhere must not find its own ghost
+    under the per-user cap)."""
+    return Connection.objects.filter(server_instance=server_instance_id()).delete()[0]
+
+
 @transaction.atomic
 def server_leave() -> int:
     """A stopping process takes its connection records and its row with it (the drain's
     last write), so that no ghost counts against a user's socket cap elsewhere."""
-    me = server_instance_id()
-    deleted, _ = Connection.objects.filter(server_instance=me).delete()
-    ServerInstance.objects.filter(pk=me).delete()
+    deleted = connections_leave()
+    ServerInstance.objects.filter(pk=server_instance_id()).delete()
     return deleted
 
 

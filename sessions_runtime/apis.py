@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -12,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.conf import runtime_settings
-from core.drf import Pagination
+from core.drf import Pagination, RegexTextField, TextField, error_responses, page_of
 from core.exceptions import InvalidRequest, PreconditionRequired
 from core.ids import MAX_ID_LENGTH
 from sessions_runtime.agents import conversation_of, conversations_of
@@ -32,6 +35,11 @@ from sessions_runtime.session_intents import SessionIntentAction, session_intent
 from sessions_runtime.state import StateDocument
 from sessions_runtime.state_writes import session_state_read, session_state_write
 from sessions_runtime.submission import MAX_IDEMPOTENCY_KEY_LENGTH, intent_submit
+
+
+# The errors each kind of operation can answer with (core.drf.error_responses).
+_READ = (401, 404, 503)  # an authenticated read of one thing by id
+_WRITE = (400, 401, 403, 404, 409, 413, 415, 503)  # an authenticated write with a JSON body, by id
 
 
 class SessionOutputSerializer(serializers.Serializer):
@@ -70,7 +78,10 @@ class SessionCreateApi(APIView):
                 raise serializers.ValidationError(f"Metadata must be at most {limit} bytes of JSON.")
             return value
 
-    @extend_schema(request=InputSerializer, responses={201: SessionOutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: SessionOutputSerializer, **error_responses(400, 401, 403, 413, 415, 429, 503)},
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -87,12 +98,12 @@ class SessionCreateApi(APIView):
 
 
 class SessionDetailApi(APIView):
-    @extend_schema(responses={200: SessionOutputSerializer})
+    @extend_schema(responses={200: SessionOutputSerializer, **error_responses(*_READ)})
     def get(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(SessionOutputSerializer(session).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 503)})
     def delete(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         own = session.user_id == request.user.pk
@@ -115,14 +126,22 @@ class SessionListApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", OpenApiTypes.STR, enum=SessionStatus.values),
-            OpenApiParameter("scope", OpenApiTypes.STR, enum=["mine", "tenant"]),
-            OpenApiParameter("page", OpenApiTypes.INT),
-            OpenApiParameter("page_size", OpenApiTypes.INT),
+            OpenApiParameter(
+                "scope", OpenApiTypes.STR, enum=["mine", "tenant"],
+                description="`tenant`: every session of the caller's tenant (needs the admin permission).",
+            ),
+            *Pagination.schema_parameters(),
         ],
-        responses={200: SessionOutputSerializer(many=True)},
+        responses={
+            200: page_of(SessionOutputSerializer, "SessionPage"),
+            **error_responses(400, 401, 403, 503),
+            **error_responses(404),  # a page past the last
+        },
     )
     def get(self, request: Request) -> Response:
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads a blank form value (`?status=`) as
+        # absent, and a blank filter is as invalid as any other unknown value.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         sessions = session_list_for_caller(
             caller=request.auth,
@@ -135,18 +154,22 @@ class SessionListApi(APIView):
 
 
 # --- Session state ----------------------------------------------------------------------
+IF_MATCH_PATTERN = r'^(W/)?("[0-9]{1,12}"|[0-9]{1,12})$'
+IF_MATCH = OpenApiParameter(
+    "If-Match", {"type": "string", "pattern": IF_MATCH_PATTERN}, OpenApiParameter.HEADER, required=True,
+    description='The version the write is based on: `3`, `"3"` or `W/"3"` (the ETag of a read).',
+)
+
+
 def _if_match(request: Request) -> int:
-    """The version named by If-Match: `3`, `"3"` or `W/"3"`."""
+    """The version named by If-Match: `3`, `"3"` or `W/"3"` (IF_MATCH_PATTERN; the
+    whitespace around a header's value is not part of it)."""
     raw = request.headers.get("If-Match")
     if raw is None:
         raise PreconditionRequired()
-    value = raw.strip()
-    if value.startswith("W/"):
-        value = value[2:]
-    value = value.strip('"')
-    if not (value.isascii() and value.isdigit()) or len(value) > 12:  # not "²", which int() refuses
+    if not re.fullmatch(IF_MATCH_PATTERN, raw.strip(" \t")):
         raise InvalidRequest("If-Match must be the state's version number.", details={"If-Match": raw[:64]})
-    return int(value)
+    return int(re.sub("[^0-9]", "", raw))
 
 
 def _state_response(document: StateDocument, *, status: int = 200) -> Response:
@@ -155,7 +178,20 @@ def _state_response(document: StateDocument, *, status: int = 200) -> Response:
     )
 
 
+class WholeBodyPatchSchema(AutoSchema):
+    """This PATCH's body is the whole input (its `data` is what merges, RFC 7386), not the
+    partial update drf-spectacular assumes for every PATCH."""
+
+    def _get_request_for_media_type(self, serializer, direction="request"):  # type: ignore[no-untyped-def]
+        method, self.method = self.method, "PUT" if self.method == "PATCH" else self.method
+        try:
+            return super()._get_request_for_media_type(serializer, direction)
+        finally:
+            self.method = method
+
+
 class SessionStateApi(APIView):
+    schema = WholeBodyPatchSchema()
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "SessionStateInput"
@@ -169,7 +205,7 @@ class SessionStateApi(APIView):
         version = serializers.IntegerField()
         data = serializers.DictField()
 
-    @extend_schema(responses={200: OutputSerializer})
+    @extend_schema(responses={200: OutputSerializer, **error_responses(*_READ)})
     def get(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return _state_response(session_state_read(session=session))
@@ -188,16 +224,16 @@ class SessionStateApi(APIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer},
-        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
+        responses={200: OutputSerializer, **error_responses(*_WRITE, 412, 428)},
+        parameters=[IF_MATCH],
     )
     def put(self, request: Request, session_id: str) -> Response:
         return self._write(request, session_id, merge=False)
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: OutputSerializer},
-        parameters=[OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True)],
+        responses={200: OutputSerializer, **error_responses(*_WRITE, 412, 428)},
+        parameters=[IF_MATCH],
         description="JSON merge patch (RFC 7386) of `data`: objects merge, null removes a member.",
     )
     def patch(self, request: Request, session_id: str) -> Response:
@@ -247,11 +283,18 @@ class ConversationPageSerializer(serializers.Serializer):
     in_flight = AnswerInFlightSerializer(many=True)
 
 
-_PAGES = [OpenApiParameter("page", OpenApiTypes.INT), OpenApiParameter("page_size", OpenApiTypes.INT)]
+_PAGES = Pagination.schema_parameters()
 
 
 class SessionConversationsApi(APIView):
-    @extend_schema(parameters=_PAGES, responses={200: ConversationSummarySerializer(many=True)})
+    @extend_schema(
+        operation_id="api_session_conversations_list",
+        parameters=_PAGES,
+        responses={
+            200: page_of(ConversationSummarySerializer, "ConversationSummaryPage"),
+            **error_responses(400, *_READ),  # 404 also for a page past the last
+        },
+    )
     def get(self, request: Request, session_id: str) -> Response:
         """The session's agent conversations, those with answers in flight first, then the
         most recently used; readable like the session's state."""
@@ -262,7 +305,7 @@ class SessionConversationsApi(APIView):
 
 
 class SessionConversationApi(APIView):
-    @extend_schema(parameters=_PAGES, responses={200: ConversationPageSerializer})
+    @extend_schema(parameters=_PAGES, responses={200: ConversationPageSerializer, **error_responses(400, *_READ)})
     def get(self, request: Request, session_id: str, conversation_id: str) -> Response:
         """A conversation's turns, oldest first, paginated, and its answers in flight (the
         socket's `agent.snapshot` and tokens carry them on)."""
@@ -276,19 +319,33 @@ class SessionConversationApi(APIView):
 
 
 # --- Intents and executions ------------------------------------------------------------
+class IntentTypeField(TextField):
+    """An intent type; the domain refuses one with no handler (`runner`), the schema lists them."""
+
+
+class IntentTypeSchema(OpenApiSerializerFieldExtension):
+    """The registered intent types as the field's enum, read when the schema is built."""
+
+    target_class = IntentTypeField
+    priority = 1  # before core.drf.TextFieldSchema
+
+    def map_serializer_field(self, auto_schema, direction):  # type: ignore[no-untyped-def]
+        return {"type": "string", "enum": sorted(runtime_settings.INTENT_HANDLERS)}
+
+
 class IntentSubmitApi(APIView):
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "IntentSubmitInput"
 
-        session_id = serializers.CharField(max_length=MAX_ID_LENGTH)
-        intent_type = serializers.CharField(max_length=64)
+        session_id = TextField(max_length=MAX_ID_LENGTH)
+        intent_type = IntentTypeField(max_length=64)
         parameters = serializers.DictField(required=False, default=dict)
-        idempotency_key = serializers.CharField(max_length=MAX_IDEMPOTENCY_KEY_LENGTH, required=False)
+        idempotency_key = TextField(max_length=MAX_IDEMPOTENCY_KEY_LENGTH, required=False)
 
     @extend_schema(
         request=InputSerializer,
-        responses={202: SubmissionSerializer},
+        responses={202: SubmissionSerializer, **error_responses(*_WRITE, 422, 429)},
         parameters=[OpenApiParameter("Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER)],
     )
     def post(self, request: Request) -> Response:
@@ -314,13 +371,13 @@ def _execution(request: Request, execution_id: str):
 
 
 class ExecutionStatusApi(APIView):
-    @extend_schema(responses={200: ExecutionSerializer})
+    @extend_schema(responses={200: ExecutionSerializer, **error_responses(*_READ)})
     def get(self, request: Request, execution_id: str) -> Response:
         return Response(execution_payload(_execution(request, execution_id)))
 
 
 class ExecutionCancelApi(APIView):
-    @extend_schema(request=None, responses={202: ExecutionSerializer})
+    @extend_schema(request=None, responses={202: ExecutionSerializer, **error_responses(401, 403, 404, 409, 503)})
     def post(self, request: Request, execution_id: str) -> Response:
         execution = execution_cancel(execution=_execution(request, execution_id), caller=request.auth)
         return Response(execution_payload(execution), status=202)
@@ -333,21 +390,23 @@ class FileReferenceSerializer(serializers.Serializer):
 
     file_id = serializers.UUIDField(source="pk", read_only=True)
     session_id = serializers.UUIDField(read_only=True)
-    name = serializers.CharField(max_length=255)
+    name = TextField(max_length=255)
     size = serializers.IntegerField(min_value=0, max_value=2**62)
-    sha256 = serializers.RegexField(r"^[0-9a-f]{64}$", max_length=64)
-    content_type = serializers.RegexField(r"^[\w.+-]+/[\w.+-]+$", max_length=127)
-    location = serializers.CharField(max_length=1024)
+    sha256 = RegexTextField(r"^[0-9a-f]{64}$", max_length=64)
+    content_type = RegexTextField(r"^[\w.+-]+/[\w.+-]+$", max_length=127)
+    location = TextField(max_length=1024)
     created_at = serializers.DateTimeField(read_only=True)
 
 
 class SessionFilesApi(APIView):
-    @extend_schema(responses={200: FileReferenceSerializer(many=True)})
+    @extend_schema(responses={200: FileReferenceSerializer(many=True), **error_responses(*_READ)})
     def get(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(FileReferenceSerializer(file_references_for_session(session=session), many=True).data)
 
-    @extend_schema(request=FileReferenceSerializer, responses={201: FileReferenceSerializer})
+    @extend_schema(
+        request=FileReferenceSerializer, responses={201: FileReferenceSerializer, **error_responses(*_WRITE)}
+    )
     def post(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         access_require_write(caller=request.auth, owner_id=session.user_id, what=FILE_ADD)
@@ -358,7 +417,7 @@ class SessionFilesApi(APIView):
 
 
 class SessionFileDetailApi(APIView):
-    @extend_schema(responses={200: FileReferenceSerializer})
+    @extend_schema(responses={200: FileReferenceSerializer, **error_responses(*_READ)})
     def get(self, request: Request, session_id: str, file_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(FileReferenceSerializer(file_reference_get(session=session, file_id=file_id)).data)

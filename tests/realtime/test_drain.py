@@ -134,24 +134,30 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
 
 
 def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tmp_path):
-    """Two processes, then three: SIGTERM on one hands its execution to the other at once;
-    SIGKILL on that one has a third sweep its records and run the execution again."""
+    """Two processes, then three: SIGTERM on one hands its execution to the other at once,
+    and its clients, back on the other at once, are not refused by their own ghosts under
+    the per-user cap; SIGKILL on that one has a third sweep its records and run the
+    execution again."""
     servers = []
 
     def start(name: str):
-        server = start_server(tmp_path, SERVER_INSTANCE=name, **DRAIN)
+        server = start_server(tmp_path, SERVER_INSTANCE=name, WS_MAX_SOCKETS_PER_USER="2", **DRAIN)
         servers.append(server)
         return server
 
     async def scenario():
         a, b = await sync(start, "a"), await sync(start, "b")
         body = await sync(a.login)
-        ws, _ = await connect_ready(a, body["access_token"])
-        execution_id = await submit(ws, LONG_BATCH)
-        await until(lambda: running_on(execution_id, "a:"), timeout=10)
+        on_a = [await connect_ready(a, body["access_token"]) for _ in range(2)]  # the user's whole cap
+        execution_id = await submit(on_a[0][0], LONG_BATCH)
+        await until(lambda: running_on(execution_id, "a:") and records_of("a:") == 2, timeout=10)
+
+        async def back_on_b(ws):
+            assert await close_code_after_frames(ws, 15) == 1012
+            return await connect_ready(b, body["access_token"])  # at once: session.ready, not 4429
 
         a.process.send_signal(signal.SIGTERM)
-        assert await close_code_after_frames(ws, 15) == 1012
+        on_b = await asyncio.gather(*(back_on_b(ws) for ws, _ in on_a))
         assert await sync(a.process.wait, 15) == 0, a.log()
         assert await sync(records_of, "a:") == 0
         started = time.monotonic()
@@ -161,7 +167,6 @@ def test_a_drained_process_hands_over_and_a_killed_one_is_noticed_within_10_s(tm
 
         # SIGKILL: no drain at all. A third process notices within 10 s.
         c = await sync(start, "c")
-        on_b = [await connect_ready(b, body["access_token"]) for _ in range(2)]
         await until(lambda: records_of("b:") == 2, timeout=5)
         os.killpg(b.process.pid, signal.SIGKILL)
         await sync(b.process.wait, 10)
