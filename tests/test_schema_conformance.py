@@ -105,6 +105,16 @@ def test_the_schema_and_the_server_agree_on_the_paginated_list(api):
     assert body["results"] and set(item["properties"]) == set(body["results"][0])
 
 
+def test_the_schema_and_the_server_agree_on_the_conversations_page(api):
+    schema = APIClient().get("/openapi.json").json()
+    operation = schema["paths"]["/api/session/{session_id}/conversations"]["get"]
+    documented = _resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    session_id = api.get("/api/auth/me").json()["session_id"]
+    body = api.get(f"/api/session/{session_id}/conversations").json()
+    assert documented.get("type") == "object", documented
+    assert set(documented["properties"]) == set(body) == set(documented["required"])
+
+
 @pytest.mark.parametrize(
     "query",
     ["page=", "page=0", "page=-1", "page=last", "page=x", "page_size=null", "page_size=", "page_size=0",
