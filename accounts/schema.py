@@ -6,7 +6,6 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSe
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 
 
-
 class SessionTokenScheme(OpenApiAuthenticationExtension):
     target_class = "accounts.authentication.SessionTokenAuthentication"
     name = "bearerAuth"

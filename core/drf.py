@@ -146,6 +146,7 @@ def client_address(request: Any) -> str | None:
         return None
 
 
+# --- Text in a request, and its schema ----------------------------------------------------
 class OnlyStrings:
     """For a CharField (or a subclass): a JSON string only. DRF's own turns 12 into "12",
     which the schema (`type: string`) does not allow."""
@@ -157,15 +158,15 @@ class OnlyStrings:
 
 
 class TextField(OnlyStrings, serializers.CharField):
-    pass
+    """The request's text fields: a string, as the schema says."""
 
 
 class EmailTextField(OnlyStrings, serializers.EmailField):
-    pass
+    """An email address, as a string."""
 
 
 class RegexTextField(OnlyStrings, serializers.RegexField):
-    pass
+    """A string matching a pattern (in the schema too)."""
 
 
 def text_pattern(field: serializers.CharField) -> str:

@@ -1,4 +1,5 @@
-"""Log hygiene: no token ever reaches a log line."""
+"""Log hygiene: no token ever reaches a log line. And the access lines of both servers,
+with their fields as keys (`access_line`)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,29 @@ class RedactSecretsFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
+
+
+def access_line(
+    logger: logging.Logger, message: str, *args: object, method: str, path: str, status: int | None, duration_s: float | None,
+    size: int | None, client: str | None, request_id: str | None, **more: object,
+) -> None:
+    """One access line of daphne or gunicorn: `message % args` for people, and each field its own
+    key for a log pipeline (LOG_FORMAT=json), the request id the same one the service's own
+    lines of that request carry. The path without its query string, which may hold a token."""
+    from core.middleware import request_id_var
+
+    fields = {
+        "method": method,
+        "path": path.split("?", 1)[0],
+        "status": status,
+        "duration_ms": None if duration_s is None else round(duration_s * 1000, 2),
+        "bytes": size,
+        "client": client,
+        **more,
+    }
+    # The request-id filter stamps every record with the context's id: the request's, here.
+    token = request_id_var.set(request_id or "-")
+    try:
+        logger.info(message, *args, extra=fields)
+    finally:
+        request_id_var.reset(token)

@@ -69,9 +69,10 @@ async def pg_listen(feed: Woken) -> None:
                     if notify.channel != LIVE_CHANNEL:
                         feed.wake()
                         continue
-                    message = json.loads(notify.payload)
-                    if message.get("p") != me:
-                        feed.live(uuid.UUID(message["s"]), message["f"])
+                    messages = json.loads(notify.payload)
+                    for message in messages if isinstance(messages, list) else [messages]:
+                        if message.get("p") != me:
+                            feed.live(uuid.UUID(message["s"]), message["f"])
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the poll carries on meanwhile
@@ -85,6 +86,7 @@ class LiveForwarder:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=LIVE_BACKLOG_MAX)
+        self._held: str | None = None
         self.task = loop.create_task(self._send())
 
     def forward(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
@@ -96,17 +98,39 @@ class LiveForwarder:
 
     async def _send(self) -> None:
         while True:
-            payload = await self.queue.get()
+            payload = await self._next()
             try:
                 async with await pg_connect() as conn:
                     while True:
-                        await conn.execute("SELECT pg_notify(%s, %s)", [LIVE_CHANNEL, payload])
-                        payload = await self.queue.get()
+                        await conn.execute("SELECT pg_notify(%s, %s)", [LIVE_CHANNEL, self._batch(payload)])
+                        payload = await self._next()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - live frames are best effort; the log is not
                 logger.warning("could not forward a live frame; reconnecting", exc_info=True)
                 await asyncio.sleep(RETRY_PAUSE_S)
+
+
+    def _batch(self, first: str) -> str:
+        """`first` and the frames queued behind it, as one payload within LIVE_PAYLOAD_MAX (a
+        JSON array): one NOTIFY per batch, so many answers streaming at once do not queue
+        one round trip per token."""
+        payloads, size = [first], len(first.encode())
+        while not self.queue.empty():
+            following = self.queue.get_nowait()
+            length = len(following.encode())
+            if size + length + 3 > LIVE_PAYLOAD_MAX:
+                self._held = following  # the next batch's first
+                break
+            payloads.append(following)
+            size += length + 1
+        return first if len(payloads) == 1 else "[" + ",".join(payloads) + "]"
+
+    async def _next(self) -> str:
+        if self._held is not None:
+            payload, self._held = self._held, None
+            return payload
+        return await self.queue.get()
 
 
 class SqliteWatcher:

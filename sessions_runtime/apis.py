@@ -404,7 +404,9 @@ class SessionFilesApi(APIView):
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(FileReferenceSerializer(file_references_for_session(session=session), many=True).data)
 
-    @extend_schema(request=FileReferenceSerializer, responses={201: FileReferenceSerializer, **error_responses(*_WRITE)})
+    @extend_schema(
+        request=FileReferenceSerializer, responses={201: FileReferenceSerializer, **error_responses(*_WRITE)}
+    )
     def post(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         access_require_write(caller=request.auth, owner_id=session.user_id, what=FILE_ADD)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import re
@@ -37,7 +38,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from core.exceptions import CloseCode
-from core.logs import redact
+from core.logs import access_line, redact
 
 APPLICATION = "symphainy.asgi:application"
 logger = logging.getLogger(__name__)
@@ -105,6 +106,19 @@ class SendBufferGuard:
             await waiter
 
 
+# The connection (an HTTP request or a socket) whose daphne call is writing an access line.
+_access_protocol: contextvars.ContextVar[Any] = contextvars.ContextVar("access_protocol", default=None)
+
+
+@contextlib.contextmanager
+def access_logged_for(protocol: Any) -> Any:
+    token = _access_protocol.set(protocol)
+    try:
+        yield
+    finally:
+        _access_protocol.reset(token)
+
+
 class SymphainyWebSocketProtocol(WebSocketProtocol):
     _send_guard: SendBufferGuard | None = None
 
@@ -147,7 +161,21 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
         if guard is not None:
             self._send_guard = None
             guard.release()
-        super().onClose(wasClean, code, reason)
+        with access_logged_for(self):
+            super().onClose(wasClean, code, reason)
+
+    # daphne writes the socket's access lines from these: with its request id.
+    def applicationCreateWorked(self, application_queue: Any) -> None:
+        with access_logged_for(self):
+            super().applicationCreateWorked(application_queue)
+
+    def onOpen(self) -> None:
+        with access_logged_for(self):
+            super().onOpen()
+
+    def serverReject(self) -> None:
+        with access_logged_for(self):
+            super().serverReject()
 
     def serverClose(self, code: int | None = None) -> None:
         if code in ENDPOINT_CLOSE_CODES:
@@ -199,6 +227,15 @@ class BoundedWebRequest(WebRequest):
         if not self._body_refused:
             super().requestReceived(command, path, version)
 
+    def handle_reply(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            # The id the service answered with (X-Request-ID), which its own lines carry.
+            for name, value in message.get("headers") or []:
+                if bytes(name).lower() == b"x-request-id":
+                    self.access_request_id = bytes(value).decode("latin-1")
+        with access_logged_for(self):
+            super().handle_reply(message)
+
     def process(self) -> None:
         super().process()
         channel = self.channel
@@ -211,18 +248,38 @@ class BoundedWebRequest(WebRequest):
             channel.requests.remove(self)
 
 
+# A socket's access lines: daphne's action, its word in the line, and the status it stands for.
+_SOCKET_ACTIONS = {
+    "connecting": ("WSCONNECTING", None), "connected": ("WSCONNECT", 101),
+    "rejected": ("WSREJECT", 403), "disconnected": ("WSDISCONNECT", None),
+}
+
+
 class LoggingAccessLog(AccessLogGenerator):
     """Daphne's access lines, written through the `daphne.access` logger instead of straight
-    to a stream, so they take the run's LOG_FORMAT (JSON lines among JSON lines)."""
+    to a stream, so they take the run's LOG_FORMAT: with LOG_FORMAT=json, method, path, status,
+    duration, bytes, client and request id are keys of their own (`core.logs.access_line`)."""
 
     def __init__(self) -> None:
         super().__init__(stream=None)
 
-    def write_entry(
-        self, host: str, date: Any, request: str, status: Any = None, length: Any = None, ident: Any = None,
-        user: Any = None,
-    ) -> None:
-        access_logger.info('%s - - "%s" %s %s', host, request, status or "-", length or "-")
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        client = details.get("client") or "-"
+        address = client.rsplit(":", 1)[0].strip("[]") if client != "-" else None
+        request_id = getattr(_access_protocol.get(), "access_request_id", None)
+        if protocol == "http" and action == "complete":
+            status, size = details.get("status"), details.get("size")
+            access_line(
+                access_logger, '%s - - "%s %s" %s %s', client, details["method"], details["path"], status or "-",
+                size or "-", method=details["method"], path=details["path"], status=status,
+                duration_s=details.get("time_taken"), size=size, client=address, request_id=request_id,
+            )
+        elif protocol == "websocket" and action in _SOCKET_ACTIONS:
+            word, status = _SOCKET_ACTIONS[action]
+            access_line(
+                access_logger, '%s - - "%s %s" - -', client, word, details["path"], method="GET", path=details["path"],
+                status=status, duration_s=None, size=None, client=address, request_id=request_id, socket=action,
+            )
 
 
 _server_init = Server.__init__
@@ -273,6 +330,16 @@ def _create_application_patched(self: Server, protocol: Any, scope: dict[str, An
     # A socket's application may wait for its send buffer to drain (SEND_BUFFER_EXTENSION).
     if isinstance(protocol, SymphainyWebSocketProtocol):
         scope["extensions"] = {**(scope.get("extensions") or {}), SEND_BUFFER_EXTENSION: {"drained": protocol.send_drained}}
+    # The request id chosen here, where daphne's access lines can see it: the application
+    # keeps a sane X-Request-ID (core.middleware, realtime.app), so both use this one.
+    if scope.get("type") in ("http", "websocket"):
+        from core.middleware import request_id_from
+
+        headers = [(bytes(name), bytes(value)) for name, value in scope.get("headers") or []]
+        incoming = next((value for name, value in headers if name.lower() == b"x-request-id"), b"")
+        protocol.access_request_id = request_id_from(incoming.decode("latin-1"))
+        scope["headers"] = [(n, v) for n, v in headers if n.lower() != b"x-request-id"] + [
+            (b"x-request-id", protocol.access_request_id.encode("ascii"))]
     return _server_create_application(self, protocol, scope)
 
 

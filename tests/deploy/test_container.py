@@ -315,6 +315,13 @@ def test_build_script_in_debian_root(tmp_path: Path) -> None:
     copies it (less its .dockerignore's tests/, bench/, .ci/), build.sh's two steps, then
     each start command as the image's user, answering its probes."""
     root = debian_root(tmp_path / "root")
+    try:
+        build_and_start(root, tmp_path)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)  # ~500 MB
+
+
+def build_and_start(root: Path, tmp_path: Path) -> None:
     app = root / APP_DIR.lstrip("/")
     tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
     for name in filter(None, tracked.split("\0")):

@@ -50,8 +50,6 @@ def test_a_peer_that_stops_reading_is_dropped_and_others_are_served(tmp_path):
     with running(tmp_path, WS_MAX_SEND_BUFFER_BYTES=str(256 * 1024), AGENT_TOKEN_DELAY_SECONDS="0",
                  WS_MESSAGE_RATE="1000/1s", REDIS_URL="") as server:
         body = server.login()
-        stalled = _stalled_socket(server.port, body["access_token"])
-        rss_before = _rss_kib(server.process.pid)
 
         async def talk() -> int:
             ws, _ = await connect_ready(server, body["access_token"], max_size=2**20)
@@ -67,6 +65,12 @@ def test_a_peer_that_stops_reading_is_dropped_and_others_are_served(tmp_path):
                             break
                 return completed
 
+        # The baseline, in the same run: the same replies with no stalled peer, so that what
+        # any reply costs the process (its answer's row, the live frames' queues, the
+        # allocator's arenas) is paid before the measure starts.
+        assert asyncio.run(talk()) == 6
+        stalled = _stalled_socket(server.port, body["access_token"])
+        rss_before = _rss_kib(server.process.pid)
         # Six replies of 7,900 token events each (~10 MB) reach the reading socket in full.
         assert asyncio.run(talk()) == 6
         rss_after = _rss_kib(server.process.pid)

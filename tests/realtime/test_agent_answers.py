@@ -154,3 +154,28 @@ async def test_the_drain_interrupts_this_process_answers(settings):
     )()
     assert kinds == ["agent.started", "agent.failed"]
     await sock.close()
+
+
+async def test_live_frames_queued_together_cross_in_one_notify_within_the_payload_limit():
+    """Many answers streaming at once: one NOTIFY per batch of queued frames, not per token."""
+    import json
+
+    from realtime.wakeups import LIVE_PAYLOAD_MAX, LiveForwarder
+
+    forwarder = LiveForwarder.__new__(LiveForwarder)  # its queue only: no connection, no task
+    forwarder.queue, forwarder._held = asyncio.Queue(), None
+    frames = [json.dumps({"p": "x", "s": "s", "f": {"index": n, "token": "t" * 300}}) for n in range(60)]
+    for frame in frames[1:]:
+        forwarder.queue.put_nowait(frame)
+    sent, batches = [], 0
+    payload = forwarder._batch(frames[0])
+    while True:
+        batches += 1
+        assert len(payload.encode()) <= LIVE_PAYLOAD_MAX
+        batch = json.loads(payload)
+        sent += [item["f"]["index"] for item in (batch if isinstance(batch, list) else [batch])]
+        if forwarder.queue.empty() and forwarder._held is None:
+            break
+        payload = forwarder._batch(await forwarder._next())
+    assert sent == list(range(60))  # each once, in order
+    assert batches <= 4, f"{batches} notifies for 60 frames of ~340 bytes"
