@@ -78,8 +78,8 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
-@pytest.mark.parametrize("command", ["serve", "daphne"])
-def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path, command):
+@pytest.mark.parametrize(("command", "stop"), [("serve", signal.SIGTERM), ("daphne", signal.SIGTERM), ("serve", signal.SIGINT)])
+def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path, command, stop):
     # An agent answer of ~8 s (40 words, 0.2 s a token): longer than the drain gives it.
     env = {**DRAIN, "AGENT_TOKEN_DELAY_SECONDS": "0.2"}
     first = start_server(tmp_path, command, SERVER_INSTANCE=f"first-{command}", **env)
@@ -95,7 +95,7 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
         await next_event(sockets[1][0], "agent.token")
         await until(lambda: running_on(execution_id, "first-") and records_of("first-") == 3, timeout=10)
 
-        first.process.send_signal(signal.SIGTERM)
+        first.process.send_signal(stop)
         codes = asyncio.gather(*(close_code_after_frames(ws, 15) for ws, _ in sockets))
         # /ready says 503 from the first moment, and no new connection is taken.
         await until(lambda: ready_status(probe) == 503, timeout=5)
