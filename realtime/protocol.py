@@ -10,6 +10,7 @@ sends the result; what any step raises is translated by the consumer.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Awaitable, Callable, Protocol
 
 from channels.db import database_sync_to_async
@@ -30,6 +31,7 @@ from core.limits import TokenBucket
 from core.metrics import SOCKET_REFUSALS
 from realtime.handshake import SocketGrant, socket_recheck
 from sessions_runtime.agents import agent_message_cancel, agent_message_parse, agent_message_start
+from sessions_runtime.services import session_touch, session_touch_due
 from sessions_runtime.submission import intent_submit, intent_submit_parse
 
 
@@ -41,8 +43,8 @@ class FrameSocket(Protocol):
     bucket: TokenBucket | None
     client_address: str
     transport: Any
+    last_seen: datetime
 
-    async def touch(self) -> None: ...
     def refreshed(self, grant: SocketGrant) -> None: ...
 
 MAX_TYPE_LENGTH = 64
@@ -76,8 +78,16 @@ async def frame_receive(socket: FrameSocket, text_data: str | None, bytes_data: 
     handler = FRAMES.get(message["type"])
     if handler is None:
         raise UnknownMessageType(details={"type": message["type"][:MAX_TYPE_LENGTH]})
-    await socket.touch()
+    await _touch(socket)
     await handler(socket, message)
+
+
+async def _touch(socket: FrameSocket) -> None:
+    """Activity pushes the session's idle expiry; a thread hop only when a touch is due."""
+    if session_touch_due(socket.last_seen):
+        socket.last_seen = await database_sync_to_async(session_touch)(
+            session_id=socket.grant.session_id, last_seen_at=socket.last_seen
+        ) or socket.last_seen
 
 
 async def _send(socket: FrameSocket, frame: dict[str, Any]) -> None:

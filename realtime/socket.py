@@ -3,11 +3,10 @@ timer that ends it.
 
 An `OpenSocket` subscribes to its process's tail of the event log (`realtime.tail`)
 before the handshake judges access, sends `session.ready`, the replay of a resume and a
-snapshot of each agent answer in flight (`realtime.answers`), then forwards what the tail
-hands over in log order, each logged event once. Its timer closes it at the token's expiry
-and re-checks the session every WS_RECHECK_INTERVAL, so a lost end event cannot keep it
-open. It talks to its client only through a `Transport` (the consumer, or a test's fake),
-so none of this needs ASGI.
+snapshot of each agent answer in flight (`realtime.catchup`), then what the tail hands over
+in log order, each logged event once. Its timer closes it at the token's expiry and
+re-checks the session every WS_RECHECK_INTERVAL. It talks to its client only through a
+`Transport` (the consumer, or a test's fake): none of this needs ASGI.
 """
 
 from __future__ import annotations
@@ -25,18 +24,19 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent, Replay, log_replay_read
+from core.events import LoggedEvent
 from core.exceptions import TokenExpired
 from core.limits import TokenBucket, parse_rate
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
 from core.tasks import background
 from realtime import heartbeat
-from realtime.answers import answer_token_wanted, answers_forget, answers_read, answers_snapshot
+from realtime.catchup import (
+    answer_token_wanted, answers_forget, answers_possible, answers_read, answers_snapshot, replay_for,
+)
 from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release, socket_recheck
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
 from realtime.tail import EventTail, tail
-from sessions_runtime.services import session_touch, session_touch_due
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 class Transport(Protocol):
     """What an open socket needs of its connection."""
     channel_name: str
-
     async def send_frame(self, frame: dict[str, Any]) -> None: ...
     async def drained(self) -> None: ...
     async def close_with(self, code: int, reason: str) -> None: ...
@@ -53,11 +52,8 @@ class Transport(Protocol):
 
 class OpenSocket:
     # Slots, and nothing a socket does not need: idle sockets are the memory budget.
-    __slots__ = (
-        "transport", "client_address", "user_agent", "grant", "bucket", "last_seen", "feed", "keys",
-        "last_seq", "opening", "outbox", "drainer", "ended", "role", "timer", "gone", "answers",
-        "read_mark",
-    )
+    __slots__ = ("transport", "client_address", "user_agent", "grant", "bucket", "last_seen", "feed", "keys",
+                 "last_seq", "opening", "outbox", "drainer", "ended", "role", "timer", "gone", "answers", "read_mark")
 
     def __init__(self, transport: Transport, *, client_address: str = "", user_agent: str = "") -> None:
         self.transport = transport
@@ -66,7 +62,7 @@ class OpenSocket:
         self.grant: SocketGrant | None = None
         self.bucket: TokenBucket | None = None
         self.last_seen: datetime | None = None
-        # Where it listens (its session, its token's session); the last log position sent.
+        # Where it listens (its session, its token's session); the last position sent.
         self.feed: EventTail | None = None
         self.keys: tuple[uuid.UUID, uuid.UUID] | None = None
         self.last_seq = 0
@@ -110,20 +106,11 @@ class OpenSocket:
         ))
         self.bucket = TokenBucket(*parse_rate(runtime_settings.WS_MESSAGE_RATE))
         self.last_seen = timezone.now()
-        if credentials.since is None and self.feed is not None:
-            # A fresh socket starts from the newest position known here: the check's, or a
-            # later one its process's tail read since. Newer events reach it through the
-            # tail (it subscribed before the check), so nothing falls between the two.
-            seq = max(grant.event_seq, self.feed.positions.get(grant.session_id, 0))
-            replay = Replay(seq=seq, epoch=self.feed.epoch, recovered=None, events=[])
-        else:
-            replay = await log_replay_read(
-                session_id=grant.session_id, since=credentials.since, epoch=credentials.epoch
-            )
+        replay = await replay_for(self, credentials.since, credentials.epoch)
         self.last_seq = replay.seq
         # Read before `session.ready` (nothing but a catch-up waits after it), and only when
         # the session may have answers in flight.
-        answers = await answers_read(self) if self._answering() else []
+        answers = await answers_read(self) if answers_possible(self) else []
         await self.transport.send_frame(session_ready(grant, replay))
         for event in replay.events:
             # As fast as the client reads, so its own replay never fills the send buffer.
@@ -142,13 +129,6 @@ class OpenSocket:
         self._schedule_check()
         self._drain_soon()
 
-    def _answering(self) -> bool:
-        """Whether the session may have answers in flight: the tail knows of some, or has
-        not yet done a read begun after this socket subscribed (an answer started before
-        that may not be known to it yet; one started after reaches the socket whole)."""
-        feed = self.feed
-        return feed is None or self.grant.session_id in feed.answering or feed.read_done <= self.read_mark
-
     def closed(self) -> None:
         """The connection is gone: stop the timer, leave the log, give back the cap."""
         self.gone = True
@@ -164,13 +144,6 @@ class OpenSocket:
         """A new token was checked (`auth.refresh`): carry on with it."""
         self.grant = grant
         self._schedule_check()
-
-    async def touch(self) -> None:
-        """Activity pushes the session's idle expiry; a thread hop only when a touch is due."""
-        if session_touch_due(self.last_seen):
-            self.last_seen = await database_sync_to_async(session_touch)(
-                session_id=self.grant.session_id, last_seen_at=self.last_seen
-            ) or self.last_seen
 
     # --- From the event log (called by this process's tail, on the event loop) ---------
     def log_events(self, events: list[LoggedEvent], epoch: str) -> None:

@@ -1,8 +1,8 @@
 """This process's tail of the session event log, and its index of the sockets it holds.
 
 One tail per event loop (one per daphne process) reads the log once per wake-up, never
-once per socket, and hands each event to the sockets of its session, and ends and access
-changes also to the sockets whose token belongs to that session. It wakes on a commit of
+once per socket, and hands each event to the sockets that care (`realtime.subscribers`,
+whose index it is). It wakes on a commit of
 its process, on what `realtime.wakeups` hears, and every EVENT_POLL_INTERVAL at the
 latest; `realtime.cursor` keeps its place. Live frames (an agent's tokens) are not
 logged: they go to this process's sockets and, on PostgreSQL, to the other processes.
@@ -18,17 +18,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import defaultdict
-from typing import Any, Protocol
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import connections
 
 from core.conf import runtime_settings
 from core.events import (
-    ACCESS_CHANGED,
-    CONTROL_KINDS,
-    SESSION_ENDED,
     LoggedEvent,
     log_epoch,
     log_last_id,
@@ -36,44 +32,34 @@ from core.events import (
     on_live_event,
     on_local_commit,
 )
-from core.exceptions import DEPENDENCY_ERRORS, CloseCode
-from core.metrics import EVENT_TAIL_DELIVERED, EVENT_TAIL_LAG, EVENT_TAIL_READS
+from core.exceptions import DEPENDENCY_ERRORS
+from core.metrics import EVENT_TAIL_LAG, EVENT_TAIL_READS
 from core.tasks import tasks_stop
+from realtime.catchup import AnswersInFlight
 from realtime.cursor import LogCursor
+from realtime.subscribers import SocketIndex
 from realtime.wakeups import RETRY_PAUSE_S, LiveForwarder, SqliteWatcher, pg_listen
-from sessions_runtime.access import access_cache_drop_local
-from sessions_runtime.answers import AGENT_STARTED, TERMINAL_KINDS, agent_answers_sessions
+from sessions_runtime.answers import agent_answers_sessions
 
 logger = logging.getLogger(__name__)
 READ_LIMIT = 1000
 MAX_POSITIONS = 100_000
 
 
-class Subscriber(Protocol):
-    def log_events(self, events: list[LoggedEvent], epoch: str) -> None: ...
-    def log_ended(self, close_code: int, reason: str, ended_at: float) -> None: ...
-    def log_access_changed(self, role: str) -> None: ...
-    def live_frame(self, frame: dict[str, Any]) -> None: ...
-
-
-class EventTail:
+class EventTail(SocketIndex):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
         self.cursor: LogCursor | None = None  # where it stands, once started
         self.epoch = ""
         # The newest position read for each session (bounded): with the snapshot's own,
         # what a fresh socket's `session.ready` says without asking the database.
         self.positions: dict[uuid.UUID, int] = {}
-        # The sessions with agent answers in flight, and their message ids: read from the
-        # answers' rows at start, then kept from the log (started, then a terminal event),
-        # so that a socket opening on any other session reads no answer row.
-        self.answering: dict[uuid.UUID, set[str]] = {}
+        self.answering = AnswersInFlight()
         # Reads begun, and the number of the last one done: a read begun after a socket
         # subscribed has handed it, or told `answering` of, every event committed before.
         self.reads = 0
         self.read_done = 0
-        self.by_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
-        self.by_token_session: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._starting: asyncio.Future | None = None
@@ -89,8 +75,7 @@ class EventTail:
             try:
                 high, self.epoch, answering = await database_sync_to_async(_start_position)()
                 self.cursor = LogCursor(high)
-                for session_id, message_id in answering:
-                    self.answering.setdefault(session_id, set()).add(message_id)
+                self.answering.load(answering)
             except BaseException as exc:
                 self._starting.set_exception(exc)
                 self._starting.exception()  # retrieved here: the caller sees it raised
@@ -168,66 +153,19 @@ class EventTail:
             self.epoch = epoch
         fresh = self.cursor.take(rows, now)
         for row in fresh:
-            if row.kind == AGENT_STARTED:
-                self.answering.setdefault(row.session_id, set()).add(str(row.data.get("message_id")))
-            elif row.kind in TERMINAL_KINDS and row.session_id in self.answering:
-                self.answering[row.session_id].discard(str(row.data.get("message_id")))
-                if not self.answering[row.session_id]:
-                    del self.answering[row.session_id]
+            self.answering.note(row)
             if row.seq > self.positions.get(row.session_id, 0):
                 self.positions[row.session_id] = row.seq
         if len(self.positions) > MAX_POSITIONS:
             self.positions.clear()  # a socket then takes its snapshot's position, never a later one
         if fresh:
             EVENT_TAIL_LAG.observe(max(0.0, time.time() - fresh[-1].at.timestamp()))
-            self._deliver(fresh)
+            self.deliver(fresh, self.epoch)
         if len(rows) < READ_LIMIT:  # a full read leaves more: not yet all it would see
             self.read_done = number
         else:
             self._wake.set()
         return len(fresh)
-
-    def _deliver(self, rows: list[LoggedEvent]) -> None:
-        frames: dict[Subscriber, list[LoggedEvent]] = defaultdict(list)
-        delivered = 0
-        for row in rows:
-            if row.kind in CONTROL_KINDS:
-                # A snapshot of this session in this process's cache is stale now.
-                access_cache_drop_local([row.session_id])
-                targets = self.by_session.get(row.session_id, set()) | self.by_token_session.get(row.session_id, set())
-                for subscriber in targets:
-                    if row.kind == SESSION_ENDED:
-                        code = int(row.data.get("close_code", CloseCode.SESSION_ENDED))
-                        subscriber.log_ended(code, str(row.data.get("reason", "")), row.at.timestamp())
-                    elif row.kind == ACCESS_CHANGED:
-                        subscriber.log_access_changed(str(row.data.get("role", "")))
-                delivered += len(targets)
-            else:
-                for subscriber in self.by_session.get(row.session_id, ()):
-                    frames[subscriber].append(row)
-        for subscriber, events in frames.items():
-            subscriber.log_events(events, self.epoch)
-            delivered += len(events)
-        if delivered:
-            EVENT_TAIL_DELIVERED.inc(delivered)
-
-    def live(self, session_id: uuid.UUID, frame: dict[str, Any]) -> None:
-        for subscriber in list(self.by_session.get(session_id, ())):
-            subscriber.live_frame(frame)
-
-    # --- The index --------------------------------------------------------------------
-    def subscribe(self, subscriber: Subscriber, *, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
-        self.by_session[session_id].add(subscriber)
-        if token_session_id != session_id:
-            self.by_token_session[token_session_id].add(subscriber)
-
-    def unsubscribe(self, subscriber: Subscriber, *, session_id: uuid.UUID, token_session_id: uuid.UUID) -> None:
-        for index, key in ((self.by_session, session_id), (self.by_token_session, token_session_id)):
-            members = index.get(key)
-            if members is not None:
-                members.discard(subscriber)
-                if not members:
-                    del index[key]
 
 
 def _start_position() -> tuple[int, str, list[tuple[uuid.UUID, str]]]:

@@ -95,7 +95,7 @@ def agent_answers_step(*, progress: Iterable[Progress], check: Iterable[uuid.UUI
     renewing their lease; for the answers in `check`, renew the lease too and say whether
     each goes on, was ended elsewhere (its row is gone), was asked to cancel, or is in a
     session that is no longer active. Every write adds one to the row's `writes`, which a
-    snapshot's reader counts on (realtime/answers.py)."""
+    snapshot's reader counts on (realtime/catchup.py)."""
     now = timezone.now()
     lease = _lease_end(now)
     rows = [

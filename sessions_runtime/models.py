@@ -267,7 +267,7 @@ class AgentAnswer(models.Model):
     text = models.TextField(blank=True, default="")
     next_index = models.PositiveIntegerField(default=0)
     # Counts the running process's writes: a reader that saw write n knows write n + 2
-    # began after it read (see realtime/answers.py).
+    # began after it read (see realtime/catchup.py).
     writes = models.PositiveIntegerField(default=0)
     server_instance = models.CharField(max_length=120)
     lease_expires_at = models.DateTimeField()

@@ -1,6 +1,7 @@
-"""A socket's catch-up on its session's agent answers in flight: after `session.ready` and
-the replay, one `agent.snapshot` per answer, then the live tokens from its `next_index`,
-none missing and none twice.
+"""A (re)connecting socket's catch-up: where it starts in the log (the newest position, or
+the replay of a resume), and its session's agent answers in flight: after `session.ready`
+and the replay, one `agent.snapshot` per answer, then the live tokens from its
+`next_index`, none missing and none twice.
 
 The socket subscribed to its process's tail before the handshake check, so every token
 that reaches this process after that waits in its outbox. The answer's row is read after
@@ -22,6 +23,7 @@ Then tokens with an index below `next_index` are dropped, in the outbox and late
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
 from typing import Any, Protocol
 
@@ -29,9 +31,9 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent
+from core.events import LoggedEvent, Replay, log_replay_read
 from realtime.handshake import SocketGrant
-from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
+from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_STARTED, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
 
 # A running process writes each of its answers at least twice a second: a row that has not
 # caught up within this is of a stuck or dead process (the sweep fails it), and is sent
@@ -45,6 +47,8 @@ class OpeningSocket(Protocol):
     grant: SocketGrant
     outbox: deque | None
     transport: Any
+    feed: Any  # its tail: `positions`, `epoch`, `answering`, `read_done`
+    read_mark: int
 
 
 def _held_first(socket: OpeningSocket) -> dict[str, int]:
@@ -55,6 +59,26 @@ def _held_first(socket: OpeningSocket) -> dict[str, int]:
             data = frame.get("data") or {}
             first.setdefault(str(data.get("message_id")), int(data.get("index", 0)))
     return first
+
+
+async def replay_for(socket: OpeningSocket, since: int | None, epoch: str | None) -> Replay:
+    """A fresh socket starts from the newest position known here: the check's, or a later
+    one its process's tail read since. Newer events reach it through the tail (it
+    subscribed before the check), so nothing falls between the two. A resume gets the
+    bounded replay, read off the handshake's thread."""
+    grant, feed = socket.grant, socket.feed
+    if since is None and feed is not None:
+        seq = max(grant.event_seq, feed.positions.get(grant.session_id, 0))
+        return Replay(seq=seq, epoch=feed.epoch, recovered=None, events=[])
+    return await log_replay_read(session_id=grant.session_id, since=since, epoch=epoch)
+
+
+def answers_possible(socket: OpeningSocket) -> bool:
+    """Whether the socket's session may have answers in flight: its tail knows of some, or
+    has not yet done a read begun after the socket subscribed (an answer started before
+    that may not be known to it yet; one started after reaches the socket whole)."""
+    feed = socket.feed
+    return feed is None or socket.grant.session_id in feed.answering or feed.read_done <= socket.read_mark
 
 
 async def answers_read(socket: OpeningSocket) -> list[dict[str, Any]]:
@@ -110,3 +134,27 @@ def answers_forget(filters: dict[str, int], event: LoggedEvent) -> None:
     """An answer's terminal event: its filter is no longer needed."""
     if event.kind in TERMINAL_KINDS:
         filters.pop(str(event.data.get("message_id")), None)
+
+
+class AnswersInFlight:
+    """A tail's index of the sessions with agent answers in flight and their message ids:
+    read from the answers' rows when it starts, then kept from the log (started, then a
+    terminal event), so that a socket opening on any other session reads no answer row."""
+
+    def __init__(self) -> None:
+        self.by_session: dict[uuid.UUID, set[str]] = {}
+
+    def load(self, pairs: list[tuple[uuid.UUID, str]]) -> None:
+        for session_id, message_id in pairs:
+            self.by_session.setdefault(session_id, set()).add(message_id)
+
+    def note(self, row: LoggedEvent) -> None:
+        if row.kind == AGENT_STARTED:
+            self.by_session.setdefault(row.session_id, set()).add(str(row.data.get("message_id")))
+        elif row.kind in TERMINAL_KINDS and row.session_id in self.by_session:
+            self.by_session[row.session_id].discard(str(row.data.get("message_id")))
+            if not self.by_session[row.session_id]:
+                del self.by_session[row.session_id]
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self.by_session
