@@ -29,7 +29,8 @@ from channels.db import database_sync_to_async
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from realtime import heartbeat
-from realtime.presence import connections_leave, registry, server_leave, socket_counts
+from realtime.counts import socket_counts
+from realtime.presence import connections_leave, registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
 

@@ -28,9 +28,8 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotF
 from core.ids import uuid_parse
 from core.metrics import HANDSHAKES, SOCKET_REFUSALS
 from realtime import heartbeat
-from realtime.presence import (
-    local_socket_add, local_socket_remove, local_sockets, socket_counts, socket_refusal_count,
-)
+from realtime.counts import local_socket_add, local_socket_remove, local_sockets, socket_counts
+from realtime.presence import socket_refusal_count
 from sessions_runtime.access import SessionAccess, access_cache_get, access_check
 from sessions_runtime.selectors import session_get_owned
 

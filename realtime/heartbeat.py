@@ -20,7 +20,8 @@ from channels.db import database_sync_to_async
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS
 from core.tasks import tasks_stop
-from realtime.presence import server_heartbeat, socket_counts, socket_refusals_flush
+from realtime.counts import socket_counts
+from realtime.presence import server_heartbeat, socket_refusals_flush
 from realtime.sweeps import dead_servers_sweep, runtime_sweep
 
 logger = logging.getLogger(__name__)

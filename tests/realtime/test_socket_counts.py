@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from realtime.presence import local_sockets, socket_counts
+from realtime.counts import local_sockets, socket_counts
 from tests.sockets import login_new_user, make_socket, open_ready
 from tests.waiting import wait_until_async
 
