@@ -208,6 +208,8 @@ class SocketCounts:
     async def beat(self) -> None:
         """A sign of life (with the heartbeat), then what a silence of Redis left to mend.
         Raises what Redis raises."""
+        if self.left:  # draining: a sign of life would have the others count this process again
+            return
         stale = runtime_settings.SERVER_STALE_AFTER.total_seconds()
         try:
             fresh = await self._beat(keys=[self.processes], args=[self.owner, stale])
@@ -217,9 +219,12 @@ class SocketCounts:
         self._quiet_until = 0.0
         self._answered(fresh)
 
+    left = False  # this process left the list (it drains): its beats stop re-entering it
+
     async def leave(self) -> None:
-        """Leave the list of processes (at the end of a drain): the others drop this
+        """Leave the list of processes (as a drain begins): the others drop this
         process's counts at once instead of after SERVER_STALE_AFTER."""
+        self.left = True
         await self.client.zrem(self.processes, self.owner)
 
 

@@ -29,6 +29,7 @@ from channels.db import database_sync_to_async
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from realtime import heartbeat
+from realtime.counts import socket_counts
 from realtime.presence import connections_leave, registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
@@ -147,12 +148,20 @@ async def _records_leave() -> None:
     """The records of every socket of this process go before the first socket closes: its
     client may be back on another process before a close's own write (batched every
     WS_CONNECTION_FLUSH_INTERVAL) would have removed it, and be refused with 4429 by its
-    own ghost. Pending writes are applied first, so no later flush writes a record back."""
+    own ghost. Pending writes are applied first, so no later flush writes a record back.
+    With Redis, the process leaves the socket counts' list of live processes too, for the
+    same reason (its count of a user is written only as each close arrives)."""
     try:
         await registry().flush()
         await database_sync_to_async(connections_leave)()
     except DEPENDENCY_ERRORS:
         logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
+    counts = socket_counts()
+    if counts is not None:
+        try:
+            await asyncio.wait_for(counts.leave(), RESERVE_S / 2)
+        except (*DEPENDENCY_ERRORS, asyncio.TimeoutError):
+            logger.warning("could not leave the socket counts early; the others drop them when stale", exc_info=True)
 
 
 async def _stop_loops() -> None:

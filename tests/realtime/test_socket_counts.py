@@ -111,3 +111,17 @@ async def test_a_stopped_heartbeat_leaves_the_list_of_live_processes():
     await sock.close()
     await heartbeat.stop()
     assert await counts.client.zscore(counts.processes, counts.owner) is None
+
+
+@needs_redis
+async def test_a_process_that_left_as_its_drain_began_is_not_counted_again_by_its_heartbeat():
+    """A drain leaves the list first (its clients may be back elsewhere before each close's
+    own count is written); the heartbeat beats on while the drain lasts, and must not put it
+    back."""
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    counts = socket_counts()
+    await counts.leave()
+    await counts.beat()
+    assert await counts.client.zscore(counts.processes, counts.owner) is None
+    await sock.close()
