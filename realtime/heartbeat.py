@@ -4,9 +4,10 @@ expiry, expired idempotency records.
 
 Every SERVER_HEARTBEAT_INTERVAL a serving process renews its lease (one small write) and
 looks for processes whose lease ran out, so that a crash is noticed within seconds; the
-other clean-ups run every RUNTIME_SWEEP_INTERVAL. Daphne has no startup hook (no ASGI
-lifespan), so the loop starts with the first socket a process accepts: that first start
-also sweeps, which is the "on startup" cleanup.
+other clean-ups run every RUNTIME_SWEEP_INTERVAL. Daphne has no ASGI lifespan: the loop is
+started as daphne's reactor starts (`realtime.drain.process_started`, hooked by
+`symphainy.serve`), or else with the first socket a process accepts; that first start also
+sweeps, which is the "on startup" cleanup.
 """
 
 from __future__ import annotations
