@@ -22,9 +22,8 @@ from core.tasks import background
 
 logger = logging.getLogger(__name__)
 
-# This process's sockets per user, counted from the handshake's reservation to the close
-# (reservations in flight included): exact, on the event loop, with no await between a
-# check and its count.
+# This process's sockets per user, from the handshake's reservation to the close: exact,
+# on the event loop, with no await between a check and its count.
 _local_sockets: Counter[uuid.UUID] = Counter()
 
 
