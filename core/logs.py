@@ -4,6 +4,7 @@ with their fields as keys (`access_line`)."""
 from __future__ import annotations
 
 import logging
+import logging.config
 import re
 
 # Query-string credentials (the legacy WebSocket transport), bearer values, and any bare
@@ -87,3 +88,11 @@ def access_line(
         logger.info(message, *args, extra=fields)
     finally:
         request_id_var.reset(token)
+
+
+def logging_configure(config: dict) -> None:
+    """Django's LOGGING_CONFIG: the dict, then Python's warnings routed through it (the
+    `py.warnings` logger), so that with LOG_FORMAT=json a warning is a JSON line like any
+    other (Django no longer routes them itself)."""
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)

@@ -337,6 +337,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 LOG_FORMAT = _env("LOG_FORMAT", "plain")
 # prometheus_client reads it from the environment itself; /metrics reads it here.
 PROMETHEUS_MULTIPROC_DIR = _env("PROMETHEUS_MULTIPROC_DIR")
+LOGGING_CONFIG = "core.logs.logging_configure"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -365,7 +366,7 @@ LOGGING = {
         # gunicorn's own lines (deploy/gunicorn.conf.py uses this dict) and daphne's access
         # lines (symphainy.serve) go through the same handler: one format per run.
         "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        # Python warnings, which Django routes to logging, in the same format too.
+        # Python warnings, routed to logging by core.logs.logging_configure, in the same format too.
         "py.warnings": {"handlers": ["console"], "propagate": False},
         "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
