@@ -148,6 +148,14 @@ def server_command(command: str, port: int) -> list[str]:
 _starts = itertools.count()  # each start its own log, the same port too
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: SIGINT as a server started from a terminal has it. A test run started
+    in the background (`cmd &` in a script, as CI may be) ignores SIGINT, children inherit
+    that, and Twisted, rightly, leaves an ignored SIGINT ignored: the drain on SIGINT would
+    never start."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(log_dir: Path, command: str = "serve", *, port: int | None = None, **env: str) -> LiveServer:
     """A server on `port` (a free one by default: a restart in place passes the old one's)."""
     port = port or free_port()
@@ -156,6 +164,7 @@ def start_server(log_dir: Path, command: str = "serve", *, port: int | None = No
         process = subprocess.Popen(
             server_command(command, port),
             cwd=ROOT, env=child_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_as_from_a_terminal,
         )
     server = LiveServer(process, port, log_path)
     try:
