@@ -48,7 +48,13 @@ def _beat_and_sweep() -> int:
 
 
 async def _loop() -> None:
+    task = asyncio.current_task()
     while True:
+        # A cancel() some library swallowed during the last beat (redis-py can turn one
+        # into a connection error, which the beat takes for an outage) still ends the loop:
+        # the task keeps counting it until it is uncancelled.
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         await asyncio.sleep(runtime_settings.SERVER_HEARTBEAT_INTERVAL.total_seconds())
         await _beat_counts()  # first: bounded by Redis's short timeout, whatever the database does
         try:
