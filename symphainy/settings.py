@@ -82,7 +82,7 @@ CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 # Frontends on other origins: one list, read by django-cors-headers for HTTP and by the
 # socket's origin check (realtime.app). WS_ALLOWED_ORIGINS is its older name.
 CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS", _env("WS_ALLOWED_ORIGINS", "") or "")
-CORS_URLS_REGEX = r"^/(api/|openapi\.json$)"
+CORS_URLS_REGEX = r"^/(api/|openapi\.json$|asyncapi\.json$)"
 CORS_ALLOW_HEADERS = (
     "accept", "authorization", "content-type", "origin", "user-agent",
     "if-match", "idempotency-key", "x-request-id",
