@@ -91,6 +91,9 @@ CORS_EXPOSE_HEADERS = ("etag", "retry-after", "www-authenticate", "x-request-id"
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.admin: its admin/base_site.html (the product's icon, the list
+    # stylesheet) extends the admin's own.
+    "core",
     "django.contrib.admin",
     # Before django.contrib.auth, so that its `changepassword` (which ends the user's
     # sessions) is the one manage.py finds: the first app with a command of a name wins.
@@ -109,7 +112,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "corsheaders",
     "channels",
-    "core",
     "sessions_runtime",
     "realtime",
     "console",

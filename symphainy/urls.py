@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from accounts.admin import admin_login
+from core.http import favicon
 from core.metrics import metrics_view
 from realtime.asyncapi import asyncapi_view
 from symphainy.health import LivenessApi, ReadinessApi
@@ -24,6 +25,7 @@ urlpatterns = [
     # The admin's login page, throttled and audited (accounts.admin.admin_login).
     path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
+    path("favicon.ico", favicon, name="favicon"),
     path("", include("console.urls")),
 ]
 
