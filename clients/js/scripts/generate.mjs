@@ -87,35 +87,11 @@ function messages(doc) {
   return [...byPointer.values()];
 }
 
-/** The close codes the document lists (a table under an `x-` key), whatever its shape. */
-function closeCodes(doc) {
-  const codes = new Set();
-  const visit = (node, key) => {
-    if (Array.isArray(node)) node.forEach((item) => visit(item, key));
-    else if (node && typeof node === "object") {
-      if (Number.isInteger(node.code) && node.code >= 1000 && node.code < 5000) codes.add(node.code);
-      for (const [k, v] of Object.entries(node)) {
-        if (/^\d{4}$/.test(k) && /close/i.test(key ?? "")) codes.add(Number(k));
-        visit(v, /close/i.test(k) ? k : key);
-      }
-    }
-  };
-  for (const [key, value] of Object.entries(doc)) if (/close/i.test(key)) visit(value, key);
-  visit(doc.components ?? {}, undefined);
-  for (const channel of Object.values(doc.channels ?? {})) for (const [k, v] of Object.entries(channel)) if (/close/i.test(k)) visit(v, k);
-  return [...codes].sort((a, b) => a - b);
-}
-
-/** Rewrite the document's pointers to where the OpenAPI stand-in keeps them. */
-function rewrite(node, pointers) {
-  if (Array.isArray(node)) return node.map((item) => rewrite(item, pointers));
-  if (!node || typeof node !== "object") return node;
-  const out = {};
-  for (const [key, value] of Object.entries(node)) {
-    if (key === "$ref" && typeof value === "string") out.$ref = pointers(value);
-    else out[key] = rewrite(value, pointers);
-  }
-  return out;
+/** The close-code table of the document (`x-close-codes`: {code, name, action}). */
+function closeTable(doc) {
+  const table = doc["x-close-codes"];
+  if (!Array.isArray(table) || !table.length) throw new Error("schema/asyncapi.json: no x-close-codes table");
+  return table.map(({ code, name, action }) => ({ code, name, action })).sort((a, b) => a.code - b.code);
 }
 
 async function restTypes() {
@@ -126,22 +102,21 @@ async function restTypes() {
 async function frameTypes() {
   const doc = read("asyncapi.json");
   const found = messages(doc);
-  const payloadNames = new Map(); // pointer of a message payload -> schema name
-  for (const { name, message } of found) payloadNames.set(message, name);
-  const pointers = (ref) => {
-    const m = /^#\/(?:components\/messages\/[^/]+|channels\/[^/]+\/messages\/[^/]+)\/payload(\/.*)?$/.exec(ref);
-    if (m) {
-      const owner = ref.slice(0, ref.length - (m[1] ?? "").length - "/payload".length);
-      const entry = found.find(({ message }) => message === deref(doc, { $ref: owner }));
-      if (entry) return `#/components/schemas/${entry.name}${m[1] ?? ""}`;
-    }
-    return ref;
-  };
   const schemas = {};
-  for (const [key, schema] of Object.entries(doc.components?.schemas ?? {})) schemas[key] = rewrite(schema, pointers);
-  for (const { name, message } of found) {
-    if (schemas[name]) throw new Error(`a message and a schema are both named ${name}`);
-    schemas[name] = rewrite(message.payload ?? {}, pointers);
+  for (const [key, schema] of Object.entries(doc.components?.schemas ?? {})) schemas[key] = schema;
+  // A message whose payload is a component schema is typed by that schema; an inline
+  // payload becomes a schema of its own, named after the message.
+  for (const entry of found) {
+    const ref = entry.message.payload?.$ref;
+    const named = typeof ref === "string" && /^#\/components\/schemas\/[^/]+$/.exec(ref);
+    if (named) {
+      entry.name = ref.split("/").pop();
+      continue;
+    }
+    let name = `${entry.name}Message`;
+    while (schemas[name]) name += "_";
+    entry.name = name;
+    schemas[name] = entry.message.payload ?? {};
   }
   const stand_in = { openapi: "3.1.0", info: { title: doc.info?.title ?? "frames", version: doc.info?.version ?? "0" }, paths: {}, components: { schemas } };
   const ast = await openapiTS(stand_in, { alphabetize: true });
@@ -180,8 +155,8 @@ export interface ClientFrames {
 ${sorted(client)}
 }
 
-/** The close codes the server uses. */
-export const CLOSE_CODES = ${JSON.stringify(closeCodes(doc))} as const;
+/** The close codes the server uses, each with its name and what a client does on it. */
+export const CLOSE_CODES = ${JSON.stringify(closeTable(doc), null, 2)} as const;
 `;
 }
 

@@ -1,12 +1,15 @@
 /**
  * The close codes and what the client does on each: the table in docs/protocol.md
  * ("Close codes"), as code. The socket description (schema/asyncapi.json) lists the
- * server's codes; a unit test checks that each of them is named here.
+ * server's codes with their names and actions: test/types/close-codes.ts fails to compile
+ * when one is missing here, and a unit test compares the actions with closeAction().
  */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
+  PROTOCOL_ERROR: 1002,
   ABNORMAL: 1006,
+  INVALID_PAYLOAD: 1007,
   MESSAGE_TOO_BIG: 1009,
   SERVER_ERROR: 1011,
   /** The server process is stopping (a deploy, a drain): come back after a short random delay. */

@@ -4,59 +4,70 @@ export type paths = Record<string, never>;
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AgentCancel
+         * @description Stop an answer of the session: `agent.cancelled` follows.
+         */
         AgentCancel: {
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
+            /** Format: uuid */
             message_id: string;
             /** @constant */
             type: "agent.cancel";
         };
+        /**
+         * AgentCancelled
+         * @description The answer was cancelled: the text so far.
+         */
         AgentCancelled: {
-            data: {
-                conversation_id: string;
-                message_id: string;
-                text: string;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.cancelled";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            conversation_id: string;
+            /** Format: uuid */
+            message_id: string;
+            text: string;
         };
+        /**
+         * AgentCompleted
+         * @description The whole answer.
+         */
         AgentCompleted: {
-            data: {
-                conversation_id: string;
-                message_id: string;
-                text: string;
-                tokens: number;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.completed";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            conversation_id: string;
+            /** Format: uuid */
+            message_id: string;
+            text: string;
+            tokens: number;
         };
+        /**
+         * AgentFailed
+         * @description The answer failed: the agent raised (`error`), its process stopped (`interrupted`), or the session ended.
+         */
         AgentFailed: {
-            data: {
-                conversation_id: string;
-                error: {
-                    message: string;
-                    type: string;
-                };
-                message_id: string;
-                reason: string;
+            conversation_id: string;
+            /**
+             * AgentError
+             * @description What failed.
+             */
+            error: {
+                message: string;
+                type: string;
             };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.failed";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            /** Format: uuid */
+            message_id: string;
+            /** @enum {unknown} */
+            reason: "error" | "interrupted" | "session_ended";
         };
+        /**
+         * AgentMessage
+         * @description Ask the agent: `agent.started`, `agent.token`s and one terminal event follow, on every socket of the session.
+         */
         AgentMessage: {
+            conversation_id?: string;
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
+            /**
+             * AgentMessagePayload
+             * @description What the agent is asked.
+             */
             payload: {
                 context?: Record<string, never>;
                 conversation_id?: string;
@@ -65,127 +76,453 @@ export interface components {
             /** @constant */
             type: "agent.message";
         };
+        /**
+         * AgentSnapshot
+         * @description An answer in flight as a socket opens: `text` plus the tokens from `next_index` on is the whole answer.
+         */
         AgentSnapshot: {
-            data: {
-                conversation_id: string;
-                message_id: string;
-                next_index: number;
-                question: string;
-                text: string;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.snapshot";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            conversation_id: string;
+            /** Format: uuid */
+            message_id: string;
+            next_index: number;
+            question: string;
+            text: string;
         };
+        /**
+         * AgentStarted
+         * @description An answer began (recorded).
+         */
         AgentStarted: {
-            data: {
-                conversation_id: string;
-                message_id: string;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.started";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            conversation_id: string;
+            /** Format: uuid */
+            message_id: string;
         };
+        /**
+         * AgentToken
+         * @description One token of an answer, live only; `index` counts from 0.
+         */
         AgentToken: {
-            data: {
-                conversation_id: string;
-                index: number;
-                message_id: string;
-                token: string;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "agent.token";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            conversation_id: string;
+            index: number;
+            /** Format: uuid */
+            message_id: string;
+            token: string;
         };
+        /**
+         * AuthRefresh
+         * @description A new access token for the open socket (same user, tenant and session): answered with `auth.refreshed`.
+         */
         AuthRefresh: {
             access_token: string;
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
             /** @constant */
             type: "auth.refresh";
         };
+        /**
+         * AuthRefreshed
+         * @description The socket now carries the new token.
+         */
         AuthRefreshed: {
+            /** Format: date-time */
             token_expires_at: string;
             /** @constant */
             type: "auth.refreshed";
         };
-        Error: {
-            error: string;
+        ClientFrame: components["schemas"]["Ping"] | components["schemas"]["AuthRefresh"] | components["schemas"]["IntentSubmit"] | components["schemas"]["AgentMessage"] | components["schemas"]["AgentCancel"];
+        /**
+         * @description An error's machine code.
+         * @enum {string}
+         */
+        ErrorCode: "bad_request" | "binary_not_supported" | "conflict" | "csrf_failed" | "email_taken" | "execution_finished" | "idempotency_in_flight" | "idempotency_key_reused" | "invalid_credentials" | "invalid_json" | "invalid_message" | "invalid_request" | "invalid_token" | "not_authenticated" | "not_found" | "overloaded" | "permission_denied" | "precondition_required" | "rate_limited" | "registration_closed" | "request_too_large" | "server_error" | "service_unavailable" | "session_ended" | "session_not_active" | "session_policy_violation" | "tenant_access_denied" | "token_expired" | "too_many_answers" | "unknown_message_type" | "version_conflict";
+        /**
+         * ErrorFrame
+         * @description A client frame was refused; the socket stays open.
+         */
+        ErrorFrame: {
+            /** @description More about it, when there is more. */
+            details?: unknown;
+            error: components["schemas"]["ErrorCode"];
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
+            /** @description The refused frame's type. */
             in_reply_to?: string;
             message: string;
             /** @constant */
             type: "error";
         };
-        ExecutionProgress: {
-            data: {
-                execution_id: string;
-                progress?: Record<string, never>;
-                status?: string;
-            };
-            epoch?: string;
+        /**
+         * EventAgentCancelled
+         * @description `agent.cancelled`. Recorded and replayable on resume.
+         */
+        EventAgentCancelled: {
+            data: components["schemas"]["AgentCancelled"];
+            /** @description The log's name. */
+            epoch: string;
             /** @constant */
-            event_type: "execution.progress";
-            seq?: number;
+            event_type: "agent.cancelled";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
             timestamp: string;
             /** @constant */
             type: "runtime_event";
         };
-        IntentAccepted: {
+        /**
+         * EventAgentCompleted
+         * @description `agent.completed`. Recorded and replayable on resume.
+         */
+        EventAgentCompleted: {
+            data: components["schemas"]["AgentCompleted"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "agent.completed";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventAgentFailed
+         * @description `agent.failed`. Recorded and replayable on resume.
+         */
+        EventAgentFailed: {
+            data: components["schemas"]["AgentFailed"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "agent.failed";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventAgentSnapshot
+         * @description `agent.snapshot`. Live only: no `seq`, never replayed.
+         */
+        EventAgentSnapshot: {
+            data: components["schemas"]["AgentSnapshot"];
+            /** @constant */
+            event_type: "agent.snapshot";
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventAgentStarted
+         * @description `agent.started`. Recorded and replayable on resume.
+         */
+        EventAgentStarted: {
+            data: components["schemas"]["AgentStarted"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "agent.started";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventAgentToken
+         * @description `agent.token`. Live only: no `seq`, never replayed.
+         */
+        EventAgentToken: {
+            data: components["schemas"]["AgentToken"];
+            /** @constant */
+            event_type: "agent.token";
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionCancelled
+         * @description `execution.cancelled`. Recorded and replayable on resume.
+         */
+        EventExecutionCancelled: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.cancelled";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionCompleted
+         * @description `execution.completed`. Recorded and replayable on resume.
+         */
+        EventExecutionCompleted: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.completed";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionCreated
+         * @description `execution.created`. Recorded and replayable on resume.
+         */
+        EventExecutionCreated: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.created";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionFailed
+         * @description `execution.failed`. Recorded and replayable on resume.
+         */
+        EventExecutionFailed: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.failed";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionProgress
+         * @description `execution.progress`. Recorded and replayable on resume.
+         */
+        EventExecutionProgress: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.progress";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventExecutionStarted
+         * @description `execution.started`. Recorded and replayable on resume.
+         */
+        EventExecutionStarted: {
+            data: components["schemas"]["ExecutionEvent"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "execution.started";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * EventSessionStateChanged
+         * @description `session.state_changed`. Recorded and replayable on resume.
+         */
+        EventSessionStateChanged: {
+            data: components["schemas"]["SessionStateChanged"];
+            /** @description The log's name. */
+            epoch: string;
+            /** @constant */
+            event_type: "session.state_changed";
+            /** @description The event's position in the session's log. */
+            seq: number;
+            /** Format: date-time */
+            timestamp: string;
+            /** @constant */
+            type: "runtime_event";
+        };
+        /**
+         * @description An execution's status document, as `GET /api/execution/{id}/status` and the
+         *     `execution.*` events show it.
+         */
+        Execution: {
+            /** Format: date-time */
+            created_at: string;
+            error: unknown;
+            /** Format: uuid */
             execution_id: string;
+            /** Format: uuid */
+            intent_id: string;
+            intent_type: string;
+            progress: {
+                [key: string]: unknown;
+            };
+            result: unknown;
+            /** Format: uuid */
+            session_id: string;
+            status: components["schemas"]["StatusEnum"];
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /**
+         * ExecutionEvent
+         * @description An execution's status document as its events carry it.
+         */
+        ExecutionEvent: {
+            /** Format: date-time */
+            created_at: string;
+            error: unknown;
+            /** Format: uuid */
+            execution_id: string;
+            /** Format: uuid */
+            intent_id: string;
+            intent_type: string;
+            progress: {
+                [key: string]: unknown;
+            };
+            result: unknown;
+            /**
+             * @description The result exceeded EVENT_RESULT_MAX_BYTES: read it with the status GET.
+             * @constant
+             */
+            result_omitted?: true;
+            /** Format: uuid */
+            session_id: string;
+            status: components["schemas"]["StatusEnum"];
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /**
+         * @description What `POST /api/intent/submit` (and `intent.accepted`) answers; kept with the
+         *     idempotency key as the first answer.
+         */
+        IntentAccepted: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            execution_id: string;
+            /** Format: uuid */
+            intent_id: string;
+            status: string;
+        };
+        /**
+         * IntentAcceptedFrame
+         * @description The intent is recorded; its execution's events follow.
+         */
+        IntentAcceptedFrame: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            execution_id: string;
+            /** Format: uuid */
+            intent_id: string;
+            /** @description An idempotent repeat's first answer. */
+            replayed: boolean;
+            status: string;
             /** @constant */
             type: "intent.accepted";
         };
+        /**
+         * IntentSubmit
+         * @description Submit an intent in the socket's session: answered with `intent.accepted`.
+         */
         IntentSubmit: {
-            idempotency_key?: string;
-            intent_type: string;
-            parameters: Record<string, never>;
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
+            idempotency_key?: string | null;
+            intent_type: components["schemas"]["IntentTypeEnum"];
+            parameters?: Record<string, never>;
             /** @constant */
             type: "intent.submit";
         };
+        /** @enum {string} */
+        IntentTypeEnum: "batch" | "echo";
+        /**
+         * Ping
+         * @description Activity: answered with `pong`; pushes the session's idle expiry.
+         */
         Ping: {
+            /** @description The client's own id of a frame: a string of up to 64 characters, or an integer. An `error` frame answering the frame names it. */
+            id?: string | number;
             /** @constant */
             type: "ping";
         };
+        /**
+         * Pong
+         * @description The answer to `ping`.
+         */
         Pong: {
             /** @constant */
             type: "pong";
         };
+        ServerFrame: components["schemas"]["SessionReady"] | components["schemas"]["Pong"] | components["schemas"]["AuthRefreshed"] | components["schemas"]["IntentAcceptedFrame"] | components["schemas"]["ErrorFrame"] | components["schemas"]["EventExecutionCreated"] | components["schemas"]["EventExecutionStarted"] | components["schemas"]["EventExecutionProgress"] | components["schemas"]["EventExecutionCancelled"] | components["schemas"]["EventExecutionCompleted"] | components["schemas"]["EventExecutionFailed"] | components["schemas"]["EventAgentStarted"] | components["schemas"]["EventAgentToken"] | components["schemas"]["EventAgentSnapshot"] | components["schemas"]["EventAgentCompleted"] | components["schemas"]["EventAgentFailed"] | components["schemas"]["EventAgentCancelled"] | components["schemas"]["EventSessionStateChanged"];
+        /**
+         * SessionReady
+         * @description The first frame of an accepted socket: what it may talk to, and where the session's event log stands.
+         */
         SessionReady: {
+            /** @description The log's name; a resume from another epoch is not recovered. */
             epoch: string;
-            expires_at?: string;
+            /** Format: date-time */
+            expires_at: string;
+            /** @description Send `ping` this often. */
             heartbeat_s: number;
+            /** @description Present when the client asked to resume (`?since=`): whether every missed event follows. */
             recovered?: boolean;
+            /** @description The session's latest event position. */
             seq: number;
+            /** Format: uuid */
             session_id: string;
-            tenant_id?: string;
-            token_expires_at?: string;
+            /** Format: uuid */
+            tenant_id: string;
+            /** Format: date-time */
+            token_expires_at: string;
             /** @constant */
             type: "session.ready";
-            user_id?: string;
+            /** Format: uuid */
+            user_id: string;
         };
+        /**
+         * SessionStateChanged
+         * @description The session's state has a new version.
+         */
         SessionStateChanged: {
-            data: {
-                session_id: string;
-                version: number;
-            };
-            epoch?: string;
-            /** @constant */
-            event_type: "session.state_changed";
-            seq?: number;
-            timestamp: string;
-            /** @constant */
-            type: "runtime_event";
+            /** Format: uuid */
+            session_id: string;
+            version: number;
         };
+        /**
+         * @description * `created` - Created
+         *     * `running` - Running
+         *     * `completed` - Completed
+         *     * `failed` - Failed
+         *     * `cancelled` - Cancelled
+         * @enum {string}
+         */
+        StatusEnum: "created" | "running" | "completed" | "failed" | "cancelled";
     };
     responses: never;
     parameters: never;
@@ -199,22 +536,27 @@ export type operations = Record<string, never>;
 /** The frames the server sends, by `type` (runtime events apart). */
 export interface ServerFrames {
   "auth.refreshed": components["schemas"]["AuthRefreshed"];
-  "error": components["schemas"]["Error"];
-  "intent.accepted": components["schemas"]["IntentAccepted"];
+  "error": components["schemas"]["ErrorFrame"];
+  "intent.accepted": components["schemas"]["IntentAcceptedFrame"];
   "pong": components["schemas"]["Pong"];
   "session.ready": components["schemas"]["SessionReady"];
 }
 
 /** The runtime events (`type: "runtime_event"`), by `event_type`: their `data`. */
 export interface RuntimeEvents {
-  "agent.cancelled": components["schemas"]["AgentCancelled"]["data"];
-  "agent.completed": components["schemas"]["AgentCompleted"]["data"];
-  "agent.failed": components["schemas"]["AgentFailed"]["data"];
-  "agent.snapshot": components["schemas"]["AgentSnapshot"]["data"];
-  "agent.started": components["schemas"]["AgentStarted"]["data"];
-  "agent.token": components["schemas"]["AgentToken"]["data"];
-  "execution.progress": components["schemas"]["ExecutionProgress"]["data"];
-  "session.state_changed": components["schemas"]["SessionStateChanged"]["data"];
+  "agent.cancelled": components["schemas"]["EventAgentCancelled"]["data"];
+  "agent.completed": components["schemas"]["EventAgentCompleted"]["data"];
+  "agent.failed": components["schemas"]["EventAgentFailed"]["data"];
+  "agent.snapshot": components["schemas"]["EventAgentSnapshot"]["data"];
+  "agent.started": components["schemas"]["EventAgentStarted"]["data"];
+  "agent.token": components["schemas"]["EventAgentToken"]["data"];
+  "execution.cancelled": components["schemas"]["EventExecutionCancelled"]["data"];
+  "execution.completed": components["schemas"]["EventExecutionCompleted"]["data"];
+  "execution.created": components["schemas"]["EventExecutionCreated"]["data"];
+  "execution.failed": components["schemas"]["EventExecutionFailed"]["data"];
+  "execution.progress": components["schemas"]["EventExecutionProgress"]["data"];
+  "execution.started": components["schemas"]["EventExecutionStarted"]["data"];
+  "session.state_changed": components["schemas"]["EventSessionStateChanged"]["data"];
 }
 
 /** The frames a client may send, by `type`. */
@@ -226,5 +568,61 @@ export interface ClientFrames {
   "ping": components["schemas"]["Ping"];
 }
 
-/** The close codes the server uses. */
-export const CLOSE_CODES = [1009,1011,1012,1013,4401,4404,4409,4429] as const;
+/** The close codes the server uses, each with its name and what a client does on it. */
+export const CLOSE_CODES = [
+  {
+    "code": 1000,
+    "name": "NORMAL",
+    "action": "backoff"
+  },
+  {
+    "code": 1002,
+    "name": "PROTOCOL_ERROR",
+    "action": "backoff"
+  },
+  {
+    "code": 1007,
+    "name": "INVALID_PAYLOAD",
+    "action": "backoff"
+  },
+  {
+    "code": 1009,
+    "name": "MESSAGE_TOO_BIG",
+    "action": "backoff"
+  },
+  {
+    "code": 1011,
+    "name": "SERVER_ERROR",
+    "action": "backoff"
+  },
+  {
+    "code": 1012,
+    "name": "SERVICE_RESTART",
+    "action": "restart"
+  },
+  {
+    "code": 1013,
+    "name": "TRY_AGAIN_LATER",
+    "action": "slow"
+  },
+  {
+    "code": 4401,
+    "name": "UNAUTHENTICATED",
+    "action": "refresh"
+  },
+  {
+    "code": 4404,
+    "name": "SESSION_NOT_FOUND",
+    "action": "stop"
+  },
+  {
+    "code": 4409,
+    "name": "SESSION_ENDED",
+    "action": "stop"
+  },
+  {
+    "code": 4429,
+    "name": "RATE_LIMITED",
+    "action": "slow"
+  }
+] as const;

@@ -49,10 +49,19 @@ describe("close codes", () => {
     expect(closeAction(4409, false)).toEqual({ kind: "final", event: "session.ended" });
   });
 
-  it("names every close code the socket description lists", () => {
-    expect(CLOSE_CODES.length).toBeGreaterThan(0);
-    const named = new Set<number>(Object.values(CloseCode));
-    expect(CLOSE_CODES.filter((code) => !named.has(code))).toEqual([]);
+  it("does on every code of the socket description what its action says", () => {
+    expect(CLOSE_CODES.length).toBeGreaterThan(5);
+    const expected: Record<string, ReturnType<typeof closeAction>> = {
+      backoff: { kind: "retry", slow: false },
+      restart: { kind: "retry", slow: false },
+      slow: { kind: "retry", slow: true },
+      refresh: { kind: "refresh" },
+    };
+    for (const { code, name, action } of CLOSE_CODES) {
+      expect(CloseCode[name], name).toBe(code);
+      if (action === "stop") expect(closeAction(code, false).kind, name).toBe("final");
+      else expect(closeAction(code, false), name).toEqual(expected[action]);
+    }
   });
 });
 
