@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from core.admin import OperatorListMedia, ReadOnlyAdmin, short_id
+from core.admin import ReadOnlyAdmin, short_id
 from realtime.models import Connection, ServerInstance
 
 USER_AGENT_SHOWN = 60  # characters on the list page; the whole string is on the detail page
@@ -16,7 +16,6 @@ USER_AGENT_SHOWN = 60  # characters on the list page; the whole string is on the
 
 @admin.register(Connection)
 class ConnectionAdmin(ReadOnlyAdmin):
-    Media = OperatorListMedia
     list_display = ["user", "session_link", "opened_at", "client_address", "user_agent_shown", "server_instance"]
     list_display_links = ["user"]
     list_select_related = ["user"]
