@@ -478,7 +478,16 @@ export interface components {
             /** @constant */
             type: "pong";
         };
-        ServerFrame: components["schemas"]["SessionReady"] | components["schemas"]["Pong"] | components["schemas"]["AuthRefreshed"] | components["schemas"]["IntentAcceptedFrame"] | components["schemas"]["ErrorFrame"] | components["schemas"]["EventExecutionCreated"] | components["schemas"]["EventExecutionStarted"] | components["schemas"]["EventExecutionProgress"] | components["schemas"]["EventExecutionCancelled"] | components["schemas"]["EventExecutionCompleted"] | components["schemas"]["EventExecutionFailed"] | components["schemas"]["EventAgentStarted"] | components["schemas"]["EventAgentToken"] | components["schemas"]["EventAgentSnapshot"] | components["schemas"]["EventAgentCompleted"] | components["schemas"]["EventAgentFailed"] | components["schemas"]["EventAgentCancelled"] | components["schemas"]["EventSessionStateChanged"];
+        ServerFrame: components["schemas"]["SessionReady"] | components["schemas"]["Pong"] | components["schemas"]["ServerRestart"] | components["schemas"]["AuthRefreshed"] | components["schemas"]["IntentAcceptedFrame"] | components["schemas"]["ErrorFrame"] | components["schemas"]["EventExecutionCreated"] | components["schemas"]["EventExecutionStarted"] | components["schemas"]["EventExecutionProgress"] | components["schemas"]["EventExecutionCancelled"] | components["schemas"]["EventExecutionCompleted"] | components["schemas"]["EventExecutionFailed"] | components["schemas"]["EventAgentStarted"] | components["schemas"]["EventAgentToken"] | components["schemas"]["EventAgentSnapshot"] | components["schemas"]["EventAgentCompleted"] | components["schemas"]["EventAgentFailed"] | components["schemas"]["EventAgentCancelled"] | components["schemas"]["EventSessionStateChanged"];
+        /**
+         * ServerRestart
+         * @description The last frame before a draining server's 1012: when to reconnect, a delay within this socket's share of the drain window.
+         */
+        ServerRestart: {
+            reconnect_after_ms: number;
+            /** @constant */
+            type: "server.restart";
+        };
         /**
          * SessionReady
          * @description The first frame of an accepted socket: what it may talk to, and where the session's event log stands.
@@ -539,6 +548,7 @@ export interface ServerFrames {
   "error": components["schemas"]["ErrorFrame"];
   "intent.accepted": components["schemas"]["IntentAcceptedFrame"];
   "pong": components["schemas"]["Pong"];
+  "server.restart": components["schemas"]["ServerRestart"];
   "session.ready": components["schemas"]["SessionReady"];
 }
 
