@@ -134,6 +134,8 @@ export class SymphainyClient {
   /** The position the current socket resumes from, or null (a fresh start). */
   private _asked: { seq: number; epoch: string } | null = null;
   private _replay: { since: number; until: number; replayed: number } | null = null;
+  /** A draining server's `server.restart` hint: when to come back after its 1012. */
+  private _restartAfterMs: number | null = null;
   /** Frames received, for the wake-up probe. */
   private _received = 0;
   private _hintsBound = false;
@@ -521,6 +523,7 @@ export class SymphainyClient {
       if (!this._wanted || this._ws || this._state !== "connecting") return;
     }
     this._asked = this._position ? { ...this._position } : null;
+    this._restartAfterMs = null;
     const Socket = this._WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     let ws: SocketLike;
     try {
@@ -587,6 +590,9 @@ export class SymphainyClient {
       this._heartbeatStart(ready.heartbeat_s);
       for (const waiter of this._waiters.splice(0)) waiter.resolve(ready);
       this._answers.clear(); // its snapshots say what is in flight
+    } else if (frame.type === "server.restart") {
+      const hint = (frame as ServerFrames["server.restart"]).reconnect_after_ms;
+      if (Number.isFinite(hint) && hint >= 0) this._restartAfterMs = Math.min(hint, this.backoff.maxMs);
     } else if (frame.type === "auth.refreshed") {
       this._ack?.resolve(frame as never);
     } else if (frame.type === "error" && this._ack && REFRESH_REFUSALS.has((frame as { error: string }).error)) {
@@ -689,24 +695,26 @@ export class SymphainyClient {
       this._lost(action.event, { ...info, source: "socket" });
       return;
     }
-    const delayMs = this._retry(info, action.slow);
+    // A draining server spreads its closes itself and says when to come back: that delay
+    // replaces the backoff's (docs/protocol.md#frames).
+    const hint = info.code === CloseCode.SERVICE_RESTART ? this._restartAfterMs : null;
+    this._restartAfterMs = null;
+    this._retry(info, action.slow, hint);
     if (beforeReady) {
       this._waitersReject(new ConnectError(`the socket closed before session.ready (${info.code}${info.reason ? ` ${info.reason}` : ""})`, {
         ...info, retry: true,
       }));
     }
-    void delayMs;
   }
 
-  /** Schedule the next attempt after a backoff delay (see backoffDelay). */
-  private _retry(info: CloseInfo, slow: boolean): number {
-    const delayMs = backoffDelay(this.backoff, this._attempt, slow);
+  /** Schedule the next attempt after a backoff delay (see backoffDelay), or after `delayMs`. */
+  private _retry(info: CloseInfo, slow: boolean, delayMs: number | null = null): void {
+    delayMs ??= backoffDelay(this.backoff, this._attempt, slow);
     this._attempt += 1;
     this._emit("close", { ...info, retry: true, delayMs });
     this._setState("reconnecting", { ...info, delayMs, attempt: this._attempt });
     clearTimeout(this._timers.reconnect);
     this._timers.reconnect = setTimeout(() => void this._open(), delayMs);
-    return delayMs;
   }
 
   private _waitersReject(error: Error): void {

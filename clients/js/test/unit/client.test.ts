@@ -133,6 +133,23 @@ describe("close codes", () => {
     expect(delays[delays.length - 1]).toBe(500);
   });
 
+  it("1012 after a server.restart frame waits the server's reconnect_after_ms instead of the backoff", async () => {
+    vi.spyOn(Math, "random").mockReturnValue(0.999999);
+    const { client, socket } = await opened();
+    const delays: number[] = [];
+    client.on("close", (info) => delays.push(info.delayMs ?? -1));
+    const restart = vi.fn();
+    client.on("server.restart", restart);
+    socket.receive({ type: "server.restart", reconnect_after_ms: 137 });
+    expect(restart).toHaveBeenCalledWith({ type: "server.restart", reconnect_after_ms: 137 });
+    socket.drop(1012);
+    expect(delays).toEqual([137]);
+    await vi.advanceTimersByTimeAsync(137);
+    expect(FakeSocket.all).toHaveLength(2);
+    FakeSocket.last.drop(1012); // no hint on this socket: the backoff again
+    expect(delays[1]).toBe(1000);
+  });
+
   it("4429: waits at least half of slowDownMs", async () => {
     vi.spyOn(Math, "random").mockReturnValue(0);
     const { client, socket } = await opened();
