@@ -136,6 +136,8 @@ export class SymphainyClient {
   private _replay: { since: number; until: number; replayed: number } | null = null;
   /** A draining server's `server.restart` hint: when to come back after its 1012. */
   private _restartAfterMs: number | null = null;
+  /** Counts the attempts `_open` started, so that one overtaken while it refreshed gives up. */
+  private _opening = 0;
   /** Frames received, for the wake-up probe. */
   private _received = 0;
   private _hintsBound = false;
@@ -510,17 +512,19 @@ export class SymphainyClient {
   private async _open(): Promise<void> {
     clearTimeout(this._timers.reconnect);
     if (!this._wanted || !this._tokens) return;
+    const opening = ++this._opening;
     this._setState("connecting", { attempt: this._attempt });
     if (this._tokens.expiresAt - Date.now() < this._marginMs()) {
       // Never a stale token on a reconnect (after a sleep, say): the wall clock decides.
       try {
         await this.refresh();
       } catch {
-        if (!this._tokens || !this._wanted) return; // the session is gone: reported already
+        // The session is gone (reported already), or another attempt took over.
+        if (!this._tokens || !this._wanted || opening !== this._opening) return;
         this._closed({ code: CloseCode.ABNORMAL, reason: "token refresh failed" });
         return;
       }
-      if (!this._wanted || this._ws || this._state !== "connecting") return;
+      if (!this._wanted || this._ws || this._state !== "connecting" || opening !== this._opening) return;
     }
     this._asked = this._position ? { ...this._position } : null;
     this._restartAfterMs = null;
@@ -668,6 +672,7 @@ export class SymphainyClient {
     clearTimeout(this._timers.heartbeat);
     clearTimeout(this._timers.replay);
     clearTimeout(this._timers.probe);
+    this._timers.probe = undefined;
     this._replay = null; // cut short: the next socket resumes from the last event received
     this._ack?.reject(new Error("socket closed"));
     const beforeReady = this._state === "connecting";
@@ -827,7 +832,8 @@ export class SymphainyClient {
   private _setState(state: SocketState, info: Omit<Parameters<Handler<"state">>[0], "state" | "previous">): void {
     const previous = this._state;
     if (previous === state && state !== "reconnecting") return;
-    if (!transitionAllowed(previous, state)) throw new Error(`symphainy-client: no transition ${previous} → ${state}`);
+    // A bug, not the caller's doing: say so, and carry on rather than break the app.
+    if (!transitionAllowed(previous, state)) console.error(`symphainy-client: no transition ${previous} → ${state}`);
     this._state = state;
     this._emit("state", { state, previous, ...info });
   }

@@ -289,6 +289,15 @@ describe("tokens", () => {
     expect(client.state).toBe("closed");
   });
 
+  it("a session lost over HTTP before any socket ends in closed", async () => {
+    const { client, api, states } = makeClient();
+    await client.login("a@b.c", "pw");
+    api.next("/api/auth/refresh", 401, { error: "session_ended", message: "ended" });
+    await expect(client.refresh()).rejects.toMatchObject({ status: 401 });
+    expect(states).toEqual(["idle>closed"]);
+    allowed(states);
+  });
+
   it("shares one refresh between concurrent callers", async () => {
     const { client, api } = await opened();
     await Promise.all([client.refresh(), client.refresh(), client.refresh()]);
