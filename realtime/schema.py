@@ -95,6 +95,10 @@ SERVER_FRAMES: dict[str, dict[str, Any]] = {
         {"recovered": {"type": "boolean", "description": "Present when the client asked to resume (`?since=`): "
                        "whether every missed event follows."}}),
     "pong": frame("pong", "Pong", "The answer to `ping`."),
+    "server.restart": frame(
+        "server.restart", "ServerRestart",
+        "The last frame before a draining server's 1012: when to reconnect, a delay within this socket's share "
+        "of the drain window.", {"reconnect_after_ms": {"type": "integer", "minimum": 0, "maximum": 1000}}),
     "auth.refreshed": frame("auth.refreshed", "AuthRefreshed", "The socket now carries the new token.",
                             {"token_expires_at": TIME}),
     # `intent.accepted` is the REST answer's serializer plus these: see realtime.asyncapi.

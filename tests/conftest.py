@@ -11,7 +11,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from sessions_runtime.access import access_cache_clear
-from tests import factories
+from tests import factories, frames
 from tests.frames import FrameLog
 
 
@@ -84,6 +84,7 @@ def frames_checked(monkeypatch):
     """Every frame an in-process socket exchanges matches /asyncapi.json (tests/frames.py)."""
     log = FrameLog()
     log.install(monkeypatch)
+    monkeypatch.setattr(frames, "current", log)
     yield log
     if log.problems:
         pytest.fail(

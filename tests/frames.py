@@ -3,8 +3,9 @@
 `frames_checked` (autouse, tests/conftest.py) wraps the consumer's one `send_frame` and the
 frame table's handlers: each server frame, and each client frame the server accepted
 (a refused one may be malformed on purpose), is validated against its message's schema;
-the test fails at teardown with the frame and the error. Servers in their own processes
-(tests/live.py) are not checked.
+the test fails at teardown with the frame and the error. What a test's client receives from
+a server in its own process (tests/live.py, through `tests.sockets.connect`) is checked too;
+what a browser exchanges (tests/browser/) is not.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import jsonschema
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
+from websockets.asyncio.client import ClientConnection
 
 DOCUMENT = "urn:symphainy:asyncapi"
 FORMATS = jsonschema.FormatChecker()
@@ -65,6 +67,24 @@ def frame_problem(frame: Any, *, direction: str) -> str | None:
     if error is None:
         return None
     return f"{error.message} at {'/'.join(map(str, error.absolute_path)) or 'the frame'} ({message['title']})"
+
+
+# The running test's log (set by the fixture), for the frames of real clients.
+current: "FrameLog | None" = None
+
+
+class CheckedConnection(ClientConnection):
+    """A real client's connection whose received text frames go to the running test's log."""
+
+    async def recv(self, decode: bool | None = None) -> Any:
+        data = await super().recv(decode)
+        if current is not None and isinstance(data, str):
+            try:
+                frame = json.loads(data)
+            except ValueError:
+                frame = data
+            current.check(frame, direction="server")
+        return data
 
 
 class FrameLog:

@@ -37,7 +37,7 @@ def test_every_event_type_of_the_domain_has_a_message():
                                                           if name.startswith("AGENT_") and name.isupper())}
     events = {name.removeprefix("runtime_event.") for name in messages("server") if name.startswith("runtime_event.")}
     assert events == domain
-    assert {"session.ready", "pong", "auth.refreshed", "intent.accepted", "error"} == messages("server") - {
+    assert {"session.ready", "pong", "server.restart", "auth.refreshed", "intent.accepted", "error"} == messages("server") - {
         message_name("runtime_event", kind) for kind in events}
 
 
