@@ -17,8 +17,6 @@ from accounts.models import Tenant, User, normalize_email
 from accounts.refresh_cookie import (
     REFRESH_HEADER,
     REFRESH_HEADER_VALUE,
-    refresh_cookie_clear,
-    refresh_cookie_enabled,
     refresh_cookie_has,
     refresh_cookie_read,
     refresh_cookie_requested,
@@ -34,6 +32,7 @@ from accounts.tokens import MAX_TOKEN_LENGTH, TokenPair, token_refresh
 from core.conf import runtime_settings
 from core.drf import EmailTextField, FlagField, TextField, client_address, error_responses
 from core.exceptions import RegistrationClosed
+from core.refresh_cookie import refresh_cookie_clear, refresh_cookie_cleared_header, refresh_cookie_enabled
 
 _COOKIE = "the refresh cookie (named by AUTH_REFRESH_COOKIE_NAME; docs/security.md#the-refresh-cookie)"
 
@@ -104,10 +103,7 @@ def _set_cookie(status: int) -> OpenApiParameter:
     )
 
 
-_CLEAR_COOKIE = OpenApiParameter(
-    "Set-Cookie", str, OpenApiParameter.HEADER, response=[204],
-    description=f"Clears {_COOKIE} (Max-Age=0) when AUTH_REFRESH_COOKIE is on.",
-)
+_CLEAR_COOKIE = refresh_cookie_cleared_header()
 
 
 class PasswordField(TextField):

@@ -2,20 +2,21 @@
 scripts cannot read it, so that a reload keeps the session. Why each attribute, and what
 it leaves open: docs/security.md#the-refresh-cookie.
 
-Django's `set_cookie` writes the attributes; this module decides them, and guards the one
-request that reads the cookie (`POST /api/auth/refresh` with `X-Symphainy-Refresh: cookie`)
-against cross-site use. The tokens themselves are the refresh service's (`token_refresh`).
+The attributes are written by `core.refresh_cookie` (shared with the views that clear the
+cookie); this module puts a token in it, and guards the one request that reads it
+(`POST /api/auth/refresh` with `X-Symphainy-Refresh: cookie`) against cross-site use. The
+tokens themselves are the refresh service's (`token_refresh`).
 """
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import reverse
 from django.utils import timezone
 
 from accounts.tokens import TokenPair
 from core.conf import runtime_settings
 from core.exceptions import CsrfFailed, NotAuthenticated
+from core.refresh_cookie import refresh_cookie_enabled, refresh_cookie_write
 
 # A header no cross-site form can send, and no cross-origin script either without a CORS
 # preflight, which refuses it: it is not in CORS_ALLOW_HEADERS (symphainy/settings.py).
@@ -23,35 +24,11 @@ REFRESH_HEADER = "X-Symphainy-Refresh"
 REFRESH_HEADER_VALUE = "cookie"
 
 
-def refresh_cookie_enabled() -> bool:
-    return bool(runtime_settings.AUTH_REFRESH_COOKIE)
-
-
-def refresh_cookie_path() -> str:
-    """Sent with the refresh request only: no other request carries the token."""
-    return reverse("auth-refresh")
-
-
-def _write(response: HttpResponseBase, value: str, max_age: int) -> None:
-    # Secure always: browsers take loopback (http://127.0.0.1, http://localhost) as secure
-    # for cookies (Chromium verified, tests/browser/test_refresh_cookie.py); any other
-    # host needs HTTPS, as a token in the clear would.
-    response.set_cookie(
-        runtime_settings.AUTH_REFRESH_COOKIE_NAME, value, max_age=max_age, path=refresh_cookie_path(),
-        secure=True, httponly=True, samesite="Strict",
-    )
-
-
 def refresh_cookie_set(response: HttpResponseBase, tokens: TokenPair) -> None:
     """The refresh token as the cookie, living exactly as long as the token."""
-    _write(response, tokens.refresh_token, max(0, int((tokens.refresh_expires_at - timezone.now()).total_seconds())))
-
-
-def refresh_cookie_clear(response: HttpResponseBase) -> None:
-    """Remove the cookie (Max-Age=0), written with the attributes it was set with: a browser
-    lets only a Secure answer overwrite a Secure cookie."""
-    if refresh_cookie_enabled():
-        _write(response, "", 0)
+    refresh_cookie_write(
+        response, tokens.refresh_token, max_age=max(0, int((tokens.refresh_expires_at - timezone.now()).total_seconds()))
+    )
 
 
 def refresh_cookie_requested(request: HttpRequest) -> bool:

@@ -265,6 +265,17 @@ def test_logout_clears_the_cookie(cookie_on, user, path):
     assert {"httponly", "secure"} <= set(cleared) and cleared["samesite"] == "Strict"
 
 
+def test_deleting_the_callers_own_session_clears_the_cookie_and_another_does_not(cookie_on, user):
+    client = APIClient()
+    body = login(client, user, refresh_cookie=True).json()
+    factories.bearer(client, body["access_token"])
+    other = client.post("/api/session/create", {}, format="json").json()["session_id"]
+    response = client.delete(f"/api/session/{other}")
+    assert response.status_code == 204 and not set_cookies(response)
+    response = client.delete(f"/api/session/{body['session_id']}")
+    assert response.status_code == 204 and set_cookies(response)[NAME]["max-age"] == "0"
+
+
 def test_with_the_feature_off_logout_sets_no_cookie(user):
     body = login(APIClient(), user).json()
     response = factories.bearer(APIClient(), body["access_token"]).post("/api/auth/logout")

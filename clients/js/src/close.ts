@@ -17,6 +17,8 @@ export const CloseCode = Object.freeze({
   TRY_AGAIN_LATER: 1013,
   /** Sent by this client to reopen with a fresh token, or to drop a socket that timed out. */
   REOPEN: 4000,
+  /** An operator closed this one socket; the session is still valid: reconnect (backoff) and resume. */
+  DISCONNECTED: 4001,
   UNAUTHENTICATED: 4401,
   SESSION_NOT_FOUND: 4404,
   SESSION_ENDED: 4409,
@@ -52,7 +54,7 @@ export function closeAction(code: number, reauthed: boolean): CloseAction {
     case CloseCode.TRY_AGAIN_LATER:
       return { kind: "retry", slow: true };
     default:
-      // 1006 (a drop, or a handshake refused), 1011, 1012 (drain), 1000, 1001, 4000, ...
+      // 1006 (a drop, or a handshake refused), 1011, 1012 (drain), 1000, 1001, 4000, 4001, ...
       return { kind: "retry", slow: false };
   }
 }
