@@ -74,8 +74,21 @@ class ConnectionInline(admin.TabularInline):
     model = Connection
     extra = 0
     can_delete = False
-    fields = ["opened_at", "client_address", "user_agent", "server_instance", "channel_name"]
+    fields = ["id", "opened_at", "client_address", "user_agent", "server_instance", "disconnect"]
     readonly_fields = fields
+
+    @admin.display(description="")
+    def disconnect(self, connection: Connection) -> str:
+        """A button that posts the page's form (its CSRF token) to the connection admin's
+        disconnect view (`realtime.admin`), which comes back here."""
+        url = reverse("admin:realtime_connection_disconnect", args=[connection.pk])
+        back = reverse("admin:sessions_runtime_runtimesession_change", args=[connection.session_id])
+        return format_html('<button type="submit" class="button" formaction="{}" formmethod="post" name="next" '
+                           'value="{}">Disconnect</button>', url, back)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        allowed = request.user.has_perm("realtime.disconnect_connection")
+        return [f for f in self.fields if f != "disconnect" or allowed]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -87,7 +87,9 @@ def test_session_detail_shows_state_connections_and_executions(admin_client):
     response = admin_client.get(f"/admin/sessions_runtime/runtimesession/{session.pk}/change/")
     page = response.content.decode()
     assert response.status_code == 200
-    assert "&quot;answer&quot;: 42" in page and "chan-1" in page
+    assert "&quot;answer&quot;: 42" in page and "proc-1" in page
+    connection = Connection.objects.get()
+    assert f'formaction="/admin/realtime/connection/{connection.pk}/disconnect/"' in page  # a superuser may
 
 
 def test_end_selected_sessions_asks_first_then_goes_through_the_service(admin_client, staff):
