@@ -205,14 +205,14 @@ export class SymphainyClient {
    * (docs/client.md). A frame at or below the last position seen is a duplicate, dropped
    * before any handler. Returns a function that removes the handler.
    */
-  on<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): () => void {
+  on<K extends EventName>(type: K, fn: Handler<K>): () => void {
     let handlers = this._handlers.get(type);
     if (!handlers) this._handlers.set(type, (handlers = new Set()));
     handlers.add(fn as (...args: any[]) => void);
     return () => this.off(type, fn);
   }
 
-  off<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): void {
+  off<K extends EventName>(type: K, fn: Handler<K>): void {
     this._handlers.get(type)?.delete(fn as (...args: any[]) => void);
   }
 
