@@ -202,20 +202,27 @@ def test_the_node_client_against_real_servers(node, servers, tmp_path):
         "SYMPHAINY_TEST_CONTROL": control.url,
         "NO_COLOR": "1",
     }
+    # A process group of its own: on a timeout the test files' processes go too (the runner
+    # alone would leave them, and a client in them retrying for good).
+    runner = subprocess.Popen(
+        [*node, "--test-reporter=spec", str(NODE_TESTS)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    timed_out = False
     try:
-        result = subprocess.run(
-            [*node, "--test-reporter=spec", str(NODE_TESTS)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=NODE_RUN_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as timeout:
-        output = f"{timeout.stdout or b''!r}\n{timeout.stderr or b''!r}"
-        pytest.fail(f"node --test did not end within {NODE_RUN_TIMEOUT_S} s:\n{output}\n{_logs(servers)}")
+        stdout, stderr = runner.communicate(timeout=NODE_RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        timed_out = True
     finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            stdout, stderr = runner.communicate()
         control.shutdown()
         control.server_close()
-    output = f"{result.stdout}\n{result.stderr}"
-    assert result.returncode == 0, f"node --test failed ({result.returncode}):\n{output}\n{_logs(servers)}"
+    output = f"{stdout}\n{stderr}"
+    assert not timed_out, f"node --test did not end within {NODE_RUN_TIMEOUT_S} s:\n{output}\n{_logs(servers)}"
+    assert runner.returncode == 0, f"node --test failed ({runner.returncode}):\n{output}\n{_logs(servers)}"
     # The run really ran tests (a directory without any passes too), and skipped none.
-    counts = {name: int(n) for name, n in re.findall(r"^ℹ (\w+) (\d+)$", result.stdout, re.MULTILINE)}
+    counts = {name: int(n) for name, n in re.findall(r"^ℹ (\w+) (\d+)$", stdout, re.MULTILINE)}
     assert counts.get("pass", 0) > 0, output
     assert all(counts.get(name) == 0 for name in ("fail", "cancelled", "skipped", "todo")), output
