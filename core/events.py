@@ -28,7 +28,8 @@ NOTIFY_CHANNEL = "symphainy_session_events"
 # Control events: acted upon by the server, never sent as frames.
 SESSION_ENDED = "session.ended"
 ACCESS_CHANGED = "access.changed"
-CONTROL_KINDS = frozenset({SESSION_ENDED, ACCESS_CHANGED})
+SOCKET_DISCONNECT = "socket.disconnect"  # one socket of the session, by its channel name
+CONTROL_KINDS = frozenset({SESSION_ENDED, ACCESS_CHANGED, SOCKET_DISCONNECT})
 # Execution progress may be coalesced on replay: only the latest per execution is sent.
 EXECUTION_PROGRESS = "execution.progress"
 
@@ -158,6 +159,13 @@ def sessions_ended_record(session_ids: Iterable[uuid.UUID], *, reason: str, clos
     SessionEventSequence.objects.filter(session_id__in=session_ids, ended_at__isnull=True).update(
         ended_at=timezone.now()
     )
+
+
+def socket_disconnect_record(session_id: uuid.UUID, *, channel_name: str, close_code: CloseCode) -> None:
+    """The socket of this session with this channel name closes with `close_code`, on
+    whichever process holds it; the session and its other sockets carry on."""
+    data = {"channel_name": channel_name, "close_code": int(close_code)}
+    events_record([Event(session_id=session_id, kind=SOCKET_DISCONNECT, data=data)])
 
 
 def access_changed_record(session_ids: Iterable[uuid.UUID], *, role: str) -> None:

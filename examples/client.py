@@ -14,6 +14,8 @@ Reconnecting: after 1006 (a drop), 1011, 1012 (the server is restarting) and 101
 client waits a random delay from 0 to 0.5 s · 2^attempt (at most 30 s: "full jitter"; at
 least half of 5 s after 4429 and 1013), then reopens with `?since=&epoch=`: the server
 replays what was missed, or says `recovered: false` and the client re-reads the state.
+A draining server sends `server.restart` before its 1012, with `reconnect_after_ms`: the
+client then waits that long instead (the server has spread its closes already).
 After 4401 it refreshes its tokens once and reconnects; it stops after 4404 and 4409.
 """
 
@@ -68,6 +70,7 @@ class Client:
         self.tokens = tokens
         self.session_id = tokens["session_id"]
         self.position: tuple[int, str] | None = None  # (seq, epoch) of the last event seen
+        self.hint: float | None = None  # a server.restart's reconnect_after_ms, in seconds
 
     def url(self) -> str:
         query = {"session_id": self.session_id}
@@ -78,6 +81,9 @@ class Client:
     def seen(self, frame: dict) -> None:
         if frame.get("type") == "session.ready" or "seq" in frame:
             self.position = (int(frame["seq"]), str(frame["epoch"]))
+        elif frame.get("type") == "server.restart":
+            # Bounded as any delay: a hint is advice, not a reason to wait for ever.
+            self.hint = min(MAX_S, max(0.0, float(frame.get("reconnect_after_ms") or 0) / 1000))
 
     async def session(self, pings: int, listen: bool) -> None:
         """One socket: session.ready, the pings, then (listening) every frame until it closes."""
@@ -125,9 +131,13 @@ class Client:
                 refreshed = True
                 print("closed 4401: tokens refreshed, reconnecting", flush=True)
                 continue
-            delay = backoff_delay(code, attempt)
+            hint, self.hint = self.hint, None
+            if code == 1012 and hint is not None:
+                delay, why = hint, " (the server's hint)"
+            else:
+                delay, why = backoff_delay(code, attempt), ""
             attempt += 1
-            print(f"closed {code}: reconnecting in {delay:.2f} s", flush=True)
+            print(f"closed {code}: reconnecting in {delay:.2f} s{why}", flush=True)
             await asyncio.sleep(delay)
 
 

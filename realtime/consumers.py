@@ -23,7 +23,7 @@ from core.metrics import SOCKET_CLOSES
 from core.process import server_instance_id
 from realtime import drain
 from realtime.handshake import SCOPE_CREDENTIALS, SocketCredentials, handshake_authorize, handshake_refused
-from realtime.protocol import frame_dumps, frame_receive
+from realtime.protocol import frame_dumps, frame_receive, server_restart
 from realtime.socket import OpenSocket
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,17 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
             await self.close(code=code, reason=reason[:MAX_CLOSE_REASON])
         except Exception:  # noqa: BLE001 - the peer may be gone already
             logger.debug("close after peer left", exc_info=True)
+
+    async def restart(self, *, reconnect_after_ms: int) -> None:
+        """A drain's close: `server.restart` with the reconnect hint (only on a socket whose
+        `session.ready` is out: nothing precedes that frame), then 1012."""
+        socket = self.socket
+        if socket is not None and socket.grant is not None and not socket.opening and not socket.gone:
+            try:
+                await self.send_frame(server_restart(reconnect_after_ms))
+            except Exception:  # noqa: BLE001 - the peer may be gone already; the close says the rest
+                logger.debug("restart frame after peer left", exc_info=True)
+        await self.close_with(int(CloseCode.SERVICE_RESTART), drain.CLOSE_REASON)
 
     def _header(self, name: bytes) -> str:
         return next((v.decode("latin1") for k, v in self.scope.get("headers") or [] if k == name), "")

@@ -7,7 +7,7 @@ The drain, whatever command started the process (`symphainy.serve` hooks it into
 2. its connection records go (a client back elsewhere must not meet its own ghost under
    the per-user cap), then every open socket is closed with 1012, spread evenly over
    SHUTDOWN_DRAIN_WINDOW in a random order, so that their clients do not all come back in
-   the same instant;
+   the same instant, each after a `server.restart` frame that says when to come back;
 3. the work in flight (requests, executions) gets the rest of SHUTDOWN_TIMEOUT, less a
    reserve for the steps below; executions still running then are handed over (another
    process runs them at once) and agent answers end as `interrupted`;
@@ -40,10 +40,14 @@ CLOSE_REASON = "server_restart"
 RESERVE_S = 3.0
 # Sockets closed together: one close every few milliseconds is as even as a spread needs.
 STEP_S = 0.01
+# The longest reconnect delay a drain suggests (`server.restart`): a few sockets spread over
+# the whole window need not wait for their share of it.
+HINT_MAX_S = 1.0
 
 
 class Closable(Protocol):
     async def close_with(self, code: int, reason: str) -> None: ...
+    async def restart(self, *, reconnect_after_ms: int) -> None: ...
 
 
 _sockets: set[Closable] = set()
@@ -73,8 +77,17 @@ async def process_started() -> None:
         logger.warning("first heartbeat failed; the loop retries", exc_info=True)
 
 
+def reconnect_hint_ms(window: float, count: int) -> int:
+    """The `server.restart` hint of one of `count` sockets closed over `window` seconds: a
+    delay drawn within the time between two closes (at most HINT_MAX_S), so that clients
+    that honour it come back as evenly spread as the closes, without their own backoff."""
+    spacing = min(window / count, HINT_MAX_S) if count else 0.0
+    return int(random.uniform(0.0, spacing) * 1000)
+
+
 async def sockets_close(*, window: float) -> int:
-    """Close every open socket with 1012, spread evenly over `window` seconds."""
+    """Close every open socket with 1012, spread evenly over `window` seconds, each after a
+    `server.restart` frame with its reconnect hint."""
     sockets = list(_sockets)
     random.shuffle(sockets)
     loop = asyncio.get_running_loop()
@@ -85,7 +98,7 @@ async def sockets_close(*, window: float) -> int:
             await asyncio.sleep(due - loop.time())
         _sockets.discard(socket)
         try:
-            await socket.close_with(int(CloseCode.SERVICE_RESTART), CLOSE_REASON)
+            await socket.restart(reconnect_after_ms=reconnect_hint_ms(window, len(sockets)))
         except Exception:  # noqa: BLE001 - one socket's failure must not stop the drain
             logger.warning("could not close a socket with 1012", exc_info=True)
     return len(sockets)

@@ -1,5 +1,5 @@
 """The frames of the protocol: those a client may send, each checked, parsed, then
-answered by one service; and the server's own `session.ready`.
+answered by one service; and the server's own `session.ready` and `server.restart`.
 
 `frame_receive` checks a frame (size, rate, JSON, shape), finds its type in `FRAMES` (the
 allowlist: a client's type never names anything else), paces the session touch and calls
@@ -153,6 +153,12 @@ def session_ready(grant: SocketGrant, replay: Replay) -> dict[str, Any]:
     if replay.recovered is not None:
         ready["recovered"] = replay.recovered
     return ready
+
+
+def server_restart(reconnect_after_ms: int) -> dict[str, Any]:
+    """The last frame before a drain's 1012 (daphne drops close reasons, so the hint travels
+    as a frame): when to reconnect, a delay within this socket's share of the drain window."""
+    return {"type": "server.restart", "reconnect_after_ms": reconnect_after_ms}
 
 
 def frame_dumps(frame: dict[str, Any]) -> str:

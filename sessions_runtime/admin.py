@@ -25,7 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
-from core.admin import IdOrEmailSearch, OperatorListMedia, ReadOnlyAdmin, admin_caller, short_id
+from core.admin import IdOrEmailSearch, ReadOnlyAdmin, UserEmailFilter, admin_caller, short_id
 from core.exceptions import ExecutionFinished
 from realtime.models import Connection
 from sessions_runtime.executions import execution_cancel
@@ -74,8 +74,21 @@ class ConnectionInline(admin.TabularInline):
     model = Connection
     extra = 0
     can_delete = False
-    fields = ["opened_at", "client_address", "user_agent", "server_instance", "channel_name"]
+    fields = ["id", "opened_at", "client_address", "user_agent", "server_instance", "disconnect"]
     readonly_fields = fields
+
+    @admin.display(description="")
+    def disconnect(self, connection: Connection) -> str:
+        """A button that posts the page's form (its CSRF token) to the connection admin's
+        disconnect view (`realtime.admin`), which comes back here."""
+        url = reverse("admin:realtime_connection_disconnect", args=[connection.pk])
+        back = reverse("admin:sessions_runtime_runtimesession_change", args=[connection.session_id])
+        return format_html('<button type="submit" class="button" formaction="{}" formmethod="post" name="next" '
+                           'value="{}">Disconnect</button>', url, back)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        allowed = request.user.has_perm("realtime.disconnect_connection")
+        return [f for f in self.fields if f != "disconnect" or allowed]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -99,14 +112,15 @@ class ExecutionInline(admin.TabularInline):
 
 @admin.register(RuntimeSession)
 class RuntimeSessionAdmin(ReadOnlyAdmin):
-    Media = OperatorListMedia
-    # What an operator needs, narrow enough for 1366 px; the full id and creation time are on the page.
+    # What an operator needs, narrow enough for 1366 px; the full id is on the page.
     list_display = [
-        "short_id", "user", "tenant", "status_shown", "last_seen_at", "next_expiry", "live_sockets", "end_reason",
+        "short_id", "user", "tenant", "status_shown", "created_at", "last_seen_at", "next_expiry", "live_sockets",
+        "ended",
     ]
     list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]
-    list_filter = [EffectiveStatusFilter, "tenant"]
+    list_filter = [EffectiveStatusFilter, UserEmailFilter, "tenant"]
+    date_hierarchy = "created_at"
     search_fields = ["user__email", "tenant__slug", "tenant__name"]
     ordering = ["-created_at"]
     show_full_result_count = False
@@ -145,6 +159,12 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
         if session.status != SessionStatus.ACTIVE:
             return None
         return min(session.idle_expires_at, session.expires_at)
+
+    @admin.display(description="ended (reason, by)", ordering="end_reason")
+    def ended(self, session: RuntimeSession) -> str:
+        """Why and by which kind of actor (admin, command, user, system): the reason alone
+        ("admin") does not say whether a person in the admin or a script ended it."""
+        return session.ended_shown()
 
     @admin.display(description="live sockets", ordering="socket_count")
     def live_sockets(self, session: RuntimeSession) -> int:
@@ -229,7 +249,6 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 
 @admin.register(Execution)
 class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
-    Media = OperatorListMedia
     list_display = [
         "short_id", "intent_type", "status", "progress_shown", "user", "tenant", "session_link", "created_at",
         "finished_at",

@@ -351,7 +351,13 @@ async def _keep(loop: asyncio.AbstractEventLoop) -> None:
     """While this loop runs answers: every AGENT_SNAPSHOT_INTERVAL write the text of those
     with new tokens; every ANSWER_CHECK_S renew every lease and act on what the rows say."""
     checked = loop.time()
+    task = asyncio.current_task()
     while True:
+        # A cancel() some library swallowed during the last step (one that turns it into a
+        # connection error, which the step takes for an outage) still ends the loop: the
+        # task keeps counting it until it is uncancelled (as realtime/heartbeat.py does).
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         runs = [run for run in answers_running() if run.loop is loop and run.stop is None]
         if not runs and not any(run.loop is loop for run in _running.values()):
             return

@@ -17,14 +17,19 @@ from django.utils import timezone
 from core.audit import audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
-from core.events import runtime_event_publish
+from core.events import EXECUTION_PROGRESS, runtime_event_publish
 from core.exceptions import ExecutionFinished, NotFound
 from core.ids import uuid_parse
 from core.metrics import EXECUTION_DURATION
 from core.models import ActorType, AuditEvent
-from sessions_runtime.models import Execution, ExecutionStatus, empty_progress
+from sessions_runtime.models import FINISHED_STATUSES, Execution, ExecutionStatus, empty_progress
 from sessions_runtime.selectors import EXECUTION_CANCEL, access_require_write, access_visible
 from sessions_runtime.serializers import ExecutionSerializer
+
+# The events of an execution's life, each carrying its status document: one per change of
+# status (`execution.<status>`) and its progress reports.
+EXECUTION_EVENTS = ("execution.created", "execution.started", EXECUTION_PROGRESS,
+                    *(f"execution.{status}" for status in sorted(FINISHED_STATUSES)))
 
 
 def execution_payload(execution: Execution) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def execution_progress(*, execution_id: uuid.UUID, progress: dict[str, int]) -> 
         if not execution.session.is_usable():
             return True
         if execution.status == ExecutionStatus.RUNNING:
-            execution_announce(execution, "execution.progress")
+            execution_announce(execution, EXECUTION_PROGRESS)
         return execution.cancel_requested or execution.status != ExecutionStatus.RUNNING
 
 

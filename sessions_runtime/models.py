@@ -27,7 +27,9 @@ class EndReason(models.TextChoices):
     EXPIRED_IDLE = "expired_idle", "Idle timeout"
     EXPIRED_ABSOLUTE = "expired_absolute", "Absolute lifetime reached"
     TOKEN_REUSE = "refresh_token_reuse", "A used refresh token was presented again"
-    ADMIN = "admin", "Ended by an administrator"
+    # By someone other than its owner (the admin, a command, a tenant admin through the
+    # API): who it was is `ended_by_type`, not this reason.
+    ADMIN = "admin", "Ended by an operator"
     USER_DEACTIVATED = "user_deactivated", "User deactivated"
     MEMBERSHIP_REMOVED = "membership_removed", "Membership removed"
     TENANT_SUSPENDED = "tenant_suspended", "Tenant suspended"
@@ -120,6 +122,12 @@ class RuntimeSession(models.Model):
         if self.status == SessionStatus.ACTIVE and self.expiry_reason(now):
             return SessionStatus.EXPIRED
         return self.status
+
+    def ended_shown(self) -> str:
+        """'admin, by command': why it ended and which kind of actor ended it ('-' while active)."""
+        if not self.end_reason:
+            return "-"
+        return f"{self.end_reason}, by {self.ended_by_type}" if self.ended_by_type else self.end_reason
 
     def is_usable(self, now: datetime | None = None) -> bool:
         return self.effective_status(now) == SessionStatus.ACTIVE

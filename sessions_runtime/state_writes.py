@@ -16,6 +16,9 @@ from sessions_runtime.models import RuntimeSession
 from sessions_runtime.selectors import STATE_WRITE, access_require_write
 from sessions_runtime.state import StateDocument, state_backend, state_key, state_size
 
+# The event announcing a new version of a session's state.
+SESSION_STATE_CHANGED = "session.state_changed"
+
 
 def _merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch: objects merge, null removes, anything else replaces."""
@@ -54,5 +57,5 @@ def session_state_write(
     if state_size(data) > limit:
         raise RequestTooLarge(f"Session state is limited to {limit} bytes of JSON.", details={"limit_bytes": limit})
     document = backend.write(key, data, expected_version=expected_version)
-    runtime_event_publish(session.pk, "session.state_changed", {"session_id": str(session.pk), "version": document.version})
+    runtime_event_publish(session.pk, SESSION_STATE_CHANGED, {"session_id": str(session.pk), "version": document.version})
     return document

@@ -437,4 +437,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # As the module `symphainy.serve`, not as `__main__`: `symphainy.asgi` imports this module,
+    # and a second copy would patch daphne again over this one's patches, each wrapping the
+    # other (the listeners kept twice, so a drain stopped each of them twice and failed).
+    from symphainy.serve import main as serve_main
+
+    serve_main()

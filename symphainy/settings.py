@@ -82,7 +82,7 @@ CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 # Frontends on other origins: one list, read by django-cors-headers for HTTP and by the
 # socket's origin check (realtime.app). WS_ALLOWED_ORIGINS is its older name.
 CORS_ALLOWED_ORIGINS = _env_list("CORS_ALLOWED_ORIGINS", _env("WS_ALLOWED_ORIGINS", "") or "")
-CORS_URLS_REGEX = r"^/(api/|openapi\.json$)"
+CORS_URLS_REGEX = r"^/(api/|openapi\.json$|asyncapi\.json$)"
 CORS_ALLOW_HEADERS = (
     "accept", "authorization", "content-type", "origin", "user-agent",
     "if-match", "idempotency-key", "x-request-id",
@@ -91,6 +91,9 @@ CORS_EXPOSE_HEADERS = ("etag", "retry-after", "www-authenticate", "x-request-id"
 
 INSTALLED_APPS = [
     "daphne",
+    # Before django.contrib.admin: its admin/base_site.html (the product's icon, the list
+    # stylesheet) extends the admin's own.
+    "core",
     "django.contrib.admin",
     # Before django.contrib.auth, so that its `changepassword` (which ends the user's
     # sessions) is the one manage.py finds: the first app with a command of a name wins.
@@ -109,7 +112,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "corsheaders",
     "channels",
-    "core",
     "sessions_runtime",
     "realtime",
     "console",

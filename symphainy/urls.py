@@ -3,7 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from accounts.admin import admin_login
+from core.http import favicon
 from core.metrics import metrics_view
+from realtime.asyncapi import asyncapi_view
 from symphainy.health import LivenessApi, ReadinessApi
 
 urlpatterns = [
@@ -17,10 +19,13 @@ urlpatterns = [
     path("ready", ReadinessApi.as_view(), name="ready"),
     path("metrics", metrics_view, name="metrics"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
+    # The socket's own schema (AsyncAPI 3.0), beside the HTTP API's: docs/protocol.md.
+    path("asyncapi.json", asyncapi_view, name="asyncapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     # The admin's login page, throttled and audited (accounts.admin.admin_login).
     path("admin/login/", admin_login, name="admin_login"),
     path("admin/", admin.site.urls),
+    path("favicon.ico", favicon, name="favicon"),
     path("", include("console.urls")),
 ]
 

@@ -11,7 +11,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from sessions_runtime.access import access_cache_clear
-from tests import factories
+from tests import factories, frames
+from tests.frames import FrameLog
 
 
 def _services_problem() -> str | None:
@@ -76,6 +77,20 @@ def _test_settings(settings):
     yield
     cache.clear()
     access_cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def frames_checked(monkeypatch):
+    """Every frame an in-process socket exchanges matches /asyncapi.json (tests/frames.py)."""
+    log = FrameLog()
+    log.install(monkeypatch)
+    monkeypatch.setattr(frames, "current", log)
+    yield log
+    if log.problems:
+        pytest.fail(
+            f"{len(log.problems)} socket frame(s) do not match the AsyncAPI document (realtime/schema.py):\n"
+            + "\n".join(log.problems[:20]), pytrace=False,
+        )
 
 
 @pytest.fixture

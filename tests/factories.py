@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 from typing import Any
 
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role, Tenant, TenantStatus, User
+from core.events import Event
 
 PASSWORD = "correct-horse-battery-staple"
 _seq = itertools.count(1)
@@ -76,3 +78,16 @@ def caller_for(session, *, role: str = "member"):
 
     return Caller(user_id=session.user_id, tenant_id=session.tenant_id, session_id=session.pk, role=role,
                   permissions=role_permissions(role))
+
+
+def event_numbered(session_id: Any, number: int, text: str = "") -> Event:
+    """A recorded event numbered `number` (`event_number(frame)` reads it back), carrying
+    `text` to be as large as wanted, of a shape a socket may send (the tests check every
+    frame against /asyncapi.json): the `agent.cancelled` of an answer no longer in flight."""
+    return Event(session_id=uuid.UUID(str(session_id)), kind="agent.cancelled",
+                 data={"conversation_id": str(number), "message_id": str(uuid.UUID(int=number)), "text": text})
+
+
+def event_number(frame: dict[str, Any]) -> int:
+    """The number of an `event_numbered` event's frame."""
+    return int(frame["data"]["conversation_id"])

@@ -19,6 +19,7 @@ from channels.testing import WebsocketCommunicator
 from websockets.exceptions import ConnectionClosed
 
 from tests import factories
+from tests.frames import CheckedConnection
 
 PATH = "/api/runtime/agent"
 # The ASGI socket's Host and Origin, as a page of the service at http://localhost sends them.
@@ -136,6 +137,7 @@ async def connect(server: Any, token: str | None = None, *, query: str = "", ori
     if token is not None:
         kwargs.setdefault("subprotocols", bearer(token))
     kwargs.setdefault("open_timeout", 10)
+    kwargs.setdefault("create_connection", CheckedConnection)  # what it receives is checked (tests/frames.py)
     url = server.ws + PATH + (f"?{query}" if query else "")
     return await websockets.connect(url, origin=origin, **kwargs)
 

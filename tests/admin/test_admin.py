@@ -87,7 +87,9 @@ def test_session_detail_shows_state_connections_and_executions(admin_client):
     response = admin_client.get(f"/admin/sessions_runtime/runtimesession/{session.pk}/change/")
     page = response.content.decode()
     assert response.status_code == 200
-    assert "&quot;answer&quot;: 42" in page and "chan-1" in page
+    assert "&quot;answer&quot;: 42" in page and "proc-1" in page
+    connection = Connection.objects.get()
+    assert f'formaction="/admin/realtime/connection/{connection.pk}/disconnect/"' in page  # a superuser may
 
 
 def test_end_selected_sessions_asks_first_then_goes_through_the_service(admin_client, staff):
@@ -178,7 +180,7 @@ def test_session_list_shows_short_id_next_expiry_with_seconds_and_zone(admin_cli
     idle = session.idle_expires_at.replace(microsecond=0) - timedelta(seconds=1)  # the sooner one
     RuntimeSession.objects.filter(pk=session.pk).update(idle_expires_at=idle)
     page = admin_client.get("/admin/sessions_runtime/runtimesession/").content.decode()
-    assert f">{session.pk.hex[:8]}</a>" in page and "Next expiry" in page and "Live sockets" in page
+    assert f'title="{session.pk}">{session.pk.hex[:8]}<span class="id-rest">' in page and "Next expiry" in page and "Live sockets" in page
     assert idle.strftime("%Y-%m-%d %H:%M:%S") + " UTC" in page
     assert session.expires_at.strftime("%Y-%m-%d %H:%M:%S") not in page  # the later, absolute one is not shown
     by_expiry = admin_client.get("/admin/sessions_runtime/runtimesession/", {"o": "6"})  # sort by the annotation
@@ -241,8 +243,9 @@ def test_executions_show_progress_and_link_their_session(admin_client):
     session = RuntimeSession.objects.get(pk=_sessions(1)[0]["session_id"])
     execution = _execution(session, progress={"total": 40, "processed": 12, "succeeded": 11, "failed": 1})
     page = admin_client.get("/admin/sessions_runtime/execution/").content.decode()
-    assert "12/40 (30%), 1 failed" in page and f">{execution.pk.hex[:8]}</a>" in page
-    assert f'href="/admin/sessions_runtime/runtimesession/{session.pk}/change/">{session.pk.hex[:8]}</a>' in page
+    assert "12/40 (30%), 1 failed" in page and f'title="{execution.pk}">{execution.pk.hex[:8]}<span' in page
+    link = f'href="/admin/sessions_runtime/runtimesession/{session.pk}/change/"><span class="short-id" title="{session.pk}">'
+    assert link + session.pk.hex[:8] in page
 
 
 def test_cancel_selected_executions_goes_through_the_service(admin_client):

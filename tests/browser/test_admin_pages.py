@@ -82,7 +82,8 @@ def test_the_admin_lists_fit_a_laptop_screen_and_ending_asks_first(browser_ready
             page.goto(server.http + "/admin/sessions_runtime/runtimesession/")
             _fits(page, "admin-sessions-1366.png")
             headers = page.locator("#result_list thead th").all_inner_texts()
-            for column in ("ID", "USER", "TENANT", "STATUS", "LAST SEEN AT", "NEXT EXPIRY", "LIVE SOCKETS", "END REASON"):
+            for column in ("ID", "USER", "TENANT", "STATUS", "CREATED AT", "LAST SEEN AT", "NEXT EXPIRY", "LIVE SOCKETS",
+                           "ENDED (REASON, BY)"):
                 assert column in [h.strip().upper() for h in headers], headers
             assert " UTC" in page.locator("#result_list tbody").inner_text()
 

@@ -7,7 +7,8 @@ the documented variables).
 
 The image's build steps are one script, deploy/container/build.sh; `test_build_script_in_debian_root`
 runs it in a Debian root made with debootstrap and starts both servers from it. That takes
-3.5 to 6 minutes here (debootstrap 1.5 to 3), so it is marked `debootstrap` and runs only when asked:
+80 s to 6 minutes here (mostly debootstrap's downloads), so it is marked `debootstrap` and runs only
+when asked — `.ci/run` asks, beside its first run:
 `SYMPHAINY_DEBOOTSTRAP=1 make test ARGS="-m debootstrap tests/deploy/test_container.py"`.
 """
 

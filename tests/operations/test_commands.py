@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import UTC, timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -171,7 +171,9 @@ def test_list_shows_a_table_of_sessions_newest_first(user):
     first, second = new_session(user), new_session(user)
     out = run("sessions", "list")
     lines = out.splitlines()
-    assert lines[0].split() == ["id", "user", "tenant", "status", "created", "last", "seen", "expires", "end", "reason"]
+    assert lines[0].split() == [
+        "id", "user", "tenant", "status", "created", "last", "seen", "expires", "sockets", "ended", "(reason,", "by)",
+    ]
     assert lines[1].startswith(str(second.pk)) and lines[2].startswith(str(first.pk))
     assert user.email in lines[1] and "active" in lines[1]
     assert first.tenant.slug in lines[2]
@@ -214,6 +216,25 @@ def test_list_limit_and_json_lines(user):
     assert set(rows[0]) >= {"tenant_slug", "created_at", "last_seen_at", "expires_at", "idle_expires_at", "ended_at"}
 
 
+def test_list_has_a_sockets_column_in_text_and_json(user):
+    quiet, busy = new_session(user), new_session(user)
+    for n in range(3):
+        Connection.objects.create(session=busy, user=user, channel_name=f"chan-{n}", server_instance="web-1")
+    lines = run("sessions", "list").splitlines()
+    assert lines[0].split()[8] == "sockets"
+    counts = {line.split()[0]: line.split()[10] for line in lines[1:]}  # the times are two words each
+    assert counts == {str(busy.pk): "3", str(quiet.pk): "0"}
+    rows = {r["session_id"]: r["sockets"] for r in map(json.loads, run("sessions", "list", "--json").splitlines())}
+    assert rows == {str(busy.pk): 3, str(quiet.pk): 0}
+
+
+def test_list_names_who_ended_a_session(user, no_input):
+    session = new_session(user)
+    run("sessions", "end", str(session.pk), "--yes")
+    (line,) = run("sessions", "list").splitlines()[1:]
+    assert line.endswith("admin, by command")
+
+
 def test_list_with_nothing_to_show(db):
     assert run("sessions", "list") == "No sessions.\n"
     assert run("sessions", "list", "--json") == ""
@@ -242,8 +263,12 @@ def test_list_bad_status_given_as_keyword(db):
 # --- sessions show --------------------------------------------------------------------
 def test_show_prints_fields_sockets_state_and_executions(user):
     session = new_session(user)
-    Connection.objects.create(session=session, user=user, channel_name="chan-1", server_instance="test")
-    Connection.objects.create(session=session, user=user, channel_name="chan-2", server_instance="test")
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+    first = Connection.objects.create(session=session, user=user, channel_name="chan-1", server_instance="web-1:8001:ab",
+                                      client_address="2001:db8:85a3::8a2e:370:7334", user_agent=agent,
+                                      opened_at=timezone.now() - timedelta(minutes=5))
+    second = Connection.objects.create(session=session, user=user, channel_name="chan-2", server_instance="web-2:8002:cd",
+                                       client_address="203.0.113.9", user_agent="curl/8.5")
     session_state_write(caller=factories.caller_for(session), session=session, data={"step": 1}, expected_version=0)
     session_state_write(caller=factories.caller_for(session), session=session, data={"step": 2}, expected_version=1)
     intent = Intent.objects.create(session=session, user=user, tenant=session.tenant, intent_type="echo")
@@ -255,7 +280,14 @@ def test_show_prints_fields_sockets_state_and_executions(user):
     fields = dict(line.split(None, 1) if " " in line else (line, "") for line in out.splitlines()[:3])
     assert fields["session"].strip() == str(session.pk)
     assert f"{user.email} ({user.pk})" in out
-    assert "connections    2" in out
+    assert "Sockets (2, oldest first):" in out
+    lines = out.splitlines()
+    header = lines.index("Sockets (2, oldest first):") + 1
+    assert lines[header].split() == ["connection", "process", "since", "client", "address", "user", "agent"]
+    assert lines[header + 1].split()[:2] == [str(first.pk), "web-1:8001:ab"]
+    assert "2001:db8:85a3::8a2e:370:7334" in lines[header + 1] and lines[header + 1].endswith(agent)
+    assert lines[header + 1].split()[2:4] == first.opened_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S").split()
+    assert lines[header + 2].split()[:2] == [str(second.pk), "web-2:8002:cd"] and lines[header + 2].endswith("curl/8.5")
     assert "state version  2" in out
     assert str(execution.pk) in out and "completed" in out
 
@@ -267,6 +299,7 @@ def test_show_an_ended_session_names_reason_and_actor(user):
     assert "status         ended" in out
     assert "end reason     admin" in out
     assert "ended by       command" in out
+    assert "sockets        none" in out
     assert "executions     none" in out
 
 

@@ -416,3 +416,39 @@ async def test_a_socket_that_opens_during_a_write_is_written_too(monkeypatch, wr
     await until(lambda: len(writes) == 2, message="the record opened during a write was left pending")
     assert writes == [(["a"], []), (["b"], [])]
     await registry.close()
+
+
+# --- The agent answers' keeper ------------------------------------------------------------
+async def test_the_answer_keeper_ends_on_a_cancel_swallowed_during_a_step(monkeypatch, settings):
+    """A library may turn a cancel() into an error of its own (redis-py, a connection
+    error), which the keeper takes for a failed step and retries: it must end all the same."""
+    from sessions_runtime import agents
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_SNAPSHOT_INTERVAL": timedelta(milliseconds=1)}
+    loop = asyncio.get_running_loop()
+    steps: list[str] = []
+
+    async def step_swallowing_its_first_cancel(**_: Any) -> dict:
+        steps.append("step")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if steps.count("swallowed"):
+                raise
+            steps.append("swallowed")
+            raise ConnectionError("the cancel, as a library reports it") from None
+        return {}
+
+    monkeypatch.setattr(agents, "database_sync_to_async", lambda _: step_swallowing_its_first_cancel)
+    agent = loop.create_task(asyncio.Event().wait())  # the answer's own task, running
+    run = agents.RunningAnswer(answer_id=uuid.uuid4(), session_id=uuid.uuid4(), conversation_id="c", loop=loop,
+                               tokens=["a "], task=agent)
+    monkeypatch.setattr(agents, "_running", {run.answer_id: run})
+    keeper = loop.create_task(agents._keep(loop))
+    try:
+        await until(lambda: steps == ["step"])
+        keeper.cancel()
+        await assert_ends_cancelled(keeper)
+        assert steps == ["step", "swallowed"], "the keeper stepped again after its cancel()"
+    finally:
+        agent.cancel()

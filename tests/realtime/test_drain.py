@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus
@@ -63,6 +64,15 @@ def records_of(instance: str) -> int:
     return Connection.objects.filter(server_instance__startswith=instance).count()
 
 
+async def last_frame_and_close_code(ws, timeout: float) -> tuple[dict | None, int | None]:
+    """The last frame a socket received before its close frame, and the close code."""
+    last = None
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            last = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return last, closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+
 def ready_status(connection: http.client.HTTPConnection) -> int:
     connection.request("GET", "/ready")
     response = connection.getresponse()
@@ -96,13 +106,19 @@ def test_sigterm_drains_and_a_restart_in_place_runs_the_execution_again(tmp_path
         await until(lambda: running_on(execution_id, "first-") and records_of("first-") == 3, timeout=10)
 
         first.process.send_signal(stop)
-        codes = asyncio.gather(*(close_code_after_frames(ws, 15) for ws, _ in sockets))
+        closes = asyncio.gather(*(last_frame_and_close_code(ws, 15) for ws, _ in sockets))
         # /ready says 503 from the first moment, and no new connection is taken.
         # Bounds for a busy machine, not the promise ("from the first moment"): the server's
         # log is in the message when one is passed.
         await until(lambda: ready_status(probe) == 503, timeout=15, message=lambda: "/ready 503:\n" + first.log())
         await until(lambda: refuses_connections(first.port), timeout=15, message=lambda: "refused:\n" + first.log())
-        assert await codes == [1012] * 3
+        closes = await closes
+        assert [code for _, code in closes] == [1012] * 3
+        # Each 1012 follows the reconnect hint: a delay within the socket's share of the
+        # drain window (1 s over three sockets).
+        assert all(frame["type"] == "server.restart" for frame, _ in closes), closes
+        assert all(0 <= frame["reconnect_after_ms"] <= 1000 / 3 for frame, _ in closes), closes
+        assert "could not stop listening" not in first.log(), first.log()
         assert await sync(first.process.wait, 15) == 0, first.log()
         # Gone at once: the records (no ghost under another process's socket cap), the
         # lease; and the execution is back to `created` for another process.
@@ -215,7 +231,9 @@ def test_the_example_client_comes_back_after_a_restart_in_place_and_misses_nothi
         wait_until(lambda: "execution.progress" in output.read_text(), message=lambda: output.read_text())
 
         first.process.send_signal(signal.SIGTERM)
-        wait_until(lambda: "closed 1012: reconnecting" in output.read_text(), message=lambda: output.read_text())
+        # It honours the drain's hint (`server.restart`) instead of its own backoff.
+        wait_until(lambda: re.search(r"closed 1012: reconnecting in 0\.\d\d s \(the server's hint\)", output.read_text()),
+                   message=lambda: output.read_text())
         assert first.process.wait(timeout=15) == 0, first.log()
         servers.append(start_server(tmp_path, port=first.port, SERVER_INSTANCE="example-second", **DRAIN))
         wait_until(lambda: '"recovered": true' in output.read_text(), timeout=20, message=lambda: output.read_text())

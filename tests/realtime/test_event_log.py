@@ -28,9 +28,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @database_sync_to_async
-def publish(session_id, n: int = 1, kind: str = "session.state_changed") -> None:
-    for i in range(n):
-        runtime_event_publish(uuid.UUID(str(session_id)), kind, {"i": i})
+def publish(session_id, n: int = 1) -> None:
+    events_record(factories.event_numbered(session_id, i) for i in range(n))
 
 
 async def frames(sock, n: int, timeout: float = 5) -> list[dict]:
@@ -45,7 +44,7 @@ async def test_ready_and_frames_carry_positions_that_increase():
     got = await frames(sock, 3)
     assert [f["seq"] for f in got] == [1, 2, 3]
     assert {f["epoch"] for f in got} == {ready["epoch"]}
-    assert [f["data"]["i"] for f in got] == [0, 1, 2]
+    assert [factories.event_number(f) for f in got] == [0, 1, 2]
     await sock.close()
     _, again = await open_ready(body["access_token"])
     assert again["seq"] == 3 and again["epoch"] == ready["epoch"]

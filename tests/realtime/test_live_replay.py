@@ -8,11 +8,11 @@ import asyncio
 import json
 import socket
 import time
-import uuid
 
 import pytest
 
-from core.events import Event, events_record, log_epoch
+from core.events import events_record, log_epoch
+from tests import factories
 from tests.live import running
 from tests.sockets import connect
 
@@ -31,8 +31,7 @@ def server(django_db_setup, django_db_blocker, tmp_path_factory):
 
 
 def record(session_id: str, count: int, text: str) -> None:
-    events_record(Event(session_id=uuid.UUID(session_id), kind="session.state_changed", data={"i": i, "text": text})
-                  for i in range(count))
+    events_record(factories.event_numbered(session_id, i, text) for i in range(count))
 
 
 async def handshake_seconds(server, token: str) -> float:

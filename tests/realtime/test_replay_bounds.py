@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 
 import pytest
 from channels.db import database_sync_to_async
@@ -15,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from core import events
-from core.events import log_epoch, log_replay, runtime_event_publish
+from core.events import events_record, log_epoch, log_replay
 from core.models import SessionEvent
 from tests import factories
 from tests.sockets import make_socket
@@ -32,8 +31,7 @@ def login_new_user():
 
 @database_sync_to_async
 def publish(session_id, n: int, text: str = "") -> None:
-    for i in range(n):
-        runtime_event_publish(uuid.UUID(str(session_id)), "session.state_changed", {"i": i, "text": text})
+    events_record(factories.event_numbered(session_id, i, text) for i in range(n))
 
 
 async def resume(token: str, since: int, epoch: str):
@@ -79,8 +77,7 @@ async def test_a_gap_over_the_byte_bound_is_not_recovered_and_nothing_old_is_sen
 def test_an_unrecoverable_gap_is_judged_before_any_event_is_read(settings):
     user = factories.make_user()
     session = factories.make_session(user)
-    for i in range(5):
-        runtime_event_publish(session.pk, "session.state_changed", {"i": i, "text": KILOBYTE_OF_TEXT})
+    events_record(factories.event_numbered(session.pk, i, KILOBYTE_OF_TEXT) for i in range(5))
     epoch = log_epoch()
 
     settings.SYMPHAINY = {**settings.SYMPHAINY, "REPLAY_MAX_EVENTS": 4}

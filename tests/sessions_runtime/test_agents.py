@@ -132,3 +132,29 @@ def test_ending_the_session_fails_its_answers_before_its_end_event():
     assert _agent_events(session) == [("agent.started", message_id, None), ("agent.failed", message_id, "session_ended"),
                                       ("session.ended", None, "deleted")]
     assert not AgentAnswer.objects.exists()
+
+
+def test_a_step_writes_whole_then_appended_text_and_renews_the_lease(django_assert_max_num_queries):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sessions_runtime.answers import GO_ON, Progress, agent_answers_step
+    from sessions_runtime.models import AgentAnswer
+
+    session = _session()
+    ids = [uuid.UUID(_start(session)) for _ in range(3)]
+    AgentAnswer.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    agent_answers_step(progress=[Progress(answer_id=ids[0], text="it's ", next_index=1),
+                                 Progress(answer_id=ids[1], text="ab", next_index=2)])
+    # Appended to one, the whole text again for the other (as after a failed write), and
+    # the third only checked: its lease is renewed by the check.
+    with django_assert_max_num_queries(8):  # two writes, whatever the number of rows
+        verdicts = agent_answers_step(progress=[Progress(answer_id=ids[0], text="'quoted' ", next_index=3, append=True),
+                                                Progress(answer_id=ids[1], text="abc", next_index=3)], check=ids)
+    assert verdicts == dict.fromkeys(ids, GO_ON)
+    rows = {row.pk: row for row in AgentAnswer.objects.all()}
+    assert (rows[ids[0]].text, rows[ids[0]].next_index, rows[ids[0]].writes) == ("it's 'quoted' ", 3, 2)
+    assert (rows[ids[1]].text, rows[ids[1]].next_index, rows[ids[1]].writes) == ("abc", 3, 2)
+    assert (rows[ids[2]].text, rows[ids[2]].next_index, rows[ids[2]].writes) == ("", 0, 1)
+    assert all(row.lease_expires_at > timezone.now() for row in rows.values())

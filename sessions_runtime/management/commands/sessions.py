@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from accounts.models import Tenant, User, normalize_email
@@ -43,6 +43,11 @@ def _sessions(queryset: QuerySet[RuntimeSession]) -> QuerySet[RuntimeSession]:
     return queryset.select_related("user", "tenant").order_by("-created_at", "-id")
 
 
+def _with_sockets(queryset: QuerySet[RuntimeSession]) -> QuerySet[RuntimeSession]:
+    """Each session with its live sockets counted (`socket_count`), in the same query."""
+    return queryset.annotate(socket_count=Count("connections"))
+
+
 def _expires(session: RuntimeSession) -> Any:
     """When an active session stops being usable: the sooner of its two expiries."""
     return min(session.expires_at, session.idle_expires_at)
@@ -54,6 +59,12 @@ def _end_reason(session: RuntimeSession) -> str:
     if session.effective_status() == SessionStatus.EXPIRED:
         return session.expiry_reason() or ""
     return ""
+
+
+def _ended(session: RuntimeSession) -> str:
+    """'admin, by command' once ended (why, and which kind of actor); an expiry not yet
+    written down by a sweep shows its reason alone."""
+    return session.ended_shown() if session.end_reason else _end_reason(session)
 
 
 def _as_json(session: RuntimeSession) -> dict[str, Any]:
@@ -74,6 +85,7 @@ def _as_json(session: RuntimeSession) -> dict[str, Any]:
         "ended_at": iso(session.ended_at),
         "end_reason": _end_reason(session) or None,
         "ended_by": session.ended_by_type or None,
+        "sockets": getattr(session, "socket_count", None),
     }
 
 
@@ -104,7 +116,8 @@ class Command(BaseCommand):
 
         show = actions.add_parser(
             "show", help="Show one session.",
-            description="Show one session: its fields, live sockets, state version and recent executions.",
+            description="Show one session: its fields, its live sockets (process, since, client address, user "
+            "agent), state version and recent executions.",
         )
         show.add_argument("session_id", metavar="ID", help="The session's id (a UUID).")
 
@@ -149,7 +162,7 @@ class Command(BaseCommand):
         limit = options["limit"]
         if not isinstance(limit, int) or limit < 1:
             raise CommandError("--limit must be a whole number of at least 1.")
-        rows = list(_sessions(sessions)[:limit])
+        rows = list(_with_sockets(_sessions(sessions))[:limit])
         if options["json"]:
             for session in rows:
                 self.stdout.write(json.dumps(_as_json(session)))
@@ -159,11 +172,11 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             table(
-                ["id", "user", "tenant", "status", "created", "last seen", "expires", "end reason"],
+                ["id", "user", "tenant", "status", "created", "last seen", "expires", "sockets", "ended (reason, by)"],
                 (
                     [
                         s.pk, s.user.email, s.tenant.slug, s.effective_status(), when(s.created_at),
-                        when(s.last_seen_at), when(_expires(s)), _end_reason(s),
+                        when(s.last_seen_at), when(_expires(s)), s.socket_count, _ended(s),
                     ]
                     for s in rows
                 ),
@@ -191,13 +204,13 @@ class Command(BaseCommand):
             ("ended", when(session.ended_at)),
             ("end reason", _end_reason(session) or "-"),
             ("ended by", ended_by or "-"),
-            ("connections", Connection.objects.filter(session_id=session.pk).count()),
             ("state version", session_state_read(session=session).version),
             ("metadata", json.dumps(session.metadata, sort_keys=True)),
         ]
         width = max(len(name) for name, _ in fields)
         for name, value in fields:
             self.stdout.write(f"{name.ljust(width)}  {value}")
+        self._show_sockets(session, width)
         executions = list(Execution.objects.filter(session_id=session.pk).order_by("-created_at")[:RECENT_EXECUTIONS])
         if not executions:
             self.stdout.write("executions".ljust(width) + "  none")
@@ -207,6 +220,21 @@ class Command(BaseCommand):
             table(
                 ["id", "intent type", "status", "created", "finished"],
                 ([e.pk, e.intent_type, e.status, when(e.created_at), when(e.finished_at)] for e in executions),
+            )
+        )
+
+    def _show_sockets(self, session: RuntimeSession, width: int) -> None:
+        """The session's live sockets, by their connection id (what `sockets disconnect`
+        takes): the process holding each, since when, from where, with which client."""
+        sockets = list(Connection.objects.filter(session_id=session.pk).order_by("opened_at", "id"))
+        if not sockets:
+            self.stdout.write("sockets".ljust(width) + "  none")
+            return
+        self.stdout.write(f"\nSockets ({len(sockets)}, oldest first):")
+        self.stdout.write(
+            table(
+                ["connection", "process", "since", "client address", "user agent"],
+                ([c.pk, c.server_instance, when(c.opened_at), c.client_address, c.user_agent] for c in sockets),
             )
         )
 
