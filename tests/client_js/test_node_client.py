@@ -51,7 +51,8 @@ BASE_ENV = {
     "THROTTLE_REGISTER_ADDRESS": "1000/min",
 }
 SERVERS = {
-    "main": BASE_ENV,
+    # The refresh cookie on: restore() after a "reload" (without it, a login is as before).
+    "main": {**BASE_ENV, "AUTH_REFRESH_COOKIE": "1"},
     # Access tokens that live 3 s: a client that misses its refresh meets 4401 soon.
     "short_token": {**BASE_ENV, "ACCESS_TOKEN_LIFETIME_SECONDS": "3"},
     # Restarted in place by a Node test: a short drain, so the restart takes seconds.

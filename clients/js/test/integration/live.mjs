@@ -1,15 +1,19 @@
 // What the integration tests share: the servers tests/client_js/test_node_client.py started
 // (their URLs and its control server come in the environment), a client made the way a
-// Node app makes one, waits for conditions, and a TCP proxy that can cut a connection.
+// Node app makes one, waits for conditions, and a TCP proxy that can cut or hold a
+// connection. The client is the committed bundle, console/static/console/symphainy-client.js,
+// so these tests need no build and no npm install.
 //
-// Run through pytest (`.venv/bin/pytest tests/client_js -q`), which starts the servers; run
-// alone (`node --test` in clients/js), these tests skip. Node's runner loads this file as a
-// test file too (it is under test/): it defines no test.
+// Run through pytest (`.venv/bin/python -m pytest tests/client_js -q`), which starts the
+// servers; run alone, these tests skip. Node's runner loads this file as a test file too
+// (it is under test/): it defines no test.
 import net from "node:net";
 
 import { SymphainyClient } from "../../../../console/static/console/symphainy-client.js";
 
-export { ApiError, CloseCode, SymphainyClient } from "../../../../console/static/console/symphainy-client.js";
+export {
+  ApiError, CloseCode, ConnectError, SymphainyClient,
+} from "../../../../console/static/console/symphainy-client.js";
 
 const SERVERS = process.env.SYMPHAINY_TEST_SERVERS ? JSON.parse(process.env.SYMPHAINY_TEST_SERVERS) : null;
 const CONTROL = process.env.SYMPHAINY_TEST_CONTROL;
@@ -47,6 +51,32 @@ export const sessionEvents = (sessionId) => control("GET", `/sessions/${sessionI
 /** SIGTERM the server `name`, wait for it to exit and start it again on the same port. */
 export const serverRestart = (name) => control("POST", `/servers/${name}/restart`);
 
+/**
+ * A `fetch` with a cookie jar, which Node's has not: what a browser does with the refresh
+ * cookie (kept per name and path, sent back on requests under its path, dropped when the
+ * server expires it). The jar is shared by every fetch made with it, like a browser
+ * profile's; Secure is not enforced (the test servers speak plain HTTP).
+ */
+export function cookieFetch() {
+  const jar = new Map(); // name -> {value, path}
+  const jarFetch = async (url, init = {}) => {
+    const path = new URL(url).pathname;
+    const cookies = [...jar].filter(([, c]) => path.startsWith(c.path)).map(([name, c]) => `${name}=${c.value}`);
+    const headers = { ...init.headers, ...(cookies.length ? { Cookie: cookies.join("; ") } : {}) };
+    const response = await fetch(url, { ...init, headers });
+    for (const line of response.headers.getSetCookie()) {
+      const [pair, ...attributes] = line.split(";").map((part) => part.trim());
+      const [name, value] = [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)];
+      const attribute = (key) => attributes.find((a) => a.toLowerCase().startsWith(`${key}=`))?.split("=")[1];
+      if (attribute("max-age") === "0" || !value) jar.delete(name);
+      else jar.set(name, { value, path: attribute("path") ?? "/" });
+    }
+    return response;
+  };
+  jarFetch.jar = jar;
+  return jarFetch;
+}
+
 /** A plain API call, outside any client: `{status, body}`. */
 export async function api(baseUrl, method, path, { token, body, headers = {} } = {}) {
   const sent = { Accept: "application/json", ...headers };
@@ -69,33 +99,40 @@ export async function loginAside(baseUrl, user) {
 }
 
 /**
- * A client as a Node app makes one: the WebSocket is Node's own, sending the page's
- * `Origin` (`origin: null` sends none). Everything it does is recorded: `frames` (every
- * server frame), `closes`, `states`, and `sockets` (every socket it opened, with its URL).
+ * The WebSocket of these tests: Node's own (undici; global from Node 22, behind
+ * `--experimental-websocket` in 20), not the `ws` package docs/client.md suggests, so that
+ * the Python run needs no npm install. The client hands the handshake's headers (its
+ * `origin` and `headers` options) as a third argument, as `ws` takes them; undici takes
+ * them in its second, `{protocols, headers}`: this adapter moves them there and nothing
+ * more, so a client that sent no Origin is refused here as with `ws`. Every socket is
+ * recorded in `sockets`: `{url, headers, ws}`.
+ */
+function nodeWebSocket(sockets) {
+  return function NodeWebSocket(url, protocols, init) {
+    const ws = new WebSocket(url, init ? { protocols, headers: init.headers } : protocols);
+    sockets.push({ url: String(url), headers: init ? init.headers : null, ws });
+    return ws;
+  };
+}
+
+/**
+ * A client as a Node app makes one: `baseUrl`, the page's `origin` (`origin: null` sends
+ * none), Node's WebSocket, quick reconnects, and a connect timeout of 3 s (Node 20's
+ * WebSocket reports a refused connection with an `error` and never a `close`, so the
+ * client learns of it only by its `connectTimeoutMs`). Everything it does is recorded:
+ * `frames` (every server frame), `closes`, `states`, `events` (its own), `sockets`.
  */
 export function makeClient(baseUrl, { origin = new URL(baseUrl).origin, ...options } = {}) {
   const sockets = [];
-  function NodeWebSocket(url, protocols) {
-    const ws = new WebSocket(url, { protocols, headers: origin ? { Origin: origin } : {} });
-    sockets.push({ url: String(url), ws });
-    // Node 20's WebSocket (undici) reports a failed handshake (a refused TCP connection, a
-    // 403) with `error` only and never `close`: readyState stays CONNECTING. The browser
-    // client waits for the close, so it would sit in "connecting" for good; until the
-    // package's client, which handles that itself, replaces it, its sockets close with 1006
-    // after such an error, as a browser's do.
-    ws.addEventListener("error", () => {
-      if (ws.readyState === WebSocket.CONNECTING && ws.onclose) {
-        ws.onclose({ code: 1006, reason: "the handshake failed", wasClean: false });
-      }
-    });
-    return ws;
-  }
-  const client = new SymphainyClient({ baseUrl, WebSocket: NodeWebSocket, backoff: FAST_BACKOFF, ...options });
+  const client = new SymphainyClient({
+    baseUrl, WebSocket: nodeWebSocket(sockets), backoff: FAST_BACKOFF, connectTimeoutMs: 3000,
+    ...(origin ? { origin } : {}), ...options,
+  });
   const record = { client, sockets, frames: [], closes: [], states: [], events: [] };
   client.on("*", (frame) => record.frames.push(frame));
   client.on("close", (info) => record.closes.push(info));
   client.on("state", (info) => record.states.push(info.state));
-  for (const type of ["resumed", "resync.required", "session.ended", "auth.required", "session.not_found", "tokens"]) {
+  for (const type of ["resumed", "resync.required", "session.ended", "auth.required", "session.not_found", "tokens", "login"]) {
     client.on(type, (payload) => record.events.push({ type, payload }));
   }
   /** The runtime events received, with their `seq`. */
@@ -144,9 +181,10 @@ export function settledBefore(promise, other) {
 }
 
 /**
- * A TCP proxy in front of a server: `cut()` drops every connection through it (the client
- * sees 1006, as after a network drop) and holds new ones, unanswered, until `release()`.
- * Its `url` is what the client uses as its base URL, for HTTP and the socket alike.
+ * A TCP proxy in front of a server: `hold()` accepts new connections and leaves them
+ * unanswered (a listener that never answers) until `release()` pipes them through;
+ * `cut()` also drops every connection through it (the client sees 1006, as after a network
+ * drop). Its `url` is what the client uses as its base URL, for HTTP and the socket alike.
  */
 export class TcpProxy {
   constructor(targetUrl) {
@@ -183,8 +221,12 @@ export class TcpProxy {
     upstream.pipe(socket);
   }
 
-  cut() {
+  hold() {
     this.holding = true;
+  }
+
+  cut() {
+    this.hold();
     for (const { socket, upstream } of [...this.pairs]) {
       socket.destroy();
       upstream.destroy();

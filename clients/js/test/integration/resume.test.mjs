@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
 import {
-  bounded, CloseCode, api, closeClient, connectedClient, live, loginAside, serverRestart, serverUrl, sessionEvents,
-  TcpProxy, until,
+  CloseCode, FAST_BACKOFF, TcpProxy, api, bounded, closeClient, connectedClient, live, loginAside, serverRestart,
+  serverUrl, sessionEvents, until,
 } from "./live.mjs";
 
 /** Merge `data` into the session's state over HTTP; the new version. */
@@ -92,7 +92,8 @@ describe("a client in Node resumes", live, () => {
 
   test("after a server restart: 1012, back on the restarted process, nothing lost", bounded(60_000), async () => {
     const base = serverUrl("restartable");
-    const made = await connectedClient(base);
+    // A ceiling above the drain's hints (at most 1 s), which the client caps at it.
+    const made = await connectedClient(base, { backoff: { ...FAST_BACKOFF, maxMs: 1000 } });
     try {
       const sessionId = made.ready.session_id;
       // A batch of ~3 s: still running when the drain closes the socket, so its events go
@@ -107,6 +108,10 @@ describe("a client in Node resumes", live, () => {
       const closed = await until(() => made.closes[0], "the socket to close");
       assert.equal(closed.code, CloseCode.SERVICE_RESTART, JSON.stringify(closed));
       assert.equal(closed.retry, true);
+      // The drain said when to come back, and the client waited that instead of its backoff.
+      const hint = made.frames.find((f) => f.type === "server.restart");
+      assert.ok(hint, "a server.restart frame before the 1012");
+      assert.equal(closed.delayMs, hint.reconnect_after_ms);
       await restarted;
 
       const resumed = await until(() => made.events.find((e) => e.type === "resumed"), "resumed on the restarted server",
@@ -117,7 +122,11 @@ describe("a client in Node resumes", live, () => {
       assert.equal(ready.at(-1).session_id, sessionId);
       assert.equal(ready.at(-1).recovered, true);
       await until(() => made.frames.find((f) => f.event_type === "execution.completed" && f.data.execution_id === executionId),
-        "the batch to complete on the restarted server", { timeoutMs: 30_000 });
+        "the batch to complete on the restarted server", { timeoutMs: 30_000 }).catch(async (error) => {
+        const status = await made.client.api("GET", `/api/execution/${executionId}/status`).catch((e) => e);
+        const kinds = made.positioned().map((f) => `${f.seq} ${f.event_type}`);
+        throw new Error(`${error.message}\nthe execution: ${JSON.stringify(status)}\nreceived: ${kinds}`);
+      });
       await assertNothingLost(made, sessionId);
       assert.equal(made.events.filter((e) => e.type === "resync.required").length, 0);
       // The restarted process serves the socket: an answer over it.

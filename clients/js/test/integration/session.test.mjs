@@ -1,10 +1,12 @@
-// Login, the socket's handshake (its Origin), an agent answer and its cancel, against a
-// real server (see live.mjs).
+// Login and register, the socket's handshake (its Origin, its timeout), an agent answer and
+// its cancel, against a real server (see live.mjs).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
+import { randomUUID } from "node:crypto";
+
 import {
-  bounded, ApiError, closeClient, connectedClient, live, makeClient, newUser, serverUrl, until,
+  ApiError, ConnectError, TcpProxy, bounded, closeClient, connectedClient, live, makeClient, newUser, serverUrl, until,
 } from "./live.mjs";
 
 describe("a client in Node", live, () => {
@@ -27,6 +29,7 @@ describe("a client in Node", live, () => {
       assert.equal(url.searchParams.get("session_id"), session.sessionId);
       assert.ok(!made.sockets[0].url.includes("token"), "no token in the socket's URL");
       assert.equal(made.sockets[0].ws.protocol, "symphainy.v1");
+      assert.equal(made.sockets[0].headers.Origin, new URL(base).origin, "the origin option, sent");
 
       // The API with the client's token: the same session.
       const me = await made.client.api("GET", "/api/auth/me");
@@ -49,22 +52,74 @@ describe("a client in Node", live, () => {
     await assert.rejects(made.client.connect(), /log/i);
   });
 
-  test("the server refuses a socket without the page's Origin", bounded(), async () => {
-    // Node's WebSocket sends no Origin of its own; `makeClient` gives it the page's, and
-    // without it (the only difference from the test above) the handshake is refused.
+  test("without the page's Origin the handshake is refused: connect() rejects, it does not hang", bounded(), async () => {
+    // Node's WebSocket sends no Origin of its own: the `origin` option is the only
+    // difference from the first test.
     const user = await newUser();
     const made = makeClient(serverUrl(), { origin: null });
     try {
       await made.client.login(user.email, user.password);
-      const ready = made.client.connect();
-      ready.catch(() => {});
-      const refused = await until(() => made.closes.find((close) => close.code === 1006), "the refused handshake",
-        { detail: () => JSON.stringify(made.closes) });
-      assert.equal(refused.retry, true);
+      await assert.rejects(made.client.connect(), (error) => {
+        assert.ok(error instanceof ConnectError, String(error));
+        assert.equal(error.retry, true); // a browser cannot tell a refusal from a drop
+        return true;
+      });
+      assert.equal(made.sockets[0].headers, null);
       assert.equal(made.frames.filter((f) => f.type === "session.ready").length, 0);
-      // (The browser client retries a refused handshake, as a browser cannot tell it from
-      // a drop, and its connect() stays pending, even after a disconnect() between two
-      // attempts.)
+      made.client.disconnect();
+      assert.equal(made.client.state, "idle");
+    } finally {
+      await closeClient(made);
+    }
+  });
+
+  test("connect() rejects after connectTimeoutMs against a listener that never answers", bounded(), async () => {
+    const proxy = await new TcpProxy(serverUrl()).listen();
+    const user = await newUser();
+    const made = makeClient(proxy.url, { connectTimeoutMs: 500 });
+    try {
+      await made.client.login(user.email, user.password); // through the proxy, answered
+      proxy.hold(); // from now on it accepts connections and never answers them
+      const accepted = proxy.accepted;
+      const started = Date.now();
+      await assert.rejects(made.client.connect(), (error) => {
+        assert.ok(error instanceof ConnectError, String(error));
+        assert.equal(error.retry, true);
+        return true;
+      });
+      assert.ok(Date.now() - started >= 500, "not before the timeout");
+      assert.ok(proxy.accepted > accepted, "the socket reached the listener");
+      assert.ok(["reconnecting", "connecting"].includes(made.client.state), made.client.state);
+      // Once the listener answers, the client's own retries get in.
+      proxy.release();
+      const ready = await until(() => made.frames.find((f) => f.type === "session.ready"), "the retry's session.ready");
+      assert.equal(ready.session_id, made.client.session.sessionId);
+    } finally {
+      await closeClient(made);
+      await proxy.close();
+    }
+  });
+
+  test("register() creates an account and opens its first session", bounded(), async () => {
+    const made = makeClient(serverUrl());
+    try {
+      const email = `node-${randomUUID()}@example.com`;
+      const session = await made.client.register(email, `Pw-${randomUUID()}`, { name: "Node", tenantName: "Node's" });
+      assert.match(session.sessionId, /^[0-9a-f-]{36}$/);
+      assert.ok(session.roles.includes("owner"), JSON.stringify(session.roles));
+      const ready = await made.client.connect();
+      assert.equal(ready.session_id, session.sessionId);
+      const me = await made.client.api("GET", "/api/auth/me");
+      assert.equal(me.email, email);
+      assert.equal(me.tenant_name, "Node's");
+      // Taken: 409, and the client stays as it was.
+      const other = makeClient(serverUrl());
+      await assert.rejects(other.client.register(email, `Pw-${randomUUID()}`), (error) => {
+        assert.ok(error instanceof ApiError, String(error));
+        assert.equal(error.status, 409);
+        return true;
+      });
+      assert.equal(other.client.loggedIn, false);
     } finally {
       await closeClient(made);
     }

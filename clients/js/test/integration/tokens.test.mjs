@@ -1,10 +1,13 @@
-// The close codes about the caller's right to the socket, against real servers (see
-// live.mjs): 4401 (the token expired unrefreshed) → refresh, then reconnect to the same
-// session; 4409 (the session ended elsewhere) → stop for good.
+// Tokens and the session's end, against real servers (see live.mjs): 4401 (the token
+// expired unrefreshed) → refresh, then reconnect to the same session; 4409 (the session
+// ended elsewhere) → stop for good; a reload keeps the session through the refresh cookie.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { bounded, CloseCode, api, closeClient, connectedClient, live, loginAside, serverUrl, until } from "./live.mjs";
+import {
+  CloseCode, api, bounded, closeClient, connectedClient, cookieFetch, live, loginAside, makeClient, newUser, serverUrl,
+  until,
+} from "./live.mjs";
 
 describe("a client in Node", live, () => {
   test("4401: refreshes its tokens, then reconnects to the same session", bounded(), async () => {
@@ -83,6 +86,43 @@ describe("a client in Node", live, () => {
       assert.equal(made.sockets.length, 1);
     } finally {
       await closeClient(made);
+    }
+  });
+
+  test("restore() after a reload takes the same session over through the refresh cookie", bounded(), async () => {
+    const base = serverUrl();
+    const browser = cookieFetch(); // one browser profile: its cookies outlive the page
+    const user = await newUser();
+    const before = makeClient(base, { fetch: browser, refreshCookie: true });
+    const after = makeClient(base, { fetch: browser, refreshCookie: true });
+    try {
+      const session = await before.client.login(user.email, user.password);
+      assert.ok(browser.jar.size === 1, "the refresh token went into a cookie");
+      await before.client.connect();
+      await before.client.refresh(); // a refresh through the cookie rotates it
+      // The reload: the page and its client are gone without a logout; a new page's client
+      // has nothing in memory.
+      before.client.disconnect();
+      assert.equal(after.client.loggedIn, false);
+      const restored = await after.client.restore();
+      assert.equal(restored.sessionId, session.sessionId);
+      assert.equal(restored.userId, user.user_id);
+      const ready = await after.client.connect();
+      assert.equal(ready.session_id, session.sessionId);
+      const answered = new Promise((resolve) => after.client.on("agent.completed", resolve));
+      after.client.sendMessage("same session");
+      assert.equal((await answered).text, "SAME SESSION");
+
+      // After a logout the cookie is gone and there is nothing to restore.
+      await after.client.logout();
+      const third = makeClient(base, { fetch: browser, refreshCookie: true });
+      assert.equal(await third.client.restore(), null);
+      assert.equal(third.client.loggedIn, false);
+      // Without a cookie at all, neither.
+      assert.equal(await makeClient(base, { fetch: cookieFetch(), refreshCookie: true }).client.restore(), null);
+    } finally {
+      await closeClient(before);
+      await closeClient(after);
     }
   });
 });
