@@ -25,7 +25,7 @@ export interface SocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 /** `new WebSocket(url, protocols, options?)`; `options` (`{headers, origin}`) is passed only when set. */
-export type WebSocketConstructor = new (url: string, protocols: string[], options?: any) => object;
+export type WebSocketConstructor = new (url: string, protocols: string[] | object, options?: any) => object;
 
 /** Where the online/offline and visibility hints come from (a browser's window and document). */
 export interface Hints {
@@ -95,6 +95,8 @@ const REFRESH_REFUSALS = new Set(["invalid_token", "token_expired", "not_authent
  * events the server never sends, such as coalesced progress). */
 const REPLAY_QUIET_MS = 500;
 const REFRESH_COOKIE_HEADER = "X-Symphainy-Refresh";
+/** How long a socket's close event may lag behind its error before the client stops waiting. */
+const ERROR_CLOSE_GRACE_MS = 1000;
 
 type LoginAnswer = Schemas["LoginOutput"] & { refresh_cookie?: boolean };
 type TokenAnswer = Partial<Schemas["LoginOutput"]> & { access_token: string; expires_in: number; refresh_cookie?: boolean };
@@ -136,6 +138,8 @@ export class SymphainyClient {
   private _replay: { since: number; until: number; replayed: number } | null = null;
   /** A draining server's `server.restart` hint: when to come back after its 1012. */
   private _restartAfterMs: number | null = null;
+  /** Counts the attempts `_open` started, so that one overtaken while it refreshed gives up. */
+  private _opening = 0;
   /** Frames received, for the wake-up probe. */
   private _received = 0;
   private _hintsBound = false;
@@ -203,14 +207,14 @@ export class SymphainyClient {
    * (docs/client.md). A frame at or below the last position seen is a duplicate, dropped
    * before any handler. Returns a function that removes the handler.
    */
-  on<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): () => void {
+  on<K extends EventName>(type: K, fn: Handler<K>): () => void {
     let handlers = this._handlers.get(type);
     if (!handlers) this._handlers.set(type, (handlers = new Set()));
     handlers.add(fn as (...args: any[]) => void);
     return () => this.off(type, fn);
   }
 
-  off<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): void {
+  off<K extends EventName>(type: K, fn: Handler<K>): void {
     this._handlers.get(type)?.delete(fn as (...args: any[]) => void);
   }
 
@@ -510,17 +514,19 @@ export class SymphainyClient {
   private async _open(): Promise<void> {
     clearTimeout(this._timers.reconnect);
     if (!this._wanted || !this._tokens) return;
+    const opening = ++this._opening;
     this._setState("connecting", { attempt: this._attempt });
     if (this._tokens.expiresAt - Date.now() < this._marginMs()) {
       // Never a stale token on a reconnect (after a sleep, say): the wall clock decides.
       try {
         await this.refresh();
       } catch {
-        if (!this._tokens || !this._wanted) return; // the session is gone: reported already
+        // The session is gone (reported already), or another attempt took over.
+        if (!this._tokens || !this._wanted || opening !== this._opening) return;
         this._closed({ code: CloseCode.ABNORMAL, reason: "token refresh failed" });
         return;
       }
-      if (!this._wanted || this._ws || this._state !== "connecting") return;
+      if (!this._wanted || this._ws || this._state !== "connecting" || opening !== this._opening) return;
     }
     this._asked = this._position ? { ...this._position } : null;
     this._restartAfterMs = null;
@@ -529,7 +535,7 @@ export class SymphainyClient {
     try {
       if (!Socket) throw new Error("No WebSocket here: pass the WebSocket option (Node 20: the ws package).");
       const protocols = [SUBPROTOCOL, `bearer.${(this._tokens as Tokens).access}`];
-      ws = (this._socketOptions ? new Socket(this._socketUrl(), protocols, this._socketOptions) : new Socket(this._socketUrl(), protocols)) as SocketLike;
+      ws = this._socketNew(Socket, protocols);
     } catch (error) {
       this._closed({ code: CloseCode.ABNORMAL, reason: String((error as Error)?.message ?? error) });
       return;
@@ -537,11 +543,30 @@ export class SymphainyClient {
     this._ws = ws;
     ws.onmessage = (event) => this._onFrame(ws, event.data);
     ws.onclose = (event) => this._onClose(ws, event);
-    ws.onerror = () => {}; // a close event follows, with the code
+    // A close event follows an error, with the code; Node 20's own WebSocket fires none
+    // after a refused handshake, so one that does not come soon is taken as a drop.
+    ws.onerror = () => {
+      setTimeout(() => {
+        if (ws === this._ws) this._abandon(ws, "an error and no close");
+      }, ERROR_CLOSE_GRACE_MS);
+    };
     clearTimeout(this._timers.connect);
     this._timers.connect = setTimeout(() => {
       if (ws === this._ws && this._state === "connecting") this._abandon(ws, `no session.ready within ${this.connectTimeoutMs} ms`);
     }, this.connectTimeoutMs);
+  }
+
+  /**
+   * A new socket. `origin` and `headers` go as `ws` takes them (a third argument), or, to
+   * Node's own WebSocket (undici: the global one in Node), as its init object.
+   */
+  private _socketNew(Socket: WebSocketConstructor, protocols: string[]): SocketLike {
+    const url = this._socketUrl();
+    const options = this._socketOptions;
+    if (!options) return new Socket(url, protocols) as SocketLike;
+    const node = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
+    if (!this._WebSocket && node) return new Socket(url, { protocols, headers: options.headers } as never) as SocketLike;
+    return new Socket(url, protocols, options) as SocketLike;
   }
 
   /** Give up on a socket that does not answer: drop it now rather than wait for its close. */
@@ -668,6 +693,7 @@ export class SymphainyClient {
     clearTimeout(this._timers.heartbeat);
     clearTimeout(this._timers.replay);
     clearTimeout(this._timers.probe);
+    this._timers.probe = undefined;
     this._replay = null; // cut short: the next socket resumes from the last event received
     this._ack?.reject(new Error("socket closed"));
     const beforeReady = this._state === "connecting";
@@ -827,7 +853,8 @@ export class SymphainyClient {
   private _setState(state: SocketState, info: Omit<Parameters<Handler<"state">>[0], "state" | "previous">): void {
     const previous = this._state;
     if (previous === state && state !== "reconnecting") return;
-    if (!transitionAllowed(previous, state)) throw new Error(`symphainy-client: no transition ${previous} → ${state}`);
+    // A bug, not the caller's doing: say so, and carry on rather than break the app.
+    if (!transitionAllowed(previous, state)) console.error(`symphainy-client: no transition ${previous} → ${state}`);
     this._state = state;
     this._emit("state", { state, previous, ...info });
   }

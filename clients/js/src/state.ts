@@ -4,12 +4,13 @@
  * - connecting: a socket is being opened (or the tokens refreshed first);
  * - open: `session.ready` arrived;
  * - reconnecting: waiting before the next attempt (or refreshing after 4401);
- * - closed: given up after a final close code; the tokens are forgotten (log in again).
+ * - closed: given up after a final close code, or the session was lost over HTTP; the
+ *   tokens are forgotten (log in again).
  */
 export type SocketState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 export const TRANSITIONS = {
-  idle: ["connecting"],
+  idle: ["connecting", "closed"],
   connecting: ["open", "reconnecting", "closed", "idle"],
   open: ["reconnecting", "closed", "idle"],
   reconnecting: ["connecting", "reconnecting", "closed", "idle"],

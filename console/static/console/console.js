@@ -1,11 +1,14 @@
 /**
  * The console page: wires the form and panels of console/index.html to one
- * SymphainyClient. Everything shown comes from the public API and the socket.
+ * SymphainyClient (the bundle of clients/js, docs/client.md). Everything shown comes from
+ * the public API and the socket.
  */
 import { ApiError, SymphainyClient } from "./symphainy-client.js";
 
 const $ = (id) => document.getElementById(id);
-const client = new SymphainyClient();
+// The refresh cookie, where the server offers it (AUTH_REFRESH_COOKIE), keeps the session
+// over a reload; elsewhere the tokens stay in memory and a reload means a new login.
+const client = new SymphainyClient({ refreshCookie: true });
 const MAX_LOG_ENTRIES = 60;
 
 /** Executions this page started, by id: their last progress. */
@@ -73,17 +76,7 @@ $("login-form").addEventListener("submit", async (event) => {
   try {
     await client.login($("login-email").value, $("login-password").value);
     $("login-password").value = "";
-    $("login-notice").hidden = true;
-    showApp(true);
-    tenantName = null;
-    currentSessionRow = null;
-    recovery("");
-    renderSession();
-    status("Logged in. Opening the socket…");
-    loadMe();
-    loadSessions();
-    loadState();
-    await client.connect();
+    await enter("Logged in. Opening the socket…");
   } catch (error) {
     if (!client.loggedIn) {
       $("login-error").textContent = describe(error);
@@ -93,6 +86,37 @@ $("login-form").addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+
+/** Show the session's panels, load them, and open the socket. */
+async function enter(message) {
+  $("login-notice").hidden = true;
+  showApp(true);
+  tenantName = null;
+  currentSessionRow = null;
+  recovery("");
+  renderSession();
+  status(message);
+  loadMe();
+  loadSessions();
+  loadState();
+  await client.connect();
+}
+
+/** After a reload: back into the same session through the refresh cookie, if there is one. */
+async function restore() {
+  let session = null;
+  try {
+    session = await client.restore();
+  } catch (error) {
+    logEvent("restore", `could not restore the session: ${describe(error)}`);
+  }
+  if (!session || $("app").hidden === false) return; // nothing to restore, or logged in meanwhile
+  try {
+    await enter("Session restored. Opening the socket…");
+  } catch (error) {
+    if (!client.loggedIn) status("Not logged in.");
+  }
+}
 
 $("logout").addEventListener("click", async () => {
   try {
@@ -426,3 +450,5 @@ async function endSession(sessionId, button) {
 }
 
 $("sessions-reload").addEventListener("click", loadSessions);
+
+restore();

@@ -44,6 +44,39 @@ describe("connect", () => {
     expect(socket.options).toEqual({ headers: { "X-Trace": "1", Origin: "http://app.test" }, origin: "http://app.test" });
   });
 
+  it("hands origin and headers to Node's own WebSocket (the global one) as its init object", async () => {
+    vi.stubGlobal("WebSocket", FakeSocket);
+    const { socket } = await opened({ WebSocket: undefined, origin: "http://app.test" });
+    expect(socket.protocols).toEqual({ protocols: ["symphainy.v1", "bearer.a1"], headers: { Origin: "http://app.test" } });
+    expect(socket.options).toBeUndefined();
+    vi.unstubAllGlobals();
+  });
+
+  it("takes an error that no close follows as a drop (Node 20's WebSocket after a refused handshake)", async () => {
+    const { client } = makeClient({ connectTimeoutMs: 10000 });
+    await client.login("a@b.c", "pw");
+    const outcome = client.connect().catch((e) => e);
+    await settle();
+    FakeSocket.last.onerror?.({});
+    await vi.advanceTimersByTimeAsync(999);
+    expect(client.state).toBe("connecting");
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await outcome).toMatchObject({ name: "ConnectError", code: 1006 });
+    expect(client.state).toBe("reconnecting");
+    client.disconnect();
+  });
+
+  it("an error followed by its close keeps the close's code", async () => {
+    const { client, socket } = await opened();
+    const closes: number[] = [];
+    client.on("close", (info) => closes.push(info.code));
+    socket.onerror?.({});
+    socket.drop(1011);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(closes[0]).toBe(1011);
+    expect(closes).not.toContain(1006);
+  });
+
   it("rejects before login, and without a WebSocket", async () => {
     const { client } = makeClient();
     await expect(client.connect()).rejects.toThrow("Not logged in");
@@ -287,6 +320,15 @@ describe("tokens", () => {
     await expect(client.refresh()).rejects.toMatchObject({ status: 401 });
     expect(ended).toHaveBeenCalledOnce();
     expect(client.state).toBe("closed");
+  });
+
+  it("a session lost over HTTP before any socket ends in closed", async () => {
+    const { client, api, states } = makeClient();
+    await client.login("a@b.c", "pw");
+    api.next("/api/auth/refresh", 401, { error: "session_ended", message: "ended" });
+    await expect(client.refresh()).rejects.toMatchObject({ status: 401 });
+    expect(states).toEqual(["idle>closed"]);
+    allowed(states);
   });
 
   it("shares one refresh between concurrent callers", async () => {
