@@ -11,7 +11,6 @@ the ORM do not share a thread).
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
 
 import pytest
 from django.contrib import admin
@@ -27,8 +26,8 @@ from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import EndReason, Execution, ExecutionStatus, Intent, RuntimeSession
 from sessions_runtime.services import session_end
 from tests import factories
-from tests.browser.test_console import CHROMIUM, TIMEOUT_MS, _screenshot, browser_ready, sync_playwright  # noqa: F401
-from tests.live import LiveServer, running
+from tests.browser.test_admin_pages import server, signed_in  # noqa: F401 - the module's server fixture
+from tests.browser.test_console import CHROMIUM, _screenshot, browser_ready, sync_playwright  # noqa: F401
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
 
@@ -91,15 +90,6 @@ COPY = """(selector) => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[LiveServer]:
-    # The rows' server processes stay alive for the whole test: the server's heartbeat
-    # sweeps the records of processes silent for SERVER_STALE_AFTER.
-    with running(tmp_path_factory.mktemp("daphne-admin-widths"), THROTTLE_LOGIN_ADDRESS="1000/min",
-                 SERVER_STALE_AFTER_SECONDS="3600") as live:
-        yield live
-
-
 def _rows() -> User:
     """An operator and a page of every list with the widest values an operator meets."""
     staff = User.objects.create_superuser(email="operations.on-call.lead@platform-team.example.com",
@@ -146,13 +136,7 @@ def test_every_admin_list_fits_a_laptop_screen_without_cutting_a_column(browser_
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(server.http + "/admin/login/")
-            page.fill("#id_username", staff.email)
-            page.fill("#id_password", factories.PASSWORD)
-            page.click("input[type=submit]")
-            page.wait_for_selector("#site-name")
+            page = signed_in(browser, server, staff, width=width, height=height)
             for url in lists:
                 page.goto(server.http + url)
                 name = url.strip("/").replace("/", "-")

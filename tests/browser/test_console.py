@@ -123,10 +123,11 @@ class Console:
         return body
 
 
-def _console(server: LiveServer) -> Iterator[Console]:
+def _console(server: LiveServer, *, args: tuple[str, ...] = ()) -> Iterator[Console]:
+    """The console in a fresh Chromium (`args`: more of its command-line flags)."""
     user = factories.make_user()  # before the browser starts: see the module docstring
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", *args])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)

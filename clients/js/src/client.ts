@@ -533,7 +533,7 @@ export class SymphainyClient {
     const Socket = this._WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     let ws: SocketLike;
     try {
-      if (!Socket) throw new Error("No WebSocket here: pass the WebSocket option (Node 20: the ws package).");
+      if (!Socket) throw new Error("No WebSocket here: pass the WebSocket option (Node 20: the ws package, or run with --experimental-websocket).");
       const protocols = [SUBPROTOCOL, `bearer.${(this._tokens as Tokens).access}`];
       ws = this._socketNew(Socket, protocols);
     } catch (error) {
