@@ -34,10 +34,17 @@ def memory_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
 
 
 def _reload(console: Console) -> int:
-    """Reload the page and wait for its restore attempt; returns that refresh's status."""
+    """Reload the page and wait for its restore's refresh; returns that refresh's status."""
     with console.page.expect_response(lambda r: r.url.endswith("/api/auth/refresh")) as answer:
         console.page.reload()
     return answer.value.status
+
+
+def _refreshes(console: Console) -> list[str]:
+    """From now on, every refresh request the page sends."""
+    sent: list[str] = []
+    console.page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/api/auth/refresh") else None)
+    return sent
 
 
 def test_a_reload_keeps_the_session_through_the_refresh_cookie(browser_ready, cookie_server):
@@ -45,6 +52,7 @@ def test_a_reload_keeps_the_session_through_the_refresh_cookie(browser_ready, co
         page = console.open().login().page
         session_id = page.locator("#session-id").inner_text()
         assert page.evaluate("document.cookie") == ""  # HttpOnly: no script sees it
+        assert page.evaluate("Object.entries(localStorage)") == [["symphainy.refresh-cookie", "1"]]  # a note, no token
 
         assert _reload(console) == 200
         expect(page.locator("#socket-state")).to_have_text("open")
@@ -61,21 +69,28 @@ def test_a_reload_keeps_the_session_through_the_refresh_cookie(browser_ready, co
         page.get_by_role("button", name="Reload sessions").click()
         expect(page.locator("#sessions-body")).to_contain_text("(this one)")
 
-        # Logging out clears the cookie: the next reload shows the login form, and no socket opens.
+        # Logging out clears the cookie (and the client's note of it): the next reload shows
+        # the login form without asking the server, and no socket opens.
         page.get_by_role("button", name="Log out").click()
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-        assert _reload(console) == 401
+        refreshes = _refreshes(console)
+        page.reload()
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
         expect(page.locator("#status")).to_have_text("Not logged in.")
-        assert len(console.sockets) == 2
+        console.login()  # the page's script has run (and its restore with it)
+        assert refreshes == [] and len(console.sockets) == 3
 
 
 def test_without_the_cookie_a_reload_means_a_new_login(browser_ready, memory_server):
     with contextlib.contextmanager(_console)(memory_server) as console:
         page = console.open().login().page
-        assert _reload(console) == 400  # the cookie path is off: a refresh needs its token in the body
+        assert page.evaluate("localStorage.length") == 0  # the login got no cookie: no note of one
+        session_id = page.locator("#session-id").inner_text()
+        refreshes = _refreshes(console)
+        page.reload()
         expect(page.get_by_role("heading", name="Log in")).to_be_visible()
         expect(page.locator("#status")).to_have_text("Not logged in.")
-        assert len(console.sockets) == 1
         console.login()  # a new session, as before
         assert len(console.sockets) == 2
+        assert page.locator("#session-id").inner_text() != session_id
+        assert refreshes == []  # the page did not ask for a cookie it was never given
