@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from core.admin import ReadOnlyAdmin, UserEmailFilter, admin_caller, short_id
+from core.admin import ReadOnlyAdmin, UserEmailFilter, address_shown, admin_caller, email_column, short_id
 from core.exceptions import CloseCode
 from realtime.disconnects import socket_disconnect
 from realtime.models import Connection, ServerInstance
@@ -26,7 +26,10 @@ USER_AGENT_SHOWN = 60  # characters on the list page; the whole string is on the
 
 @admin.register(Connection)
 class ConnectionAdmin(ReadOnlyAdmin):
-    list_display = ["id", "user", "session_link", "opened_at", "client_address", "user_agent_shown", "server_instance"]
+    list_display = [
+        "id", email_column("user__email", "user"), "session_link", "opened_at", "address", "user_agent_shown",
+        "server_instance",
+    ]
     list_display_links = ["id"]
     list_select_related = ["user"]
     list_filter = ["server_instance", UserEmailFilter]
@@ -38,6 +41,10 @@ class ConnectionAdmin(ReadOnlyAdmin):
     def session_link(self, connection: Connection) -> str:
         url = reverse("admin:sessions_runtime_runtimesession_change", args=[connection.session_id])
         return format_html('<a href="{}">{}</a>', url, short_id(connection.session_id))
+
+    @admin.display(description="client address", ordering="client_address")
+    def address(self, connection: Connection) -> str:
+        return address_shown(connection.client_address)
 
     @admin.display(description="user agent", ordering="user_agent")
     def user_agent_shown(self, connection: Connection) -> str:

@@ -25,7 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
-from core.admin import IdOrEmailSearch, ReadOnlyAdmin, UserEmailFilter, admin_caller, short_id
+from core.admin import IdOrEmailSearch, ReadOnlyAdmin, UserEmailFilter, admin_caller, email_column, short_id
 from core.exceptions import ExecutionFinished
 from realtime.models import Connection
 from sessions_runtime.executions import execution_cancel
@@ -114,8 +114,8 @@ class ExecutionInline(admin.TabularInline):
 class RuntimeSessionAdmin(ReadOnlyAdmin):
     # What an operator needs, narrow enough for 1366 px; the full id is on the page.
     list_display = [
-        "short_id", "user", "tenant", "status_shown", "created_at", "last_seen_at", "next_expiry", "live_sockets",
-        "ended",
+        "short_id", email_column("user__email", "user"), "tenant", "status_shown", "created_at", "last_seen_at",
+        "next_expiry", "live_sockets", "ended",
     ]
     list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]
@@ -250,8 +250,8 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 @admin.register(Execution)
 class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     list_display = [
-        "short_id", "intent_type", "status", "progress_shown", "user", "tenant", "session_link", "created_at",
-        "finished_at",
+        "short_id", "intent_type", "status", "progress_shown", email_column("user__email", "user"), "tenant",
+        "session_link", "created_at", "finished_at",
     ]
     list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]

@@ -25,7 +25,7 @@ export interface SocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 /** `new WebSocket(url, protocols, options?)`; `options` (`{headers, origin}`) is passed only when set. */
-export type WebSocketConstructor = new (url: string, protocols: string[], options?: any) => object;
+export type WebSocketConstructor = new (url: string, protocols: string[] | object, options?: any) => object;
 
 /** Where the online/offline and visibility hints come from (a browser's window and document). */
 export interface Hints {
@@ -95,6 +95,26 @@ const REFRESH_REFUSALS = new Set(["invalid_token", "token_expired", "not_authent
  * events the server never sends, such as coalesced progress). */
 const REPLAY_QUIET_MS = 500;
 const REFRESH_COOKIE_HEADER = "X-Symphainy-Refresh";
+/**
+ * A note in localStorage (no secret: "1") that this browser holds a refresh cookie, so
+ * that `restore()` asks the server only then, not on every page load of a site without it.
+ */
+const COOKIE_NOTE = "symphainy.refresh-cookie";
+
+function cookieNote(value?: boolean): boolean {
+  try {
+    const store = (globalThis as { localStorage?: Storage }).localStorage;
+    if (!store) return true; // nowhere to keep a note (Node): always ask
+    if (value === true) store.setItem(COOKIE_NOTE, "1");
+    else if (value === false) store.removeItem(COOKIE_NOTE);
+    return store.getItem(COOKIE_NOTE) === "1";
+  } catch {
+    return true; // storage refused (a private window): always ask
+  }
+}
+
+/** How long a socket's close event may lag behind its error before the client stops waiting. */
+const ERROR_CLOSE_GRACE_MS = 1000;
 
 type LoginAnswer = Schemas["LoginOutput"] & { refresh_cookie?: boolean };
 type TokenAnswer = Partial<Schemas["LoginOutput"]> & { access_token: string; expires_in: number; refresh_cookie?: boolean };
@@ -205,14 +225,14 @@ export class SymphainyClient {
    * (docs/client.md). A frame at or below the last position seen is a duplicate, dropped
    * before any handler. Returns a function that removes the handler.
    */
-  on<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): () => void {
+  on<K extends EventName>(type: K, fn: Handler<K>): () => void {
     let handlers = this._handlers.get(type);
     if (!handlers) this._handlers.set(type, (handlers = new Set()));
     handlers.add(fn as (...args: any[]) => void);
     return () => this.off(type, fn);
   }
 
-  off<K extends EventName>(type: K, fn: (...args: NoInfer<EventMap[K]>) => void): void {
+  off<K extends EventName>(type: K, fn: Handler<K>): void {
     this._handlers.get(type)?.delete(fn as (...args: any[]) => void);
   }
 
@@ -262,6 +282,7 @@ export class SymphainyClient {
   async restore(): Promise<SessionInfo | null> {
     if (this._tokens) return this.session;
     if (!this.refreshCookie) throw new Error("restore() needs the refreshCookie option.");
+    if (!cookieNote()) return null; // no login here was given a cookie
     let answer: TokenAnswer;
     try {
       answer = await this._cookieRefresh();
@@ -305,6 +326,7 @@ export class SymphainyClient {
       permissions: answer.permissions, sessionExpiresAt: answer.session_expires_at,
     };
     this._tokensKeep(answer);
+    if (this.refreshCookie) cookieNote(answer.refresh_cookie === true);
     const session = this.session as SessionInfo;
     this._emit("login", session);
     return session;
@@ -531,9 +553,9 @@ export class SymphainyClient {
     const Socket = this._WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     let ws: SocketLike;
     try {
-      if (!Socket) throw new Error("No WebSocket here: pass the WebSocket option (Node 20: the ws package).");
+      if (!Socket) throw new Error("No WebSocket here: pass the WebSocket option (Node 20: the ws package, or run with --experimental-websocket).");
       const protocols = [SUBPROTOCOL, `bearer.${(this._tokens as Tokens).access}`];
-      ws = (this._socketOptions ? new Socket(this._socketUrl(), protocols, this._socketOptions) : new Socket(this._socketUrl(), protocols)) as SocketLike;
+      ws = this._socketNew(Socket, protocols);
     } catch (error) {
       this._closed({ code: CloseCode.ABNORMAL, reason: String((error as Error)?.message ?? error) });
       return;
@@ -541,11 +563,30 @@ export class SymphainyClient {
     this._ws = ws;
     ws.onmessage = (event) => this._onFrame(ws, event.data);
     ws.onclose = (event) => this._onClose(ws, event);
-    ws.onerror = () => {}; // a close event follows, with the code
+    // A close event follows an error, with the code; Node 20's own WebSocket fires none
+    // after a refused handshake, so one that does not come soon is taken as a drop.
+    ws.onerror = () => {
+      setTimeout(() => {
+        if (ws === this._ws) this._abandon(ws, "an error and no close");
+      }, ERROR_CLOSE_GRACE_MS);
+    };
     clearTimeout(this._timers.connect);
     this._timers.connect = setTimeout(() => {
       if (ws === this._ws && this._state === "connecting") this._abandon(ws, `no session.ready within ${this.connectTimeoutMs} ms`);
     }, this.connectTimeoutMs);
+  }
+
+  /**
+   * A new socket. `origin` and `headers` go as `ws` takes them (a third argument), or, to
+   * Node's own WebSocket (undici: the global one in Node), as its init object.
+   */
+  private _socketNew(Socket: WebSocketConstructor, protocols: string[]): SocketLike {
+    const url = this._socketUrl();
+    const options = this._socketOptions;
+    if (!options) return new Socket(url, protocols) as SocketLike;
+    const node = Boolean((globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node);
+    if (!this._WebSocket && node) return new Socket(url, { protocols, headers: options.headers } as never) as SocketLike;
+    return new Socket(url, protocols, options) as SocketLike;
   }
 
   /** Give up on a socket that does not answer: drop it now rather than wait for its close. */
@@ -818,6 +859,7 @@ export class SymphainyClient {
   }
 
   private _forget(): void {
+    if (this.refreshCookie) cookieNote(false);
     for (const timer of Object.values(this._timers)) clearTimeout(timer);
     this._timers.probe = undefined;
     this._tokens = null;

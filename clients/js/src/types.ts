@@ -82,4 +82,9 @@ export type EventMap = { [K in keyof ServerFrames]: [frame: ServerFrames[K]] } &
 } & { [K in keyof ClientEvents]: [payload: ClientEvents[K]] } & Final;
 
 export type EventName = keyof EventMap;
-export type Handler<K extends EventName> = (...args: EventMap[K]) => void;
+/**
+ * The handler of event `K`. Written as a conditional type so that `K` is inferred from the
+ * event's name only, never from the handler (an annotated handler would otherwise pick the
+ * event), while a handler may still take fewer arguments than the event gives.
+ */
+export type Handler<K extends EventName> = EventMap[K] extends infer A extends unknown[] ? (...args: A) => void : never;

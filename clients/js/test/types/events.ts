@@ -12,6 +12,10 @@ client.on("agent.token", (data, frame) => {
   // @ts-expect-error a field agent.token does not have
   void data.tokn;
 });
+// A handler may take fewer arguments than the event gives, or none.
+client.on("agent.token", (data) => void data.index);
+client.on("agent.completed", () => {});
+client.on("execution.progress", (data) => void data.execution_id);
 // @ts-expect-error a misspelt event name
 client.on("agent.tokn", () => {});
 // @ts-expect-error a server frame type that does not exist

@@ -44,6 +44,39 @@ describe("connect", () => {
     expect(socket.options).toEqual({ headers: { "X-Trace": "1", Origin: "http://app.test" }, origin: "http://app.test" });
   });
 
+  it("hands origin and headers to Node's own WebSocket (the global one) as its init object", async () => {
+    vi.stubGlobal("WebSocket", FakeSocket);
+    const { socket } = await opened({ WebSocket: undefined, origin: "http://app.test" });
+    expect(socket.protocols).toEqual({ protocols: ["symphainy.v1", "bearer.a1"], headers: { Origin: "http://app.test" } });
+    expect(socket.options).toBeUndefined();
+    vi.unstubAllGlobals();
+  });
+
+  it("takes an error that no close follows as a drop (Node 20's WebSocket after a refused handshake)", async () => {
+    const { client } = makeClient({ connectTimeoutMs: 10000 });
+    await client.login("a@b.c", "pw");
+    const outcome = client.connect().catch((e) => e);
+    await settle();
+    FakeSocket.last.onerror?.({});
+    await vi.advanceTimersByTimeAsync(999);
+    expect(client.state).toBe("connecting");
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await outcome).toMatchObject({ name: "ConnectError", code: 1006 });
+    expect(client.state).toBe("reconnecting");
+    client.disconnect();
+  });
+
+  it("an error followed by its close keeps the close's code", async () => {
+    const { client, socket } = await opened();
+    const closes: number[] = [];
+    client.on("close", (info) => closes.push(info.code));
+    socket.onerror?.({});
+    socket.drop(1011);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(closes[0]).toBe(1011);
+    expect(closes).not.toContain(1006);
+  });
+
   it("rejects before login, and without a WebSocket", async () => {
     const { client } = makeClient();
     await expect(client.connect()).rejects.toThrow("Not logged in");
@@ -459,6 +492,30 @@ describe("register, and the refresh cookie", () => {
     expect(FakeSocket.last.token).toBe("a5");
     FakeSocket.last.receive(ready({ session_id: "s7" }));
     await connected;
+  });
+
+  it("in a browser, restore() asks only after a login here was given the cookie (a note in localStorage)", async () => {
+    const store = new Map<string, string>();
+    vi.stubGlobal("localStorage", {
+      getItem: (k: string) => store.get(k) ?? null,
+      setItem: (k: string, v: string) => void store.set(k, v),
+      removeItem: (k: string) => void store.delete(k),
+    });
+    const api = fakeApi();
+    const { client } = makeClient({ refreshCookie: true }, api);
+    expect(await client.restore()).toBeNull();
+    expect(api.calls).toEqual([]); // no note: no request
+    api.next("/api/auth/login", 200, {
+      access_token: "a1", token_type: "Bearer", expires_in: 900, session_id: "s1", session_expires_at: "2030-01-01T00:00:00Z",
+      user_id: "u1", tenant_id: "t1", roles: [], permissions: [], refresh_cookie: true,
+    });
+    await client.login("a@b.c", "pw");
+    expect(store.get("symphainy.refresh-cookie")).toBe("1"); // a flag, never a token
+    await client.logout();
+    expect(store.has("symphainy.refresh-cookie")).toBe(false);
+    await client.login("a@b.c", "pw"); // the server without the cookie: the token in the body
+    expect(store.has("symphainy.refresh-cookie")).toBe(false);
+    vi.unstubAllGlobals();
   });
 
   it("without the option restore() refuses, and login keeps today's body", async () => {

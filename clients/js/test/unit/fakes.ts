@@ -10,7 +10,7 @@ export class FakeSocket {
   onclose: ((event: { code: number; reason: string; wasClean?: boolean }) => void) | null = null;
   onerror: ((event: unknown) => void) | null = null;
 
-  constructor(readonly url: string, readonly protocols: string[], readonly options?: any) {
+  constructor(readonly url: string, readonly protocols: any, readonly options?: any) {
     FakeSocket.all.push(this);
   }
 
