@@ -6,9 +6,27 @@
 import { ApiError, SymphainyClient } from "./symphainy-client.js";
 
 const $ = (id) => document.getElementById(id);
-// The refresh cookie, where the server offers it (AUTH_REFRESH_COOKIE), keeps the session
-// over a reload; elsewhere the tokens stay in memory and a reload means a new login.
-const client = new SymphainyClient({ refreshCookie: true });
+
+/**
+ * Whether the page keeps its session over a reload through the refresh cookie: the server
+ * offers it (AUTH_REFRESH_COOKIE; the page's `data-refresh-cookie`) and this browser keeps a
+ * Secure cookie here. Chromium and Firefox do on loopback over plain HTTP (`make run`);
+ * Safari does not (WebKit bug 281149), nor does any browser on another host without TLS.
+ * There a login's refresh token would go into a cookie the browser drops, and the session
+ * would end at its first refresh: so the page keeps its tokens in memory instead, and a
+ * reload means a new login. A script cannot set the server's HttpOnly cookie, but a Secure
+ * one it sets is kept, or not, by the same rule; the probe is removed at once.
+ */
+function refreshCookieUsable() {
+  if (document.body.dataset.refreshCookie !== "on") return false;
+  const probe = "symphainy_secure_probe";
+  document.cookie = `${probe}=1; Secure; SameSite=Strict; Path=/; Max-Age=10`;
+  const kept = document.cookie.split("; ").includes(`${probe}=1`);
+  document.cookie = `${probe}=; Secure; SameSite=Strict; Path=/; Max-Age=0`;
+  return kept;
+}
+
+const client = new SymphainyClient({ refreshCookie: refreshCookieUsable() });
 const MAX_LOG_ENTRIES = 60;
 
 /** Executions this page started, by id: their last progress. */
@@ -102,15 +120,28 @@ async function enter(message) {
   await client.connect();
 }
 
-/** After a reload: back into the same session through the refresh cookie, if there is one. */
+/**
+ * On load: back into the same session through the refresh cookie, if there is one (the
+ * page hides the login form meanwhile), else the login form.
+ */
 async function restore() {
+  if (!client.refreshCookie) {
+    showApp(false);
+    status("Not logged in.");
+    return;
+  }
   let session = null;
   try {
     session = await client.restore();
   } catch (error) {
-    logEvent("restore", `could not restore the session: ${describe(error)}`);
+    $("login-notice").textContent = `Could not restore the session: ${describe(error)}`;
+    $("login-notice").hidden = false;
   }
-  if (!session || $("app").hidden === false) return; // nothing to restore, or logged in meanwhile
+  if (!session) {
+    showApp(false);
+    status("Not logged in.");
+    return;
+  }
   try {
     await enter("Session restored. Opening the socket…");
   } catch (error) {
