@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 
 from tests import factories
+from tests.frames import text_check
 from tests.live import ROOT, LiveServer, running
 from tests.waiting import wait_until
 
@@ -95,6 +96,9 @@ class Console:
     def record(self, ws: "WebSocket") -> None:
         self.sockets.append(ws)
         ws.on("framereceived", lambda payload: self.frames.append(json.loads(payload)))
+        # Both directions checked against /asyncapi.json (tests/frames.py).
+        ws.on("framereceived", lambda payload: text_check(payload, direction="server"))
+        ws.on("framesent", lambda payload: text_check(payload, direction="client"))
         ws.on("close", lambda ws: self.closed.append(ws.url))
 
     def frames_of(self, kind: str) -> list[dict[str, Any]]:

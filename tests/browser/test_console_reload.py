@@ -105,6 +105,9 @@ def test_a_reload_keeps_the_session_through_the_refresh_cookie(console):
     page = console.open().login().page
     session_id = page.locator("#session-id").inner_text()
     assert page.evaluate("document.cookie") == ""
+    # The client notes that this browser holds a cookie (a flag, no token), so that a page
+    # asks the server only then.
+    assert page.evaluate("Object.entries(localStorage)") == [["symphainy.refresh-cookie", "1"]]
 
     assert _reload(console) == 200
     _restored(console, session_id)
@@ -118,13 +121,19 @@ def test_a_reload_keeps_the_session_through_the_refresh_cookie(console):
     page.get_by_role("button", name="Reload sessions").click()
     expect(page.locator("#sessions-body")).to_contain_text("(this one)")
 
-    # Logging out clears the cookie: the next reload shows the login form, and no socket opens.
+    # Logging out clears the cookie, and the client's note of it: the next reload shows the
+    # login form without asking the server, and no socket opens.
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    assert _reload(console) == 401
+    assert page.evaluate("localStorage.length") == 0
+    refreshes: list[str] = []
+    page.on("request", lambda r: refreshes.append(r.url) if "/api/auth/refresh" in r.url else None)
+    page.reload()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     expect(page.locator("#status")).to_have_text("Not logged in.")
     assert len(console.sockets) == 2
+    console.login()  # the page's script has run, and its restore with it
+    assert refreshes == [] and len(console.sockets) == 3
 
 
 def test_a_restore_that_fails_shows_the_login_form_and_why(console):

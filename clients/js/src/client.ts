@@ -95,6 +95,24 @@ const REFRESH_REFUSALS = new Set(["invalid_token", "token_expired", "not_authent
  * events the server never sends, such as coalesced progress). */
 const REPLAY_QUIET_MS = 500;
 const REFRESH_COOKIE_HEADER = "X-Symphainy-Refresh";
+/**
+ * A note in localStorage (no secret: "1") that this browser holds a refresh cookie, so
+ * that `restore()` asks the server only then, not on every page load of a site without it.
+ */
+const COOKIE_NOTE = "symphainy.refresh-cookie";
+
+function cookieNote(value?: boolean): boolean {
+  try {
+    const store = (globalThis as { localStorage?: Storage }).localStorage;
+    if (!store) return true; // nowhere to keep a note (Node): always ask
+    if (value === true) store.setItem(COOKIE_NOTE, "1");
+    else if (value === false) store.removeItem(COOKIE_NOTE);
+    return store.getItem(COOKIE_NOTE) === "1";
+  } catch {
+    return true; // storage refused (a private window): always ask
+  }
+}
+
 /** How long a socket's close event may lag behind its error before the client stops waiting. */
 const ERROR_CLOSE_GRACE_MS = 1000;
 
@@ -264,6 +282,7 @@ export class SymphainyClient {
   async restore(): Promise<SessionInfo | null> {
     if (this._tokens) return this.session;
     if (!this.refreshCookie) throw new Error("restore() needs the refreshCookie option.");
+    if (!cookieNote()) return null; // no login here was given a cookie
     let answer: TokenAnswer;
     try {
       answer = await this._cookieRefresh();
@@ -307,6 +326,7 @@ export class SymphainyClient {
       permissions: answer.permissions, sessionExpiresAt: answer.session_expires_at,
     };
     this._tokensKeep(answer);
+    if (this.refreshCookie) cookieNote(answer.refresh_cookie === true);
     const session = this.session as SessionInfo;
     this._emit("login", session);
     return session;
@@ -839,6 +859,7 @@ export class SymphainyClient {
   }
 
   private _forget(): void {
+    if (this.refreshCookie) cookieNote(false);
     for (const timer of Object.values(this._timers)) clearTimeout(timer);
     this._timers.probe = undefined;
     this._tokens = null;

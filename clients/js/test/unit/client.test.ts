@@ -494,6 +494,30 @@ describe("register, and the refresh cookie", () => {
     await connected;
   });
 
+  it("in a browser, restore() asks only after a login here was given the cookie (a note in localStorage)", async () => {
+    const store = new Map<string, string>();
+    vi.stubGlobal("localStorage", {
+      getItem: (k: string) => store.get(k) ?? null,
+      setItem: (k: string, v: string) => void store.set(k, v),
+      removeItem: (k: string) => void store.delete(k),
+    });
+    const api = fakeApi();
+    const { client } = makeClient({ refreshCookie: true }, api);
+    expect(await client.restore()).toBeNull();
+    expect(api.calls).toEqual([]); // no note: no request
+    api.next("/api/auth/login", 200, {
+      access_token: "a1", token_type: "Bearer", expires_in: 900, session_id: "s1", session_expires_at: "2030-01-01T00:00:00Z",
+      user_id: "u1", tenant_id: "t1", roles: [], permissions: [], refresh_cookie: true,
+    });
+    await client.login("a@b.c", "pw");
+    expect(store.get("symphainy.refresh-cookie")).toBe("1"); // a flag, never a token
+    await client.logout();
+    expect(store.has("symphainy.refresh-cookie")).toBe(false);
+    await client.login("a@b.c", "pw"); // the server without the cookie: the token in the body
+    expect(store.has("symphainy.refresh-cookie")).toBe(false);
+    vi.unstubAllGlobals();
+  });
+
   it("without the option restore() refuses, and login keeps today's body", async () => {
     const { client, api } = makeClient();
     await expect(client.restore()).rejects.toThrow("refreshCookie");
