@@ -63,9 +63,10 @@ def frame_problem(frame: Any, *, direction: str) -> str | None:
     message = _document()["components"]["messages"].get(name)
     if message is None or message["x-direction"] != direction:
         return f"no {direction} message `{name}` in the document"
-    error = jsonschema.exceptions.best_match(_validator(message["title"]).iter_errors(frame))
-    if error is None:
+    validator = _validator(message["title"])
+    if validator.is_valid(frame):
         return None
+    error = jsonschema.exceptions.best_match(validator.iter_errors(frame))
     return f"{error.message} at {'/'.join(map(str, error.absolute_path)) or 'the frame'} ({message['title']})"
 
 

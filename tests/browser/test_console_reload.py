@@ -136,6 +136,16 @@ def test_a_reload_keeps_the_session_through_the_refresh_cookie(console):
     assert refreshes == [] and len(console.sockets) == 3
 
 
+def test_a_restore_that_fails_shows_the_login_form_and_why(console):
+    page = console.open().login().page
+    page.route("**/api/auth/refresh", lambda route: route.abort())  # the network is gone
+    page.reload()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#login-notice")).to_contain_text("Could not restore the session")
+    expect(page.locator("#status")).to_have_text("Not logged in.")
+    assert len(console.sockets) == 1
+
+
 def _reload_mid_answer(console: Console) -> None:
     """Log in, ask, and reload once the first words are on screen."""
     page = console.open().login().page

@@ -206,7 +206,7 @@ def test_the_node_client_against_real_servers(node, servers, tmp_path):
     # A process group of its own: on a timeout the test files' processes go too (the runner
     # alone would leave them, and a client in them retrying for good).
     runner = subprocess.Popen(
-        [*node, "--test-reporter=spec", str(NODE_TESTS)],
+        [*node, "--test-reporter=spec", os.environ.get("SYMPHAINY_NODE_TESTS", str(NODE_TESTS))],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     timed_out = False

@@ -99,36 +99,40 @@ export async function loginAside(baseUrl, user) {
 }
 
 /**
- * The WebSocket of these tests: Node's own (undici; global from Node 22, behind
- * `--experimental-websocket` in 20), not the `ws` package docs/client.md suggests, so that
- * the Python run needs no npm install. The client hands the handshake's headers (its
- * `origin` and `headers` options) as a third argument, as `ws` takes them; undici takes
- * them in its second, `{protocols, headers}`: this adapter moves them there and nothing
- * more, so a client that sent no Origin is refused here as with `ws`. Every socket is
- * recorded in `sockets`: `{url, headers, ws}`.
+ * The WebSocket is Node's own (undici; global from Node 22, behind
+ * `--experimental-websocket` in 20), which the client uses when none is passed, with its
+ * `origin` and `headers` in undici's init object: no `ws` package, so the Python run needs
+ * no npm install. It is wrapped once, here, to record every socket opened (its URL and
+ * handshake headers); the client still takes its own Node path (no `WebSocket` option).
  */
-function nodeWebSocket(sockets) {
-  return function NodeWebSocket(url, protocols, init) {
-    const ws = new WebSocket(url, init ? { protocols, headers: init.headers } : protocols);
-    sockets.push({ url: String(url), headers: init ? init.headers : null, ws });
-    return ws;
+const OPENED = [];
+if (globalThis.WebSocket) {
+  globalThis.WebSocket = class RecordedWebSocket extends globalThis.WebSocket {
+    constructor(url, init) {
+      super(url, init);
+      OPENED.push({ url: String(url), headers: (init && init.headers) || null, ws: this });
+    }
   };
 }
 
 /**
  * A client as a Node app makes one: `baseUrl`, the page's `origin` (`origin: null` sends
- * none), Node's WebSocket, quick reconnects, and a connect timeout of 3 s (Node 20's
- * WebSocket reports a refused connection with an `error` and never a `close`, so the
- * client learns of it only by its `connectTimeoutMs`). Everything it does is recorded:
- * `frames` (every server frame), `closes`, `states`, `events` (its own), `sockets`.
+ * none), quick reconnects and a connect timeout of 3 s. Everything it does is recorded:
+ * `frames` (every server frame), `closes`, `states`, `events` (its own), and `sockets`
+ * (`{url, headers, ws}` of each socket opened for its sessions).
  */
 export function makeClient(baseUrl, { origin = new URL(baseUrl).origin, ...options } = {}) {
-  const sockets = [];
   const client = new SymphainyClient({
-    baseUrl, WebSocket: nodeWebSocket(sockets), backoff: FAST_BACKOFF, connectTimeoutMs: 3000,
-    ...(origin ? { origin } : {}), ...options,
+    baseUrl, backoff: FAST_BACKOFF, connectTimeoutMs: 3000, ...(origin ? { origin } : {}), ...options,
   });
-  const record = { client, sockets, frames: [], closes: [], states: [], events: [] };
+  const sessions = new Set();
+  const record = {
+    client, frames: [], closes: [], states: [], events: [],
+    get sockets() {
+      return OPENED.filter((s) => sessions.has(new URL(s.url).searchParams.get("session_id")));
+    },
+  };
+  client.on("login", (session) => sessions.add(session.sessionId));
   client.on("*", (frame) => record.frames.push(frame));
   client.on("close", (info) => record.closes.push(info));
   client.on("state", (info) => record.states.push(info.state));
@@ -140,13 +144,13 @@ export function makeClient(baseUrl, { origin = new URL(baseUrl).origin, ...optio
   return record;
 }
 
-/** A new user, a client logged in as them and connected: `{...makeClient(), user, ready}`. */
+/** A new user, a client logged in as them and connected: `makeClient()`'s record with `user` and `ready`. */
 export async function connectedClient(baseUrl, options = {}) {
   const user = await newUser();
   const made = makeClient(baseUrl, options);
   await made.client.login(user.email, user.password);
   const ready = await made.client.connect();
-  return { ...made, user, ready };
+  return Object.assign(made, { user, ready }); // not a spread: `sockets` is a getter
 }
 
 /** Close the client, whatever state it is in, so that the test's process can end. */
@@ -193,8 +197,11 @@ export class TcpProxy {
     this.held = [];
     this.holding = false;
     this.accepted = 0;
+    this.sockets = new Set(); // every connection, so that close() ends them all
     this.server = net.createServer((socket) => {
       this.accepted += 1;
+      this.sockets.add(socket);
+      socket.on("close", () => this.sockets.delete(socket));
       if (this.holding) this.held.push(socket);
       else this._pipe(socket);
     });
@@ -241,7 +248,8 @@ export class TcpProxy {
 
   async close() {
     this.cut();
-    for (const socket of this.held.splice(0)) socket.destroy();
+    this.held.length = 0;
+    for (const socket of this.sockets) socket.destroy();
     await new Promise((resolve) => this.server.close(resolve));
   }
 }

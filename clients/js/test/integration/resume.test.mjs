@@ -60,7 +60,7 @@ describe("a client in Node resumes", live, () => {
         const { body } = await api(serverUrl(), "GET", `/api/execution/${executionId}/status`, { token: aside.access_token });
         return body.status === "completed";
       }, "the batch to complete");
-      assert.equal(made.sockets.length, 2, "the client is trying again");
+      assert.ok(made.sockets.length >= 2, "the client is trying again");
       assert.ok(!stateVersion(made, 2), "nothing reached the client while it was away");
 
       proxy.release();
@@ -68,7 +68,7 @@ describe("a client in Node resumes", live, () => {
         { detail: () => JSON.stringify(made.frames.slice(-5)) });
       assert.equal(resumed.payload.recovered, true);
       assert.equal(resumed.payload.since, before.seq);
-      const url = new URL(made.sockets[1].url);
+      const url = new URL(made.sockets.at(-1).url);
       assert.equal(url.searchParams.get("since"), String(before.seq));
       assert.equal(url.searchParams.get("epoch"), before.epoch);
       const ready = made.frames.filter((f) => f.type === "session.ready");
@@ -85,6 +85,7 @@ describe("a client in Node resumes", live, () => {
       assert.ok(replayed.length >= 5, `the replay: ${replayed.map((f) => f.event_type)}`);
       assert.equal(made.events.filter((e) => e.type === "resync.required").length, 0);
     } finally {
+      proxy.release(); // the logout goes through it
       await closeClient(made);
       await proxy.close();
     }
