@@ -30,6 +30,10 @@ examples: $(BIN)/.installed-examples
 # The demo runs on the public development key with DEBUG off; it says so explicitly,
 # since the service otherwise refuses to start on that key (core.E001).
 run: export SYMPHAINY_INSECURE_DEV_KEY ?= 1
+# A reload of the console keeps its session (the refresh cookie, docs/security.md): what
+# someone trying the demo expects. Browsers keep that Secure cookie on loopback over plain
+# HTTP; on another host without TLS the console goes without it (docs/client.md).
+run: export AUTH_REFRESH_COOKIE ?= 1
 run: venv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0

@@ -34,7 +34,7 @@ from accounts.services import (
     user_deactivate,
     user_password_set,
 )
-from core.admin import ReadOnlyAdmin, admin_caller, adopt_saved
+from core.admin import ReadOnlyAdmin, admin_caller, adopt_saved, email_column
 from core.audit import audit_record
 from core.caller import Caller
 from core.conf import runtime_settings
@@ -106,7 +106,7 @@ class UserAdmin(_MembershipFormsetMixin, DjangoUserAdmin):
     add_form = UserCreationAdminForm
     change_password_form = SessionEndingPasswordForm
     ordering = ["email"]
-    list_display = ["email", "name", "is_active", "is_staff", "date_joined"]
+    list_display = [email_column("email", "email"), "name", "is_active", "is_staff", "date_joined"]
     list_filter = ["is_active", "is_staff"]
     search_fields = ["email", "name"]
     readonly_fields = ["date_joined", "last_login"]

@@ -93,10 +93,11 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def start(kind: str, env: dict[str, str], *, app: str | None = None, root: Path = ROOT) -> Server:
-    """A server of `kind` on a free port, from the checkout at `root` (this one unless a
-    benchmark compares with another)."""
-    port = free_port()
+def start(kind: str, env: dict[str, str], *, app: str | None = None, port: int | None = None,
+          root: Path = ROOT) -> Server:
+    """A server of `kind` on `port` (a free one by default), from the checkout at `root`
+    (this one unless a benchmark compares with another)."""
+    port = port or free_port()
     if kind == "daphne":
         command = [PYTHON, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
         if app:
@@ -112,7 +113,8 @@ def start(kind: str, env: dict[str, str], *, app: str | None = None, root: Path 
     output: Any = subprocess.DEVNULL
     if log_dir:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        output = open(Path(log_dir) / f"{kind}-{port}.log", "wb")  # noqa: SIM115 - the child keeps it
+        # Appended: a process started again on its port (bench/restart.py) keeps the old one's lines.
+        output = open(Path(log_dir) / f"{kind}-{port}.log", "ab")  # noqa: SIM115 - the child keeps it
     path = os.pathsep.join(p for p in (str(root), pythonpath()) if p)
     process = subprocess.Popen(
         command, cwd=root, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": path},
@@ -168,10 +170,14 @@ from accounts.tokens import tokens_issue
 from sessions_runtime.session_intents import SessionIntentAction, session_intent_build
 from core.caller import Caller
 from sessions_runtime.services import session_create
+from django.contrib.auth.hashers import make_password
 tenant = tenant_create(name="bench")
+hashed = make_password("bench-password-123")  # once: the hasher takes ~150 ms a password
 out = []
 for i in range({count}):
-    user = User.objects.create_user(email=f"bench{{i}}@example.com", password="bench-password-123")
+    user = User.objects.create_user(email=f"bench{{i}}@example.com")
+    user.password = hashed
+    user.save(update_fields=["password"])
     m = membership_add(user=user, tenant=tenant, role=Role.MEMBER)
     s = session_create(intent=session_intent_build(user_id=user.pk, tenant_id=tenant.pk, role=m.role, action=SessionIntentAction.COMMAND), caller=Caller.system())
     t = tokens_issue(session=s)

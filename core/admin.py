@@ -3,13 +3,15 @@ read-only base, the id-or-email search, and the audit trail's admin."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import escape, format_html
+from django.utils.safestring import mark_safe
 
 from core.caller import Caller
 from core.drf import client_address
@@ -51,6 +53,35 @@ def short_id(value: object) -> str:
                        text, head, sep, rest)
 
 
+def email_shown(email: str | None) -> str:
+    """An email that wraps where a reader expects, after the @ and before a dot (`<wbr>`),
+    never in the middle of a word ('-' for none)."""
+    if not email:
+        return "-"
+    return mark_safe("<wbr>".join(escape(piece) for piece in re.split(r"(?=\.)|(?<=@)", email)))  # noqa: S308
+
+
+def address_shown(address: str | None) -> str:
+    """A client address that wraps after a colon (an IPv6 address is up to 39 characters)."""
+    if not address:
+        return "-"
+    return mark_safe("<wbr>".join(escape(piece) for piece in re.split(r"(?<=:)", address)))  # noqa: S308
+
+
+def email_column(path: str, description: str) -> Callable[[Model], str]:
+    """A list column of the email at `path` ("user__email", "email"), shown by
+    `email_shown` and sorted by it; its cells have the class `field-<first part>`."""
+
+    def column(obj: Model) -> str:
+        value: Any = obj
+        for part in path.split("__"):
+            value = getattr(value, part, None) if value is not None else None
+        return email_shown(value)
+
+    column.__name__ = path.split("__")[0]
+    return admin.display(description=description, ordering=path)(column)
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Records written by the runtime itself: visible, never edited by hand."""
 
@@ -84,7 +115,10 @@ class IdOrEmailSearch:
 @admin.register(AuditEvent)
 class AuditEventAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     search_id_field = "session_id"
-    list_display = ["at", "kind", "actor_type", "actor", "user", "tenant", "session_shown", "client_address"]
+    list_display = [
+        "at", "kind", "actor_type", email_column("actor__email", "actor"), email_column("user__email", "user"),
+        "tenant", "session_shown", "address",
+    ]
     list_select_related = ["actor", "user", "tenant"]
     list_filter = ["kind", "actor_type"]
     search_fields = ["=session_id", "user__email"]
@@ -94,6 +128,10 @@ class AuditEventAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     @admin.display(description="session", ordering="session_id")
     def session_shown(self, event: AuditEvent) -> str:
         return short_id(event.session_id)
+
+    @admin.display(description="client address", ordering="client_address")
+    def address(self, event: AuditEvent) -> str:
+        return address_shown(event.client_address)
 
 
 class UserEmailFilter(admin.SimpleListFilter):

@@ -158,6 +158,15 @@ def _true_or_false(name: str, value: Any) -> list[str]:
     return [] if isinstance(value, bool) else _in(name, f"must be True or False, not {value!r}.")
 
 
+def _cookie_name(name: str, value: Any) -> list[str]:
+    # RFC 6265's cookie-name is an RFC 2616 token: visible ASCII but separators.
+    if not isinstance(value, str) or not value or any(
+        not 32 < ord(char) < 127 or char in '()<>@,;:\\"/[]?={}' for char in value
+    ):
+        return _in(name, f"must be a cookie name (an RFC 6265 token: ASCII letters, digits and !#$%&'*+-.^_`|~), not {value!r}.")
+    return []
+
+
 def _network_list(name: str, value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)):
         return _in(name, f"must be a list of networks, not {value!r}.")
@@ -179,6 +188,7 @@ A_RATE = Check("parses as a rate, e.g. 60/10s or 100/min", "core.E003", _rate)
 NOT_EMPTY = Check("not empty", "core.E008", _text(unset_allowed=False))
 NOT_EMPTY_OR_UNSET = Check("not empty, or unset", "core.E008", _text(unset_allowed=True))
 TRUE_OR_FALSE = Check("true or false", "core.E008", _true_or_false)
+A_COOKIE_NAME = Check("a cookie name (an RFC 6265 token: no spaces, `;`, `=` or quotes)", "core.E008", _cookie_name)
 A_NETWORK_LIST = Check("each a network, e.g. 10.0.0.0/8", "core.E008", _network_list)
 # Checked by sessions_runtime.checks, which knows the backends, runners and handlers.
 A_STATE_BACKEND = Check("database, memory, redis or a backend's dotted path that imports", "sessions_runtime.E001")
@@ -230,6 +240,12 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "a just-rotated refresh token presented again this soon by the same client (address and User-Agent), "
           "while its successor is unused, gets that successor instead of ending the session "
           "([security.md](security.md)); `0` turns it off"),
+        S("AUTH_REFRESH_COOKIE", False, "AUTH_REFRESH_COOKIE", FLAG, TRUE_OR_FALSE,
+          "`1` lets a browser keep its session over a reload: a login that asks (`refresh_cookie: true`) gets its "
+          "refresh token as an HttpOnly, Secure, SameSite=Strict cookie scoped to `/api/auth/refresh` instead of "
+          "in the body ([security.md](security.md#the-refresh-cookie)); `0`: no cookie is ever set or read"),
+        S("AUTH_REFRESH_COOKIE_NAME", "symphainy_refresh", "AUTH_REFRESH_COOKIE_NAME", TEXT, A_COOKIE_NAME,
+          "the refresh cookie's name (`__Secure-symphainy_refresh` makes browsers refuse it unless Secure)"),
         S("LOGIN_LOCKOUT_AFTER_FAILURES", 5, "LOGIN_LOCKOUT_AFTER_FAILURES", COUNT, AT_LEAST_ONE,
           "failed logins of one account *from one address* before that pair is locked (other addresses are not "
           "affected)"),

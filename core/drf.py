@@ -113,7 +113,7 @@ _ERRORS: dict[int, str] = {
     401: "No token, an invalid or expired one (`not_authenticated`, `invalid_token`, `token_expired`, "
     "`invalid_credentials`), or its session has ended (`session_ended`).",
     403: "Authenticated but not allowed (`permission_denied`, `tenant_access_denied`, `registration_closed`, "
-    "`session_policy_violation`).",
+    "`session_policy_violation`), or a refresh from the cookie that is not the page's own (`csrf_failed`).",
     404: "Not found, or not the caller's to see (`not_found`).",
     409: "In conflict with the current state (`conflict`, `session_not_active`, `email_taken`, "
     "`idempotency_in_flight`, `execution_finished`).",
@@ -167,6 +167,16 @@ class EmailTextField(OnlyStrings, serializers.EmailField):
 
 class RegexTextField(OnlyStrings, serializers.RegexField):
     """A string matching a pattern (in the schema too)."""
+
+
+class FlagField(serializers.BooleanField):
+    """A JSON `true` or `false` only. DRF's own also takes "yes", 1 and "on", which the
+    schema (`type: boolean`) does not allow."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 def text_pattern(field: serializers.CharField) -> str:

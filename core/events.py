@@ -28,7 +28,8 @@ NOTIFY_CHANNEL = "symphainy_session_events"
 # Control events: acted upon by the server, never sent as frames.
 SESSION_ENDED = "session.ended"
 ACCESS_CHANGED = "access.changed"
-CONTROL_KINDS = frozenset({SESSION_ENDED, ACCESS_CHANGED})
+SOCKET_DISCONNECT = "socket.disconnect"  # one socket of the session, by its channel name
+CONTROL_KINDS = frozenset({SESSION_ENDED, ACCESS_CHANGED, SOCKET_DISCONNECT})
 # Execution progress may be coalesced on replay: only the latest per execution is sent.
 EXECUTION_PROGRESS = "execution.progress"
 
@@ -160,6 +161,13 @@ def sessions_ended_record(session_ids: Iterable[uuid.UUID], *, reason: str, clos
     )
 
 
+def socket_disconnect_record(session_id: uuid.UUID, *, channel_name: str, close_code: CloseCode) -> None:
+    """The socket of this session with this channel name closes with `close_code`, on
+    whichever process holds it; the session and its other sockets carry on."""
+    data = {"channel_name": channel_name, "close_code": int(close_code)}
+    events_record([Event(session_id=session_id, kind=SOCKET_DISCONNECT, data=data)])
+
+
 def access_changed_record(session_ids: Iterable[uuid.UUID], *, role: str) -> None:
     """Open sockets of these sessions carry on with `role` (a new role in the tenant)."""
     events_record(Event(session_id=session_id, kind=ACCESS_CHANGED, data={"role": role}) for session_id in session_ids)
@@ -247,14 +255,29 @@ def log_position(session_id: uuid.UUID) -> int:
     return SessionEventSequence.objects.filter(pk=session_id).values_list("last_seq", flat=True).first() or 0
 
 
+# A gap of at most this many events is read in one query, sizes and data together (so at
+# most this many rows' data is read before the byte budget is judged); a longer one has its
+# sizes read first. A resume after a restart usually misses a few events.
+REPLAY_ONE_READ = 100
+
+
+def _epoch_and_position(session_id: uuid.UUID) -> tuple[str, int]:
+    """The log's epoch and the session's latest position, in one round trip (a burst of
+    resumes, as after a restart, queues on the replay's threads: each trip counts)."""
+    last = SessionEventSequence.objects.filter(pk=session_id).values("last_seq")[:1]
+    row = EventLog.objects.filter(pk=1).annotate(last=Subquery(last)).values_list("epoch", "last").first()
+    if row is None:  # no epoch yet: made by log_epoch
+        return log_epoch(), log_position(session_id)
+    return row[0], row[1] or 0
+
+
 def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
     """The session's latest position and epoch; with `since`, every replayable event after
     it (progress coalesced to the latest per execution), or `recovered=False` when the log
     cannot give them all: another epoch, a position this session never had, events
     already pruned, or a gap over the replay's bound (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES),
-    which is judged before any event's data is read."""
-    current_epoch = log_epoch()
-    last = log_position(session_id)
+    which is judged before the data of more than REPLAY_ONE_READ events is read."""
+    current_epoch, last = _epoch_and_position(session_id)
     if since is None:
         return Replay(seq=last, epoch=current_epoch, recovered=None, events=[])
     unrecovered = Replay(seq=last, epoch=current_epoch, recovered=False, events=[])
@@ -263,7 +286,17 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -
     # Positions are given out without holes, so the gap's size is known without a read.
     if last - since > runtime_settings.REPLAY_MAX_EVENTS:
         return unrecovered
+    if since == last:
+        return Replay(seq=last, epoch=current_epoch, recovered=True, events=[])
     missed = SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last).order_by("seq")
+    if last - since <= REPLAY_ONE_READ:
+        found = list(missed.annotate(stored=StoredBytes("data")).values(*_FIELDS, "stored"))
+        size = sum(row["stored"] + FRAME_ENVELOPE_BYTES + len(row["kind"]) for row in found if row["kind"] not in CONTROL_KINDS)
+        # Every position after `since` must still be there (a gap means pruned, never skipped).
+        if len(found) != last - since or size > runtime_settings.REPLAY_MAX_BYTES:
+            return unrecovered
+        return Replay(seq=last, epoch=current_epoch, recovered=True,
+                      events=replay_coalesce([_logged({key: row[key] for key in _FIELDS}) for row in found]))
     # The sizes in chunks, as the database measures them: the read stops as soon as the
     # byte budget is spent, so an oversized gap costs a few rows' sizes, not the gap.
     present, frame_bytes, budget = 0, 0, runtime_settings.REPLAY_MAX_BYTES
@@ -282,7 +315,10 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -
     return Replay(seq=last, epoch=current_epoch, recovered=True, events=replay_coalesce(rows))
 
 
-_replay_readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="log-replay")
+# A burst of resumes (a restart's clients) goes at REPLAY_READERS per round trip; each
+# reader may hold a replay of up to REPLAY_MAX_BYTES, so they are few.
+REPLAY_READERS = 2
+_replay_readers = ThreadPoolExecutor(max_workers=REPLAY_READERS, thread_name_prefix="log-replay")
 
 
 def _log_replay_and_close(**kwargs: Any) -> Replay:
@@ -296,8 +332,8 @@ def _log_replay_and_close(**kwargs: Any) -> Replay:
 
 async def log_replay_read(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
     """`log_replay` off the one thread-sensitive thread every socket's handshake queries
-    on: replays run on two threads of their own, so a burst of resumes waits for itself
-    and holds at most two database connections and two replays' rows at a time."""
+    on: replays run on REPLAY_READERS threads of their own, so a burst of resumes waits for
+    itself and holds at most that many database connections and replays' rows at a time."""
     read = sync_to_async(_log_replay_and_close, thread_sensitive=False, executor=_replay_readers)
     return await read(session_id=session_id, since=since, epoch=epoch)
 

@@ -44,6 +44,10 @@ class CloseCode(IntEnum):
     UNAUTHENTICATED = 4401
     SESSION_NOT_FOUND = 4404
     SESSION_ENDED = 4409
+    # An operator closed this one socket (the admin, `manage.py sockets disconnect`); the
+    # session is still valid: reconnect with backoff and resume (ending the session, 4409,
+    # is how a client is kept out).
+    DISCONNECTED = 4001
     RATE_LIMITED = 4429
 
 

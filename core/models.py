@@ -35,6 +35,7 @@ class AuditEvent(models.Model):
         SESSION_ENDED = "session.ended"
         REFRESH_TOKEN_REUSED = "token.refresh_reused"
         SOCKET_REFUSED = "socket.refused"
+        SOCKET_DISCONNECTED = "socket.disconnected"
         INTENT_RECEIVED = "intent.received"
         EXECUTION_FINISHED = "execution.finished"
 

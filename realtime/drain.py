@@ -28,6 +28,7 @@ from channels.db import database_sync_to_async
 
 from core.conf import runtime_settings
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode
+from core.tasks import background
 from realtime import heartbeat
 from realtime.counts import socket_counts
 from realtime.presence import connections_leave, registry, server_leave
@@ -92,16 +93,24 @@ async def sockets_close(*, window: float) -> int:
     random.shuffle(sockets)
     loop = asyncio.get_running_loop()
     started = loop.time()
+    closing = []
     for index, socket in enumerate(sockets):
         due = started + window * index / len(sockets)
         if due - loop.time() > STEP_S:
             await asyncio.sleep(due - loop.time())
         _sockets.discard(socket)
-        try:
-            await socket.restart(reconnect_after_ms=reconnect_hint_ms(window, len(sockets)))
-        except Exception:  # noqa: BLE001 - one socket's failure must not stop the drain
-            logger.warning("could not close a socket with 1012", exc_info=True)
+        # Each close a task of its own: awaited one after another, a busy process's closes
+        # fell behind the schedule (1,000 over 14.7 s instead of 5 on a loaded machine).
+        closing.append(background(_restart(socket, reconnect_hint_ms(window, len(sockets)))))
+    await asyncio.gather(*closing)
     return len(sockets)
+
+
+async def _restart(socket: Closable, reconnect_after_ms: int) -> None:
+    try:
+        await socket.restart(reconnect_after_ms=reconnect_after_ms)
+    except Exception:  # noqa: BLE001 - one socket's failure must not stop the drain
+        logger.warning("could not close a socket with 1012", exc_info=True)
 
 
 async def _until(check: Callable[[], bool], deadline: float) -> bool:
@@ -132,7 +141,10 @@ async def drain(
         await stop_accepting()
     except Exception:  # noqa: BLE001 - a listener that will not stop must not stop the drain
         logger.exception("could not stop listening")
-    await _records_leave()
+    try:
+        await _records_leave()
+    except Exception:  # noqa: BLE001 - whatever failed, every socket must still get its 1012
+        logger.exception("could not remove this process's records early; removed at the end")
     closed = await sockets_close(window=window)
     if not await _until(lambda: not in_flight(), deadline):
         logger.warning("draining: %d requests or sockets still open at the deadline", in_flight())

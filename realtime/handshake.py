@@ -7,11 +7,13 @@ under the per-user cap (so no refusal comes after a place was taken). Subscribin
 judging means an end or an access change that commits after the check reaches the socket
 through the tail, and one that committed before it is what the check (or the snapshot,
 which the tail has dropped by then) sees. Every step raises the `ServiceError` whose close
-code refuses the socket; `realtime.consumers` translates it. `socket_recheck` re-runs the database half for an open socket.
+code refuses the socket (`realtime.consumers` translates it). `socket_recheck` re-runs the
+database half for an open socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +29,7 @@ from core.events import log_position
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotFound, RateLimited, SessionEnded
 from core.ids import uuid_parse
 from core.metrics import HANDSHAKES, SOCKET_REFUSALS
+from core.tasks import Flights
 from realtime import heartbeat
 from realtime.counts import local_socket_add, local_socket_remove, local_sockets, socket_counts
 from realtime.presence import socket_refusal_count
@@ -127,7 +130,7 @@ async def handshake_authorize(credentials: SocketCredentials, *, subscribe: Subs
     await subscribe(session_id, claims.session_id)
     grant = await _grant_from_snapshot(claims, session_id)
     if grant is None:
-        grant = await database_sync_to_async(socket_authorize)(claims=claims, session_id=session_id)
+        grant = await _grant_from_database(claims, session_id)
     # The last step: a refusal after it would have to give the place back.
     await socket_cap_reserve(grant.user_id, recorded=grant.user_sockets_recorded)
     return grant
@@ -143,6 +146,20 @@ async def _grant_from_snapshot(claims: TokenClaims, session_id: uuid.UUID) -> So
         return None
     access_check(access)
     return _grant(access, claims, session_id=session_id, expires_at=access.expires_at, event_seq=access.event_seq)
+
+
+# Handshakes of one session that arrive together (a restarted process's clients) wait for the
+# first one's database check and take the snapshot it leaves: one query, not one each.
+_checks = Flights()
+
+
+async def _grant_from_database(claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
+    if session_id == claims.session_id and await _checks.wait(session_id):
+        grant = await _grant_from_snapshot(claims, session_id)  # a refusal is judged again below
+        if grant is not None:
+            return grant
+    async with _checks.running(claims.session_id):
+        return await database_sync_to_async(socket_authorize)(claims=claims, session_id=session_id)
 
 
 def socket_authorize(*, claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
@@ -161,9 +178,7 @@ def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
     """Re-run the database check for an open socket (on its timer, or with a refreshed
     token, whose claims must name the same user, tenant and session as the first)."""
     if (claims.user_id, claims.tenant_id, claims.session_id) != (
-        grant.claims.user_id,
-        grant.claims.tenant_id,
-        grant.claims.session_id,
+        grant.claims.user_id, grant.claims.tenant_id, grant.claims.session_id
     ):
         raise NotFound("The token belongs to another user or session.")
     own, access = claims_resolve(claims)
@@ -186,14 +201,8 @@ def _grant(
     access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime, event_seq: int
 ) -> SocketGrant:
     return SocketGrant(
-        user_id=access.user_id,
-        tenant_id=access.tenant_id,
-        session_id=session_id,
-        session_expires_at=expires_at,
-        role=access.role or "",
-        claims=claims,
-        event_seq=event_seq,
-        user_sockets_recorded=access.user_socket_count,
+        user_id=access.user_id, tenant_id=access.tenant_id, session_id=session_id, session_expires_at=expires_at,
+        role=access.role or "", claims=claims, event_seq=event_seq, user_sockets_recorded=access.user_socket_count,
     )
 
 
@@ -207,10 +216,8 @@ async def handshake_refused(close_code: int, *, checked: bool) -> None:
     if close_code == CloseCode.RATE_LIMITED:
         SOCKET_REFUSALS.labels(reason="cap").inc()
     socket_refusal_count(close_code=close_code)
-    try:
+    with contextlib.suppress(*DEPENDENCY_ERRORS):
         await heartbeat.ensure_running()  # whose beat writes the refusal counts
-    except DEPENDENCY_ERRORS:
-        pass
 
 
 # --- The per-user socket cap -------------------------------------------------------------

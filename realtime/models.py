@@ -22,9 +22,11 @@ class Connection(models.Model):
     class Meta:
         ordering = ["-opened_at"]
         indexes = [models.Index(fields=["user", "opened_at"], name="connection_user")]
+        # Closing a socket is a change, not a "view": the admin's action asks for this.
+        permissions = [("disconnect_connection", "Can disconnect live sockets")]
 
     def __str__(self) -> str:
-        return f"{self.channel_name} on {self.server_instance}"
+        return f"socket {self.pk} on {self.server_instance}"
 
 
 class ServerInstance(models.Model):

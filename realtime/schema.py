@@ -159,6 +159,8 @@ CLOSE_CODES: list[dict[str, Any]] = [
      "meaning": "The session is unknown, malformed, or another user's or tenant's."},
     {"code": CloseCode.SESSION_ENDED, "action": "stop",
      "meaning": "The session has ended or expired (logout, DELETE, admin, expiry): log in again."},
+    {"code": CloseCode.DISCONNECTED, "action": "backoff",
+     "meaning": "An operator closed this one socket; the session is still valid: reconnect and resume."},
     {"code": CloseCode.RATE_LIMITED, "action": "slow",
      "meaning": "Too many sockets for this user, or too many messages."},
     {"code": CloseCode.MESSAGE_TOO_BIG, "action": "backoff", "meaning": "A frame over WS_MAX_MESSAGE_BYTES."},

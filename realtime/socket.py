@@ -1,12 +1,10 @@
 """One open socket's life, as plain asyncio: from the event log to the client, and the
-timer that ends it.
-
-An `OpenSocket` subscribes to its process's tail of the event log (`realtime.tail`)
-before the handshake judges access, sends `session.ready`, the replay of a resume and a
-snapshot of each agent answer in flight (`realtime.catchup`), then what the tail hands over
-in log order, each logged event once. Its timer closes it at the token's expiry and
-re-checks the session every WS_RECHECK_INTERVAL. It talks to its client only through a
-`Transport` (the consumer, or a test's fake): none of this needs ASGI.
+timer that ends it. An `OpenSocket` subscribes to its process's tail of the event log
+(`realtime.tail`) before the handshake judges access, sends `session.ready`, the replay of a
+resume and a snapshot of each agent answer in flight (`realtime.catchup`), then what the
+tail hands over in log order, each logged event once; an end, or an operator's disconnect
+of this one socket, closes it. Its timer closes it at the token's expiry and re-checks the
+session every WS_RECHECK_INTERVAL. It talks to its client only through a `Transport`.
 """
 
 from __future__ import annotations
@@ -160,13 +158,16 @@ class OpenSocket:
             self.gone = True
             background(self._revoke(close_code, reason, ended_at))
 
+    def log_disconnected(self, channel_name: str, close_code: int, at: float) -> None:
+        if channel_name == self.transport.channel_name:  # an operator closed this one socket
+            self.log_ended(close_code, "disconnected", at)
+
     async def _revoke(self, close_code: int, reason: str, ended_at: float) -> None:
         await self.transport.close_with(close_code, reason)
         REVOCATION_LATENCY.observe(max(0.0, time.time() - ended_at))
 
     def log_access_changed(self, role: str) -> None:
-        """The user's role in the tenant changed: carry on with the new one (a lost role
-        ends the session instead, which arrives as `log_ended`)."""
+        """A new role in the tenant: carry on with it (a lost one arrives as `log_ended`)."""
         if self.opening or self.grant is None:
             self.role = role
             return
@@ -187,8 +188,8 @@ class OpenSocket:
             self.drainer = background(self._drain())
 
     async def _drain(self) -> None:
-        """Send what the tail handed over, in order, each logged event once (a position
-        at or below the last one sent was in the replay or predates the socket)."""
+        """Send what the tail handed over, in order, each logged event once (a position at or
+        below the last sent was in the replay or predates the socket)."""
         try:
             while self.outbox and not self.gone:
                 kind, payload, epoch = self.outbox.popleft()
@@ -230,8 +231,8 @@ class OpenSocket:
         background(self._check())
 
     async def _check(self) -> None:
-        """Close the socket when its token expired unrefreshed; otherwise re-check the
-        session (so that a lost end event cannot keep it open) and wait again."""
+        """Close at an unrefreshed token's expiry; else re-check the session (a lost end event
+        cannot keep it open) and wait again."""
         if self.grant is None or self.gone:
             return
         if self.grant.claims.expires_at.timestamp() <= time.time():

@@ -11,7 +11,7 @@ import uuid
 from collections import defaultdict
 from typing import Any, Protocol
 
-from core.events import ACCESS_CHANGED, CONTROL_KINDS, SESSION_ENDED, LoggedEvent
+from core.events import ACCESS_CHANGED, CONTROL_KINDS, SESSION_ENDED, SOCKET_DISCONNECT, LoggedEvent
 from core.exceptions import CloseCode
 from core.metrics import EVENT_TAIL_DELIVERED
 from sessions_runtime.access import access_cache_drop_local
@@ -21,6 +21,7 @@ class Subscriber(Protocol):
     def log_events(self, events: list[LoggedEvent], epoch: str) -> None: ...
     def log_ended(self, close_code: int, reason: str, ended_at: float) -> None: ...
     def log_access_changed(self, role: str) -> None: ...
+    def log_disconnected(self, channel_name: str, close_code: int, at: float) -> None: ...
     def live_frame(self, frame: dict[str, Any]) -> None: ...
 
 
@@ -34,7 +35,11 @@ class SocketIndex:
         frames: dict[Subscriber, list[LoggedEvent]] = defaultdict(list)
         delivered = 0
         for row in rows:
-            if row.kind in CONTROL_KINDS:
+            if row.kind == SOCKET_DISCONNECT:  # one socket of the session; each asks "me?"
+                code = int(row.data.get("close_code", CloseCode.DISCONNECTED))
+                for subscriber in list(self.by_session.get(row.session_id, ())):
+                    subscriber.log_disconnected(str(row.data.get("channel_name", "")), code, row.at.timestamp())
+            elif row.kind in CONTROL_KINDS:
                 # A snapshot of this session in this process's cache is stale now.
                 access_cache_drop_local([row.session_id])
                 targets = self.by_session.get(row.session_id, set()) | self.by_token_session.get(row.session_id, set())

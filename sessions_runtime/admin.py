@@ -25,7 +25,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
-from core.admin import IdOrEmailSearch, ReadOnlyAdmin, UserEmailFilter, admin_caller, short_id
+from core.admin import IdOrEmailSearch, ReadOnlyAdmin, UserEmailFilter, admin_caller, email_column, short_id
 from core.exceptions import ExecutionFinished
 from realtime.models import Connection
 from sessions_runtime.executions import execution_cancel
@@ -74,8 +74,21 @@ class ConnectionInline(admin.TabularInline):
     model = Connection
     extra = 0
     can_delete = False
-    fields = ["opened_at", "client_address", "user_agent", "server_instance", "channel_name"]
+    fields = ["id", "opened_at", "client_address", "user_agent", "server_instance", "disconnect"]
     readonly_fields = fields
+
+    @admin.display(description="")
+    def disconnect(self, connection: Connection) -> str:
+        """A button that posts the page's form (its CSRF token) to the connection admin's
+        disconnect view (`realtime.admin`), which comes back here."""
+        url = reverse("admin:realtime_connection_disconnect", args=[connection.pk])
+        back = reverse("admin:sessions_runtime_runtimesession_change", args=[connection.session_id])
+        return format_html('<button type="submit" class="button" formaction="{}" formmethod="post" name="next" '
+                           'value="{}">Disconnect</button>', url, back)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        allowed = request.user.has_perm("realtime.disconnect_connection")
+        return [f for f in self.fields if f != "disconnect" or allowed]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -101,8 +114,8 @@ class ExecutionInline(admin.TabularInline):
 class RuntimeSessionAdmin(ReadOnlyAdmin):
     # What an operator needs, narrow enough for 1366 px; the full id is on the page.
     list_display = [
-        "short_id", "user", "tenant", "status_shown", "created_at", "last_seen_at", "next_expiry", "live_sockets",
-        "ended",
+        "short_id", email_column("user__email", "user"), "tenant", "status_shown", "created_at", "last_seen_at",
+        "next_expiry", "live_sockets", "ended",
     ]
     list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]
@@ -237,8 +250,8 @@ class RuntimeSessionAdmin(ReadOnlyAdmin):
 @admin.register(Execution)
 class ExecutionAdmin(IdOrEmailSearch, ReadOnlyAdmin):
     list_display = [
-        "short_id", "intent_type", "status", "progress_shown", "user", "tenant", "session_link", "created_at",
-        "finished_at",
+        "short_id", "intent_type", "status", "progress_shown", email_column("user__email", "user"), "tenant",
+        "session_link", "created_at", "finished_at",
     ]
     list_display_links = ["short_id"]
     list_select_related = ["user", "tenant"]

@@ -18,6 +18,7 @@ from core.conf import runtime_settings
 from core.drf import Pagination, RegexTextField, TextField, error_responses, page_of
 from core.exceptions import InvalidRequest, PreconditionRequired
 from core.ids import MAX_ID_LENGTH
+from core.refresh_cookie import refresh_cookie_clear, refresh_cookie_cleared_header
 from sessions_runtime.agents import conversation_of, conversations_of
 from sessions_runtime.executions import execution_cancel, execution_get_for_caller, execution_payload
 from sessions_runtime.files import file_reference_add, file_reference_get, file_references_for_session
@@ -103,7 +104,8 @@ class SessionDetailApi(APIView):
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         return Response(SessionOutputSerializer(session).data)
 
-    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 503)})
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 503)},
+                   parameters=[refresh_cookie_cleared_header()])
     def delete(self, request: Request, session_id: str) -> Response:
         session = session_get_for_caller(caller=request.auth, session_id=session_id)
         own = session.user_id == request.user.pk
@@ -112,7 +114,10 @@ class SessionDetailApi(APIView):
             reason=EndReason.DELETED if own else EndReason.ADMIN,
             caller=request.auth,
         )
-        return Response(status=204)
+        response = Response(status=204)
+        if session.pk == request.auth.session_id:  # the caller's own: the cookie a browser holds is this one's
+            refresh_cookie_clear(response)
+        return response
 
 
 class SessionListApi(APIView):

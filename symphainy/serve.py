@@ -4,7 +4,7 @@
 access log has its token query parameters redacted (the legacy socket transport carries
 `?access_token=`); the close codes 1009, 1011 and 1013 reach the client, as do the
 protocol-violation codes 1002 and 1007; a peer that stops reading is dropped (see
-`SymphainyWebSocketProtocol`); a body over MAX_REQUEST_BYTES is refused before it is
+`SymphainyWebSocketProtocol`), and one slow to answer a close frame gets a FIN, not a reset; a body over MAX_REQUEST_BYTES is refused before it is
 read (`BoundedWebRequest`); SIGTERM and SIGINT drain the process (`realtime.drain`) before
 daphne stops it. `symphainy.asgi` installs them whenever it is imported, so
 `daphne symphainy.asgi:application` and `manage.py runserver` get them too.
@@ -155,6 +155,19 @@ class SymphainyWebSocketProtocol(WebSocketProtocol):
                 self.transport.abortConnection()
                 return
         super().sendData(data, sync=sync, chopsize=chopsize)
+
+    def onCloseHandshakeTimeout(self) -> None:
+        """Autobahn aborts a connection whose peer has not answered our close frame within
+        its closeHandshakeTimeout (1 s): a TCP reset, which can reach a peer slower than that
+        (a browser on a busy machine, a drain's 1012) before it has read the close frame, and
+        Chromium then reports 1006 instead of the code. Here the connection is closed with a
+        FIN after the frame instead, so the peer reads the code whenever it catches up."""
+        self.closeHandshakeTimeoutCall = None
+        if self.state != self.STATE_CLOSED:
+            self.wasClean = False
+            self.wasNotCleanReason = "the peer did not answer the close frame in time"
+            self.wasCloseHandshakeTimeout = True
+            self.dropConnection(abort=False)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         guard = self._send_guard
@@ -387,7 +400,12 @@ def _drain_then_kill(self: Server) -> Deferred:
             logger.exception("the drain failed")
         await Deferred.asFuture(_server_kill_all(self), asyncio.get_running_loop())
 
-    return Deferred.fromFuture(asyncio.ensure_future(drain_then_kill()))
+    # In a context of its own: Twisted's signal handler runs between any two bytecodes, so
+    # the shutdown can inherit the context of whatever task the signal interrupted, such as a
+    # handshake inside a thread-sensitive database call, where asgiref refuses every further
+    # one ("Single thread executor already being used, would deadlock"): the drain failed.
+    loop = asyncio.get_event_loop()
+    return Deferred.fromFuture(loop.create_task(drain_then_kill(), context=contextvars.Context()))
 
 
 def _skip_pformat(value: object) -> str:

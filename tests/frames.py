@@ -4,8 +4,8 @@
 frame table's handlers: each server frame, and each client frame the server accepted
 (a refused one may be malformed on purpose), is validated against its message's schema;
 the test fails at teardown with the frame and the error. What a test's client receives from
-a server in its own process (tests/live.py, through `tests.sockets.connect`) is checked too;
-what a browser exchanges (tests/browser/) is not.
+a server in its own process (tests/live.py, through `tests.sockets.connect`) is checked too,
+and so is what the console's socket sends and receives in a real browser (tests/browser/).
 """
 
 from __future__ import annotations
@@ -63,9 +63,10 @@ def frame_problem(frame: Any, *, direction: str) -> str | None:
     message = _document()["components"]["messages"].get(name)
     if message is None or message["x-direction"] != direction:
         return f"no {direction} message `{name}` in the document"
-    error = jsonschema.exceptions.best_match(_validator(message["title"]).iter_errors(frame))
-    if error is None:
+    validator = _validator(message["title"])
+    if validator.is_valid(frame):
         return None
+    error = jsonschema.exceptions.best_match(validator.iter_errors(frame))
     return f"{error.message} at {'/'.join(map(str, error.absolute_path)) or 'the frame'} ({message['title']})"
 
 
@@ -78,13 +79,19 @@ class CheckedConnection(ClientConnection):
 
     async def recv(self, decode: bool | None = None) -> Any:
         data = await super().recv(decode)
-        if current is not None and isinstance(data, str):
-            try:
-                frame = json.loads(data)
-            except ValueError:
-                frame = data
-            current.check(frame, direction="server")
+        text_check(data, direction="server")
         return data
+
+
+def text_check(data: Any, *, direction: str) -> None:
+    """Check a text frame a real client sent or received, in the running test's log."""
+    if current is None or not isinstance(data, str):
+        return
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        frame = data
+    current.check(frame, direction=direction)
 
 
 class FrameLog:

@@ -50,6 +50,12 @@ include-path = "/api/auth/register"
 checks.positive_data_acceptance.enabled = false
 
 [[operations]]
+include-path = "/api/auth/refresh"
+# `refresh_token` is required unless the X-Symphainy-Refresh header asks for the cookie (and
+# must be absent then): a rule between a header and the body JSON Schema cannot write down.
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
 include-path = "/api/intent/submit"
 # Each handler checks its own `parameters`, and the Idempotency-Key header must equal the
 # body's idempotency_key when both are sent: rules JSON Schema cannot write down.
@@ -63,7 +69,8 @@ def test_schemathesis_finds_nothing_against_a_real_server(tmp_path):
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     # The run logs in again after each logout it makes; nothing else in it may throttle that.
-    with running(tmp_path, THROTTLE_LOGIN_ADDRESS="100000/min") as server:
+    # The refresh cookie on, so that its header, cookie and answers are exercised too.
+    with running(tmp_path, THROTTLE_LOGIN_ADDRESS="100000/min", AUTH_REFRESH_COOKIE="1") as server:
         env = child_env(
             SCHEMA_TEST_BASE_URL=server.http, SCHEMA_TEST_EMAIL=user.email, SCHEMA_TEST_PASSWORD=factories.PASSWORD,
             NO_COLOR="1",

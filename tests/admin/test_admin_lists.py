@@ -113,5 +113,8 @@ def test_a_connections_page_names_its_whole_session_and_address(admin_client):
     Connection.objects.create(session=session, user=session.user, channel_name="c1", server_instance="web-1",
                               client_address="2001:db8:85a3::8a2e:370:7334")
     table = _result_list(admin_client.get("/admin/realtime/connection/").content.decode())
-    assert "2001:db8:85a3::8a2e:370:7334" in table and f'title="{session.pk}"' in table
+    # It wraps after a colon, and an email after its @ and before a dot: never mid-word.
+    assert "2001:<wbr>db8:<wbr>85a3:<wbr>:<wbr>8a2e:<wbr>370:<wbr>7334" in table and f'title="{session.pk}"' in table
+    local, domain = session.user.email.split("@")
+    assert f"{local}@<wbr>{domain.replace('.', '<wbr>.')}" in table
     assert User.objects.filter(pk=session.user_id).exists()

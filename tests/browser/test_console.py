@@ -23,6 +23,7 @@ import pytest
 from django.conf import settings
 
 from tests import factories
+from tests.frames import text_check
 from tests.live import ROOT, LiveServer, running
 from tests.waiting import wait_until
 
@@ -95,6 +96,9 @@ class Console:
     def record(self, ws: "WebSocket") -> None:
         self.sockets.append(ws)
         ws.on("framereceived", lambda payload: self.frames.append(json.loads(payload)))
+        # Both directions checked against /asyncapi.json (tests/frames.py).
+        ws.on("framereceived", lambda payload: text_check(payload, direction="server"))
+        ws.on("framesent", lambda payload: text_check(payload, direction="client"))
         ws.on("close", lambda ws: self.closed.append(ws.url))
 
     def frames_of(self, kind: str) -> list[dict[str, Any]]:
@@ -119,10 +123,11 @@ class Console:
         return body
 
 
-def _console(server: LiveServer) -> Iterator[Console]:
+def _console(server: LiveServer, *, args: tuple[str, ...] = ()) -> Iterator[Console]:
+    """The console in a fresh Chromium (`args`: more of its command-line flags)."""
     user = factories.make_user()  # before the browser starts: see the module docstring
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", *args])
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)

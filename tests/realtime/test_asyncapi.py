@@ -3,12 +3,14 @@ the domain's events, the close codes, and the TypeScript client's committed copi
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from core.exceptions import CloseCode
@@ -107,3 +109,14 @@ def test_the_typescript_clients_copies_are_what_the_server_generates(db):
 def test_the_documented_client_frames_validate(message):
     assert frame_problem(message, direction="client") is None
     assert frame_problem({**message, "id": True}, direction="client") is not None
+
+
+def test_the_command_prints_the_document_and_writes_both_copies(tmp_path, settings, db):
+    out = io.StringIO()
+    call_command("socket_schema", stdout=out)
+    assert json.loads(out.getvalue()) == asyncapi_document()
+    settings.BASE_DIR = tmp_path
+    call_command("socket_schema", "--write", stdout=io.StringIO())
+    written = tmp_path / "clients" / "js" / "schema"
+    assert json.loads((written / "asyncapi.json").read_text()) == asyncapi_document()
+    assert json.loads((written / "openapi.json").read_text()) == APIClient().get("/openapi.json").json()

@@ -44,6 +44,30 @@ def api_call(method: str, path: str, token: str, data=None):
 
 
 # --- Handshake -----------------------------------------------------------------------
+async def test_handshakes_of_one_session_arriving_together_make_one_database_check(monkeypatch):
+    """A restarted process's clients come back at once: their handshakes wait for the first
+    one's check and take the snapshot it leaves, instead of a query each on the one
+    thread-sensitive thread (bench/README.md, the rolling restart)."""
+    from realtime import handshake
+    from sessions_runtime.access import access_cache_clear
+
+    _, body = await login_new_user()
+    access_cache_clear()
+    checks = []
+    authorize = handshake.socket_authorize
+
+    def counted(**kwargs):
+        checks.append(kwargs["session_id"])
+        return authorize(**kwargs)
+
+    monkeypatch.setattr(handshake, "socket_authorize", counted)
+    sockets = await asyncio.gather(*(make_socket(body["access_token"]).open() for _ in range(5)))
+    frames = await asyncio.gather(*(sock.receive() for sock in sockets))
+    assert [frame["type"] for frame in frames] == ["session.ready"] * 5
+    assert len(checks) == 1, checks
+    await asyncio.gather(*(sock.close() for sock in sockets))
+
+
 @pytest.mark.parametrize("transport", ["subprotocol", "header", "access_token", "session_token"])
 async def test_each_transport_is_accepted(transport):
     user, body = await login_new_user()

@@ -6,11 +6,13 @@ again at once), and a SIGKILLed process is noticed by the others within 10 s."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -243,3 +245,62 @@ def test_the_example_client_comes_back_after_a_restart_in_place_and_misses_nothi
         process_stop(client)
         for server in servers:
             server.stop()
+
+
+def test_a_client_slower_than_the_close_handshake_still_reads_1012(tmp_path):
+    """A peer that has not answered the drain's close frame within autobahn's close-handshake
+    timeout (1 s) is closed with a FIN after the frame, never reset: a reset can reach a
+    slow client (a browser on a busy machine) before it has read the frame, and Chromium
+    then reports 1006 instead of 1012 (tests/browser/test_restart.py freezes one)."""
+    server = start_server(tmp_path, **DRAIN)
+    try:
+        token = server.login()["access_token"]
+        # A client that reads nothing while the server drains and exits: a raw socket.
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(
+            f"GET /api/runtime/agent HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {server.http}\r\nSec-WebSocket-Protocol: symphainy.v1, bearer.{token}\r\n\r\n".encode()
+        )
+        received = b""
+        while b"session.ready" not in received:
+            chunk = raw.recv(65536)
+            assert chunk, received
+            received += chunk
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0, server.log()
+        # Now read: the hint, the close frame (1012, no reason), then the end of the stream;
+        # a reset raises ConnectionResetError here.
+        rest = b""
+        while chunk := raw.recv(65536):
+            rest += chunk
+        assert b"server.restart" in rest and rest.endswith(b"\x88\x02" + (1012).to_bytes(2, "big")), rest
+        raw.close()
+    finally:
+        server.stop()
+
+
+def test_the_drain_runs_in_a_context_of_its_own(monkeypatch):
+    """SIGTERM can arrive while a handshake is inside a thread-sensitive database call; the
+    drain then inherited that context, where asgiref refuses every further such call
+    ("Single thread executor already being used, would deadlock"), and failed."""
+    from asgiref.sync import SyncToAsync
+    from twisted.internet.defer import Deferred
+
+    from symphainy import serve
+
+    seen = []
+
+    async def drain(**kwargs):
+        seen.append(SyncToAsync.deadlock_context.get(False))
+
+    monkeypatch.setattr("realtime.drain.drain", drain)
+
+    async def scenario():
+        SyncToAsync.deadlock_context.set(True)  # as inside a handshake's database call
+        server = type("Server", (), {"connections": {}})()
+        await Deferred.asFuture(serve._drain_then_kill(server), asyncio.get_running_loop())
+
+    asyncio.run(scenario())
+    assert seen == [False]

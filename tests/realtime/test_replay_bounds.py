@@ -1,5 +1,6 @@
 """A resume is bounded (REPLAY_MAX_EVENTS, REPLAY_MAX_BYTES): a larger gap is answered
-`recovered: false` at once, without its events being read, and nothing old is sent; the
+`recovered: false` at once, without the data of more than a short gap's events being read
+(REPLAY_ONE_READ), and nothing old is sent; a short gap costs two queries; the
 replay is read off the thread every handshake queries on, and sent as the client drains it."""
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ async def resume(token: str, since: int, epoch: str):
     return sock, ready
 
 
+def test_a_short_gap_is_replayed_in_two_queries(settings, django_assert_num_queries):
+    """The common resume (after a restart, a few events missed): the epoch and the position
+    in one query, the missed events with their sizes in another. A burst of resumes queues
+    on the replay's few threads, so every round trip counts (bench/README.md)."""
+    session = factories.make_session(factories.make_user())
+    events_record(factories.event_numbered(session.pk, i, KILOBYTE_OF_TEXT) for i in range(5))
+    epoch = log_epoch()
+    with django_assert_num_queries(2):
+        replay = log_replay(session_id=session.pk, since=2, epoch=epoch)
+    assert replay.recovered is True and [e.seq for e in replay.events] == [3, 4, 5]
+    with django_assert_num_queries(1):  # nothing missed: the position alone says so
+        replay = log_replay(session_id=session.pk, since=5, epoch=epoch)
+    assert (replay.recovered, replay.events, replay.seq) == (True, [], 5)
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "REPLAY_MAX_BYTES": 2000}
+    assert log_replay(session_id=session.pk, since=2, epoch=epoch).recovered is False  # over the bytes
+
+
 def _event_reads(queries) -> list[str]:
     table = connection.ops.quote_name(SessionEvent._meta.db_table)
     return [q["sql"] for q in queries if f"FROM {table}" in q["sql"]]
@@ -74,7 +92,9 @@ async def test_a_gap_over_the_byte_bound_is_not_recovered_and_nothing_old_is_sen
     assert [(await sock2.receive())["seq"] for _ in range(2)] == [2, 3]
 
 
-def test_an_unrecoverable_gap_is_judged_before_any_event_is_read(settings):
+def test_an_unrecoverable_gap_is_judged_before_any_event_is_read(settings, monkeypatch):
+    # A gap longer than what is read in one query (REPLAY_ONE_READ) has its sizes read first.
+    monkeypatch.setattr(events, "REPLAY_ONE_READ", 2)
     user = factories.make_user()
     session = factories.make_session(user)
     events_record(factories.event_numbered(session.pk, i, KILOBYTE_OF_TEXT) for i in range(5))

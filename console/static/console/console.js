@@ -1,11 +1,32 @@
 /**
  * The console page: wires the form and panels of console/index.html to one
- * SymphainyClient. Everything shown comes from the public API and the socket.
+ * SymphainyClient (the bundle of clients/js, docs/client.md). Everything shown comes from
+ * the public API and the socket.
  */
 import { ApiError, SymphainyClient } from "./symphainy-client.js";
 
 const $ = (id) => document.getElementById(id);
-const client = new SymphainyClient();
+
+/**
+ * Whether the page keeps its session over a reload through the refresh cookie: the server
+ * offers it (AUTH_REFRESH_COOKIE; the page's `data-refresh-cookie`) and this browser keeps a
+ * Secure cookie here. Chromium and Firefox do on loopback over plain HTTP (`make run`);
+ * Safari does not (WebKit bug 281149), nor does any browser on another host without TLS.
+ * There a login's refresh token would go into a cookie the browser drops, and the session
+ * would end at its first refresh: so the page keeps its tokens in memory instead, and a
+ * reload means a new login. A script cannot set the server's HttpOnly cookie, but a Secure
+ * one it sets is kept, or not, by the same rule; the probe is removed at once.
+ */
+function refreshCookieUsable() {
+  if (document.body.dataset.refreshCookie !== "on") return false;
+  const probe = "symphainy_secure_probe";
+  document.cookie = `${probe}=1; Secure; SameSite=Strict; Path=/; Max-Age=10`;
+  const kept = document.cookie.split("; ").includes(`${probe}=1`);
+  document.cookie = `${probe}=; Secure; SameSite=Strict; Path=/; Max-Age=0`;
+  return kept;
+}
+
+const client = new SymphainyClient({ refreshCookie: refreshCookieUsable() });
 const MAX_LOG_ENTRIES = 60;
 
 /** Executions this page started, by id: their last progress. */
@@ -73,17 +94,7 @@ $("login-form").addEventListener("submit", async (event) => {
   try {
     await client.login($("login-email").value, $("login-password").value);
     $("login-password").value = "";
-    $("login-notice").hidden = true;
-    showApp(true);
-    tenantName = null;
-    currentSessionRow = null;
-    recovery("");
-    renderSession();
-    status("Logged in. Opening the socket…");
-    loadMe();
-    loadSessions();
-    loadState();
-    await client.connect();
+    await enter("Logged in. Opening the socket…");
   } catch (error) {
     if (!client.loggedIn) {
       $("login-error").textContent = describe(error);
@@ -93,6 +104,50 @@ $("login-form").addEventListener("submit", async (event) => {
     button.disabled = false;
   }
 });
+
+/** Show the session's panels, load them, and open the socket. */
+async function enter(message) {
+  $("login-notice").hidden = true;
+  showApp(true);
+  tenantName = null;
+  currentSessionRow = null;
+  recovery("");
+  renderSession();
+  status(message);
+  loadMe();
+  loadSessions();
+  loadState();
+  await client.connect();
+}
+
+/**
+ * On load: back into the same session through the refresh cookie, if there is one (the
+ * page hides the login form meanwhile), else the login form.
+ */
+async function restore() {
+  if (!client.refreshCookie) {
+    showApp(false);
+    status("Not logged in.");
+    return;
+  }
+  let session = null;
+  try {
+    session = await client.restore();
+  } catch (error) {
+    $("login-notice").textContent = `Could not restore the session: ${describe(error)}`;
+    $("login-notice").hidden = false;
+  }
+  if (!session) {
+    showApp(false);
+    status("Not logged in.");
+    return;
+  }
+  try {
+    await enter("Session restored. Opening the socket…");
+  } catch (error) {
+    if (!client.loggedIn) status("Not logged in.");
+  }
+}
 
 $("logout").addEventListener("click", async () => {
   try {
@@ -426,3 +481,5 @@ async function endSession(sessionId, button) {
 }
 
 $("sessions-reload").addEventListener("click", loadSessions);
+
+restore();
