@@ -379,6 +379,31 @@ describe("hints", () => {
     expect(client.state).toBe("reconnecting");
   });
 
+  it("offline probes the open socket: a pong keeps it, silence drops it for a reconnect", async () => {
+    const window = target();
+    const { client, socket } = await opened({ hints: { window, document: null }, ackTimeoutMs: 1000 });
+    window.fire("offline");
+    expect(socket.sent).toContainEqual({ type: "ping" });
+    socket.receive({ type: "pong" });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(client.state).toBe("open");
+    window.fire("offline");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(client.state).toBe("reconnecting");
+    expect(socket.closedWith?.code).toBe(4000);
+  });
+
+  it("a hidden page's visibilitychange does nothing", async () => {
+    const document = target();
+    document.visibilityState = "hidden";
+    const { api, socket } = await opened({ hints: { window: null, document } }, fakeApi(900));
+    vi.setSystemTime(Date.now() + 3600_000);
+    document.fire("visibilitychange");
+    await settle();
+    expect(api.calls.filter((c) => c.path === "/api/auth/refresh")).toHaveLength(0);
+    expect(socket.sent).not.toContainEqual({ type: "ping" });
+  });
+
   it("binds while a socket is wanted, and unbinds on disconnect", async () => {
     const window = target();
     const { client } = await opened({ hints: { window, document: null } });
