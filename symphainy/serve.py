@@ -400,7 +400,12 @@ def _drain_then_kill(self: Server) -> Deferred:
             logger.exception("the drain failed")
         await Deferred.asFuture(_server_kill_all(self), asyncio.get_running_loop())
 
-    return Deferred.fromFuture(asyncio.ensure_future(drain_then_kill()))
+    # In a context of its own: Twisted's signal handler runs between any two bytecodes, so
+    # the shutdown can inherit the context of whatever task the signal interrupted, such as a
+    # handshake inside a thread-sensitive database call, where asgiref refuses every further
+    # one ("Single thread executor already being used, would deadlock"): the drain failed.
+    loop = asyncio.get_event_loop()
+    return Deferred.fromFuture(loop.create_task(drain_then_kill(), context=contextvars.Context()))
 
 
 def _skip_pformat(value: object) -> str:

@@ -279,3 +279,28 @@ def test_a_client_slower_than_the_close_handshake_still_reads_1012(tmp_path):
         raw.close()
     finally:
         server.stop()
+
+
+def test_the_drain_runs_in_a_context_of_its_own(monkeypatch):
+    """SIGTERM can arrive while a handshake is inside a thread-sensitive database call; the
+    drain then inherited that context, where asgiref refuses every further such call
+    ("Single thread executor already being used, would deadlock"), and failed."""
+    from asgiref.sync import SyncToAsync
+    from twisted.internet.defer import Deferred
+
+    from symphainy import serve
+
+    seen = []
+
+    async def drain(**kwargs):
+        seen.append(SyncToAsync.deadlock_context.get(False))
+
+    monkeypatch.setattr("realtime.drain.drain", drain)
+
+    async def scenario():
+        SyncToAsync.deadlock_context.set(True)  # as inside a handshake's database call
+        server = type("Server", (), {"connections": {}})()
+        await Deferred.asFuture(serve._drain_then_kill(server), asyncio.get_running_loop())
+
+    asyncio.run(scenario())
+    assert seen == [False]
