@@ -81,14 +81,27 @@ def _node_command() -> tuple[list[str] | None, str]:
     return None, f"node {version} has no WebSocket"
 
 
-@pytest.fixture(scope="module")
-def node() -> list[str]:
+def _node_required(*, require: bool) -> list[str]:
+    """The `node --test` command; without a fit Node, skip, or fail when `require`d."""
     command, problem = _node_command()
-    if command is None and settings.REQUIRE_SERVICES:
+    if command is None and require:
         pytest.fail(f"SYMPHAINY_REQUIRE_SERVICES=1 but {problem}")
     if command is None:
         pytest.skip(problem)
     return command
+
+
+@pytest.fixture(scope="module")
+def node() -> list[str]:
+    return _node_required(require=settings.REQUIRE_SERVICES)
+
+
+def test_without_node_the_tests_skip_and_fail_where_services_are_required(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="node is not installed"):
+        _node_required(require=False)
+    with pytest.raises(pytest.fail.Exception, match="SYMPHAINY_REQUIRE_SERVICES=1 but node is not installed"):
+        _node_required(require=True)
 
 
 class _Control(ThreadingHTTPServer):
