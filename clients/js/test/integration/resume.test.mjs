@@ -91,6 +91,43 @@ describe("a client in Node resumes", live, () => {
     }
   });
 
+  test("a reconnect the server cannot resume: resync.required, nothing replayed", bounded(), async () => {
+    // The proxy names another log's epoch in every resume (a restored database, say): the
+    // server cannot tell what the client missed.
+    const proxy = await new TcpProxy(serverUrl(), {
+      rewrite: (head) => head.replace(/^(GET [^ ]*[?&]epoch=)[^& ]*/, "$1not-this-log"),
+    }).listen();
+    const made = await connectedClient(proxy.url);
+    try {
+      const sessionId = made.ready.session_id;
+      const aside = await loginAside(serverUrl(), made.user);
+      await stateWrite(serverUrl(), sessionId, aside.access_token, { before: "drop" });
+      const before = await until(() => stateVersion(made, 1), "the first state change");
+
+      proxy.cut();
+      await until(() => made.closes.find((c) => c.code === CloseCode.ABNORMAL && c.retry), "the drop (1006)");
+      await stateWrite(serverUrl(), sessionId, aside.access_token, { while: "away" });
+      proxy.release();
+
+      const resync = await until(() => made.events.find((e) => e.type === "resync.required"), "resync.required",
+        { detail: () => JSON.stringify(made.frames.slice(-5)) });
+      const ready = made.frames.filter((f) => f.type === "session.ready").at(-1);
+      assert.equal(ready.recovered, false);
+      assert.deepEqual(resync.payload, { recovered: false, since: before.seq, seq: ready.seq, epoch: ready.epoch });
+      assert.ok(ready.seq > before.seq, "the log went on meanwhile");
+      assert.ok(!stateVersion(made, 2), "nothing old is replayed: the app re-reads its state");
+      assert.equal(made.events.filter((e) => e.type === "resumed").length, 0);
+      assert.deepEqual(made.client.position, { seq: ready.seq, epoch: ready.epoch });
+      // Live events go on from there.
+      await stateWrite(serverUrl(), sessionId, aside.access_token, { after: "resync" });
+      await until(() => stateVersion(made, 3), "the next state change");
+    } finally {
+      proxy.release();
+      await closeClient(made);
+      await proxy.close();
+    }
+  });
+
   test("after a server restart: 1012, back on the restarted process, nothing lost", bounded(60_000), async () => {
     const base = serverUrl("restartable");
     // A ceiling above the drain's hints (at most 1 s), which the client caps at it.
