@@ -134,13 +134,18 @@ describe("a client in Node resumes", live, () => {
     const made = await connectedClient(base, { backoff: { ...FAST_BACKOFF, maxMs: 1000 } });
     try {
       const sessionId = made.ready.session_id;
-      // A batch of ~3 s: still running when the drain closes the socket, so its events go
-      // on while the client is away (and it is run again by the restarted process).
+      // A batch of ~1.5 s: still running when the drain closes the socket, so its last
+      // events are recorded while the client is away; the stopping process finishes it
+      // (it gives work in flight 5 s here), and the restarted one replays what was missed.
+      // (A batch handed over to the next process is the drain's own test's, and
+      // tests/browser/test_restart.py's.)
       const accepted = new Promise((resolve) => made.client.on("intent.accepted", resolve));
-      made.client.submitIntent("batch", { items: Array.from({ length: 30 }, (_, n) => n), delay_s: 0.1 });
+      made.client.submitIntent("batch", { items: Array.from({ length: 15 }, (_, n) => n), delay_s: 0.1 });
       const { execution_id: executionId } = await accepted;
       await until(() => made.frames.find((f) => f.event_type === "execution.progress"), "the batch's progress");
 
+      let lastBeforeClose = null;
+      made.client.on("close", () => { lastBeforeClose ??= made.positioned().at(-1).seq; });
       const restarted = serverRestart("restartable");
       restarted.catch(() => {});
       const closed = await until(() => made.closes[0], "the socket to close");
@@ -160,12 +165,14 @@ describe("a client in Node resumes", live, () => {
       assert.equal(ready.at(-1).session_id, sessionId);
       assert.equal(ready.at(-1).recovered, true);
       await until(() => made.frames.find((f) => f.event_type === "execution.completed" && f.data.execution_id === executionId),
-        "the batch to complete on the restarted server", { timeoutMs: 30_000 }).catch(async (error) => {
+        "the batch's completion", { timeoutMs: 30_000 }).catch(async (error) => {
         const status = await made.client.api("GET", `/api/execution/${executionId}/status`).catch((e) => e);
         const kinds = made.positioned().map((f) => `${f.seq} ${f.event_type}`);
         throw new Error(`${error.message}\nthe execution: ${JSON.stringify(status)}\nreceived: ${kinds}`);
       });
       await assertNothingLost(made, sessionId);
+      const missed = made.positioned().filter((f) => f.seq > lastBeforeClose && f.seq <= ready.at(-1).seq);
+      assert.ok(missed.some((f) => f.event_type === "execution.completed"), "the batch's end, replayed");
       assert.equal(made.events.filter((e) => e.type === "resync.required").length, 0);
       // The restarted process serves the socket: an answer over it.
       const answered = new Promise((resolve) => made.client.on("agent.completed", resolve));
