@@ -1,15 +1,29 @@
 """Agent answers as streams (issue 23): token delivery latency with many answers streaming
-at once, a late socket's time to its snapshot, the database writes per answer, and another
-user's ping round trip meanwhile beside the same ping with nothing streaming (the baseline,
-in the same run).
+at once and another user's ping round trip meanwhile, beside the same tokens sent by a bare
+consumer (the baseline, in the same run); the server's CPU per answer; a late socket's time
+to its snapshot; the database writes per answer; the cost of the coalesced writes against
+writing nothing.
 
-    .venv/bin/python bench/answers.py [--answers 100] [--backends sqlite,pg_redis]
+    .venv/bin/python bench/answers.py [--answers 100] [--backends sqlite,pg_redis] [--repeat 3]
+    git worktree add --detach /tmp/before <commit>    # then: ... bench/answers.py --before /tmp/before
 
 Each answer is the echo agent's (`AGENT_TOKEN_DELAY_SECONDS`, 40 tokens), asked by one user
 of its own (the per-user bound is 3); its tokens are watched by a second socket of the
 session, on a second daphne process with PostgreSQL (the tokens cross over NOTIFY), on the
-same process on SQLite (they do not cross there). Latency is the frame's `timestamp` (set
-when the agent yielded the token) to its arrival at the client, on one machine's clock.
+same process on SQLite. Latency is the frame's `timestamp` (set when the agent yielded the
+token) to its arrival at the client, on one machine's clock. Rounds, each on fresh servers:
+
+- `bare`: `bench/bare.py`'s `/tokens` on one daphne process: the same frames to the same
+  sockets, sent by a Channels consumer with no database, no row and no check (the floor);
+- `product`: the gateway, pinged by another user while the answers stream;
+- `no_writes`: the same with AGENT_SNAPSHOT_INTERVAL at 60 s, so nothing is written while
+  the answers stream (the keeper's text writes and lease renewals wait for it);
+- `before` (with `--before PATH`): `product` from another checkout, the code before a
+  change; `before:<round>` any other round from it;
+- `product@<ms>`: the gateway with AGENT_SNAPSHOT_INTERVAL at `<ms>`;
+- `late`: the gateway again, watched as in `product`, and 20 more sockets of the asking
+  sessions open on the watching process a third of the way into their answers (connect →
+  `agent.snapshot`), then the rows' writes are read.
 """
 
 from __future__ import annotations
@@ -33,32 +47,57 @@ from run import (  # noqa: E402
 
 WORDS = 40
 DELAY_S = 0.05
+PINGS_EVERY_S = 0.02
+TERMINAL = ("agent.completed", "agent.failed", "agent.cancelled")
 
 
-async def _connect(server, token: str):
-    url = server.ws + "/api/runtime/agent"
-    ws = await websockets.connect(url, subprotocols=["symphainy.v1", f"bearer.{token}"], origin=page_origin(url),
-                                  open_timeout=30, max_queue=None)
+async def _open(url: str, subprotocols: list[str]):
+    ws = await websockets.connect(url, subprotocols=subprotocols, origin=page_origin(url), open_timeout=60,
+                                  max_queue=None)
     assert json.loads(await ws.recv())["type"] == "session.ready"
     return ws
 
 
-async def _watch(ws, latencies: list[float]) -> None:
-    """Until the answer's terminal event: each token's latency."""
+def _product(server, user: dict, group: str):
+    return _open(server.ws + "/api/runtime/agent", ["symphainy.v1", f"bearer.{user['access']}"])
+
+
+def _bare(server, user: dict, group: str):
+    return _open(f"{server.ws}/tokens?group={group}", ["symphainy.v1"])
+
+
+async def _watch(ws, latencies: list[float], after_end: list[int] | None = None) -> None:
+    """Until the answer's terminal event: each token's latency; then, with `after_end`, for
+    half a second more, the tokens that came after the end (counted there)."""
     while True:
         frame = json.loads(await ws.recv())
         kind = frame.get("event_type")
         if kind == "agent.token":
             sent = datetime.fromisoformat(frame["timestamp"]).timestamp()
             latencies.append((time.time() - sent) * 1000)
-        elif kind in ("agent.completed", "agent.failed", "agent.cancelled"):
-            return
+        elif kind in TERMINAL:
+            break
+    if after_end is None:
+        return
+    try:
+        while True:
+            if json.loads(await asyncio.wait_for(ws.recv(), 0.5)).get("event_type") == "agent.token":
+                after_end.append(1)
+    except asyncio.TimeoutError:
+        pass
 
 
-async def _late(server, token: str) -> float:
+async def _started(ws, began: float) -> float:
+    """The asking socket: its message sent → its `agent.started`, in ms (it reads no further)."""
+    while json.loads(await ws.recv()).get("event_type") != "agent.started":
+        pass
+    return (time.perf_counter() - began) * 1000
+
+
+async def _late(connect, server, user: dict) -> float:
     """A socket opened mid-answer: connect → its agent.snapshot, in ms."""
     began = time.perf_counter()
-    ws = await _connect(server, token)
+    ws = await connect(server, user, "")
     try:
         while json.loads(await ws.recv()).get("event_type") != "agent.snapshot":
             pass
@@ -67,60 +106,186 @@ async def _late(server, token: str) -> float:
         await ws.close()
 
 
-async def _pings(ws, rounds: int) -> list[float]:
-    samples = []
-    for _ in range(rounds):
+async def _pings(ws, until: asyncio.Event | None = None, rounds: int = 0) -> list[float]:
+    """Round trips of `ping` → `pong`, one every PINGS_EVERY_S: `rounds` of them, or until `until`."""
+    samples: list[float] = []
+    while (until is not None and not until.is_set()) or len(samples) < rounds:
         began = time.perf_counter()
         await ws.send('{"type":"ping"}')
         while json.loads(await ws.recv())["type"] != "pong":
             pass
         samples.append((time.perf_counter() - began) * 1000)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(PINGS_EVERY_S)
     return samples
 
 
-def _writes_per_answer(env: dict[str, str]) -> list[tuple[int, int]]:
-    """(writes, tokens) of each answer still in flight, read by a child with the backend's settings."""
-    script = ("import json, django\ndjango.setup()\nfrom sessions_runtime.models import AgentAnswer\n"
-              "print(json.dumps(list(AgentAnswer.objects.values_list('writes', 'next_index'))))")
-    out = subprocess.run([PYTHON, "-c", script], cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
-                         capture_output=True, text=True, check=True)
-    return [tuple(row) for row in json.loads(out.stdout.strip().splitlines()[-1])]
+async def _client_lag(until: asyncio.Event) -> list[float]:
+    """How late this client's own event loop wakes from a 5 ms sleep: what of a round trip
+    is the client's."""
+    lags = []
+    while not until.is_set():
+        began = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append((time.perf_counter() - began) * 1000 - 5)
+    return lags
 
 
-async def scenario(asker_server, watcher_server, users: list[dict], env: dict[str, str]) -> dict:
+def _cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU time (user + system) of a process, or of one of its threads."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RowReader:
+    """A child with the backend's settings, started ahead (Django's set-up takes seconds on
+    a busy machine), that reads (writes, next_index) of every answer in flight when told."""
+
+    SCRIPT = ("import json, sys, django\ndjango.setup()\nfrom sessions_runtime.models import AgentAnswer\n"
+              "print('ready', flush=True)\nsys.stdin.readline()\n"
+              "print(json.dumps(list(AgentAnswer.objects.values_list('writes', 'next_index'))), flush=True)")
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.child = subprocess.Popen(
+            [PYTHON, "-c", self.SCRIPT], cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.child.stdout.readline().strip() == "ready"
+
+    def read(self) -> list[tuple[int, int]]:
+        out, _ = self.child.communicate("go\n", timeout=60)
+        return [tuple(row) for row in json.loads(out.strip().splitlines()[-1])]
+
+
+async def streaming(connect, asker_server, watcher_server, users: list[dict]) -> dict:
+    """Every asker asks at once; another user pings the asking process until the last
+    watching socket has its answer's end."""
     other, *askers = users
-    pinger = await _connect(asker_server, other["access"])
-    idle = await _pings(pinger, 50)
-    watchers = [await _connect(watcher_server, user["access"]) for user in askers]
-    asking = [await _connect(asker_server, user["access"]) for user in askers]
+    pinger = await connect(asker_server, other, "pinger")
+    idle = await _pings(pinger, rounds=50)
+    watchers = [await connect(watcher_server, user, str(n)) for n, user in enumerate(askers)]
+    asking = [await connect(asker_server, user, str(n)) for n, user in enumerate(askers)]
     latencies: list[float] = []
-    watching = [asyncio.create_task(_watch(ws, latencies)) for ws in watchers]
+    done = asyncio.Event()
+    servers = {server.process.pid for server in (asker_server, watcher_server)}
+    cpu = {pid: (_cpu_s(pid), _cpu_s(pid, pid)) for pid in servers}
+    lagging = asyncio.create_task(_client_lag(done))
+    busy_task = asyncio.create_task(_pings(pinger, until=done))
+    after_end: list[int] = []
+    watching = [asyncio.create_task(_watch(ws, latencies, after_end)) for ws in watchers]
     question = " ".join(f"w{n}" for n in range(WORDS))
+    began = time.perf_counter()
+    starts = [asyncio.create_task(_started(ws, began)) for ws in asking]
     for ws in asking:
         await ws.send(json.dumps({"type": "agent.message", "payload": {"text": question}}))
-    await asyncio.sleep(WORDS * DELAY_S / 3)  # a third of the way: a late join, and pings meanwhile
-    busy_task = asyncio.create_task(_pings(pinger, 50))
-    late = await asyncio.gather(*(_late(watcher_server, user["access"]) for user in askers[:20]))
-    writes = await asyncio.to_thread(_writes_per_answer, env)
-    busy = await busy_task
     await asyncio.gather(*watching)
+    started = [task.result() for task in starts if task.done() and not task.exception()]
+    elapsed = time.perf_counter() - began
+    done.set()
+    busy, lags = await busy_task, await lagging
+    used = {pid: (_cpu_s(pid) - before, _cpu_s(pid, pid) - loop) for pid, (before, loop) in cpu.items()}
     for ws in [pinger, *watchers, *asking]:
         await ws.close()
     return {
-        "answers": len(askers), "tokens": len(latencies),
+        "answers": len(askers), "tokens": len(latencies), "tokens_after_end": len(after_end), "seconds": elapsed,
+        "started_p50_ms": pct(started, 0.5), "started_p99_ms": pct(started, 0.99),
         "token_p50_ms": pct(latencies, 0.5), "token_p99_ms": pct(latencies, 0.99),
-        "late_snapshot_p50_ms": pct(late, 0.5), "late_snapshot_p99_ms": pct(late, 0.99),
-        "writes_per_token_mid_answer": sum(w for w, _ in writes) / max(1, sum(n for _, n in writes)),
-        "ping_idle_p99_ms": pct(idle, 0.99), "ping_busy_p99_ms": pct(busy, 0.99),
+        "ping_idle_p99_ms": pct(idle, 0.99), "ping_busy_p50_ms": pct(busy, 0.5),
+        "ping_busy_p99_ms": pct(busy, 0.99), "pings": len(busy),
+        "client_lag_p99_ms": pct(lags, 0.99),
+        "cpu_ms_per_answer": 1000 * sum(total for total, _ in used.values()) / len(askers),
+        "loop_cpu_ms_per_answer": 1000 * sum(loop for _, loop in used.values()) / len(askers),
     }
+
+
+async def late_join(asker_server, watcher_server, users: list[dict], env: dict[str, str]) -> dict:
+    """The answers again; a third of the way into each of 20 of them, a new socket of its
+    session."""
+    _, *askers = users
+    reader = await asyncio.to_thread(RowReader, env)
+    watchers = [await _product(watcher_server, user, "") for user in askers]
+    asking = [await _product(asker_server, user, "") for user in askers]
+    latencies: list[float] = []
+    watching = [asyncio.create_task(_watch(ws, latencies)) for ws in watchers]
+    question = " ".join(f"w{n}" for n in range(WORDS))
+    began = time.perf_counter()
+    all_started, started = asyncio.Event(), []
+
+    async def ask(ws, user: dict, late: bool) -> float | None:
+        await ws.send(json.dumps({"type": "agent.message", "payload": {"text": question}}))
+        started.append(await _started(ws, began))
+        if len(started) == len(asking):
+            all_started.set()
+        joined = None
+        if late:  # a third of the way into this answer, as its asking socket sees it
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame.get("event_type") in TERMINAL:
+                    return None
+                if frame.get("event_type") == "agent.token" and frame["data"]["index"] >= WORDS // 3:
+                    break
+            try:
+                joined = await asyncio.wait_for(_late(_product, watcher_server, user), 10)
+            except asyncio.TimeoutError:
+                return None  # ended before the late socket opened: no snapshot to wait for
+        await _watch(ws, [])
+        return joined
+
+    asks = [asyncio.create_task(ask(ws, user, n < 20)) for n, (ws, user) in enumerate(zip(asking, askers))]
+    await all_started.wait()
+    await asyncio.sleep(WORDS * DELAY_S / 2)
+    writes = await asyncio.to_thread(reader.read)  # the rows of the answers still in flight
+    late = [joined for joined in await asyncio.gather(*asks) if joined is not None]
+    await asyncio.gather(*watching)
+    for ws in [*watchers, *asking]:
+        await ws.close()
+    per_token = sum(w for w, _ in writes) / max(1, sum(n for _, n in writes))
+    return {
+        "late_snapshot_p50_ms": pct(late, 0.5), "late_snapshot_p99_ms": pct(late, 0.99), "late_joined": len(late),
+        # The watching sockets' tokens while the late ones join their process.
+        "token_p50_ms": pct(latencies, 0.5), "token_p99_ms": pct(latencies, 0.99), "tokens": len(latencies),
+        "row_writes_per_token": per_token,
+        # The start's insert and the end's delete, and the keeper's updates (`writes`) for the
+        # whole answer at the rate read near its end.
+        "row_writes_per_answer": 2 + per_token * WORDS,
+    }
+
+
+def _servers(backend: str, env: dict[str, str], app: str | None = None, root: Path = ROOT):
+    a = start("daphne", env, app=app, root=root)
+    b = start("daphne", env, app=app, root=root) if backend == "pg_redis" and app is None else a
+    return a, b
+
+
+def _median(samples: list[dict]) -> dict:
+    """Each measure's median over the repetitions, with its min–max."""
+    out: dict = {}
+    for key in samples[0]:
+        values = sorted(sample[key] for sample in samples)
+        out[key] = values[len(values) // 2]
+        if len(values) > 1:
+            out[f"{key}_range"] = [values[0], values[-1]]
+    return out
+
+
+def _stop(a, b) -> None:
+    for server in {id(a): a, id(b): b}.values():
+        server.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--answers", type=int, default=100)
     parser.add_argument("--backends", default="sqlite,pg_redis")
+    parser.add_argument("--rounds", default="bare,product,no_writes,late")
+    parser.add_argument("--repeat", type=int, default=3, help="each round this many times, interleaved")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answers.json")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before a change: its round `before`, "
+                        "the same as `product`, runs interleaved with the others")
     args = parser.parse_args()
+    rounds = args.rounds.split(",")
+    if args.before and not any(name.startswith("before") for name in rounds):
+        rounds.insert(rounds.index("product") if "product" in rounds else 0, "before")
     results = {}
     for backend in args.backends.split(","):
         if backend == "pg_redis" and not services_up():
@@ -128,16 +293,37 @@ def main() -> None:
         env = configure(backend)
         users = make_users(env, args.answers + 1)
         server_env = {**env, "AGENT_TOKEN_DELAY_SECONDS": str(DELAY_S), "AGENT_ANSWERS_PER_PROCESS": str(args.answers)}
-        a = start("daphne", server_env)
-        b = start("daphne", server_env) if backend == "pg_redis" else a
-        try:
-            results[backend] = asyncio.run(scenario(a, b, users, env))
-        finally:
-            for server in {id(a): a, id(b): b}.values():
-                server.stop()
-        print(backend, json.dumps(results[backend], indent=1), flush=True)
-    out = ROOT / "bench" / "results" / "answers.json"
-    out.write_text(json.dumps({"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **results}, indent=1))
+        samples: dict[str, list[dict]] = {name: [] for name in rounds}
+        for _ in range(args.repeat):
+            for name in rounds:
+                before, kind = name.startswith("before"), name.removeprefix("before:")
+                round_env = server_env
+                if kind == "no_writes" or kind.startswith("product@"):
+                    interval = "60000" if kind == "no_writes" else kind.split("@", 1)[1]
+                    round_env = {**server_env, "AGENT_SNAPSHOT_INTERVAL_MS": interval}
+                a, b = _servers(backend, round_env, "bench.bare:application" if kind == "bare" else None,
+                                args.before if before else ROOT)
+                try:
+                    if kind == "late":
+                        result = asyncio.run(late_join(a, b, users, env))
+                    else:
+                        result = asyncio.run(streaming(_bare if name == "bare" else _product, a, b, users))
+                finally:
+                    _stop(a, b)
+                samples[name].append(result)
+                print(backend, name, json.dumps(result), flush=True)
+        out = {name: _median(values) for name, values in samples.items()}
+        for name in ("before", "product", "no_writes"):
+            if name in out and "bare" in out:
+                for measure in ("token_p50_ms", "token_p99_ms", "ping_busy_p99_ms", "cpu_ms_per_answer"):
+                    out[name][f"{measure}_over_bare"] = out[name][measure] / max(out["bare"][measure], 1e-9)
+        if "product" in out and "no_writes" in out:
+            out["coalescing_cpu_ratio"] = out["product"]["cpu_ms_per_answer"] / out["no_writes"]["cpu_ms_per_answer"]
+        results[backend] = out
+    out_path = args.out
+    meta = {"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
+            "load_average": os.getloadavg()}
+    out_path.write_text(json.dumps({**meta, **results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,17 @@
 (b) the floor of a revocation: sockets that say they are ready and are closed with 4409
 when `POST /close-all` reaches their process, with no log, no database and no check in
 between. What the product takes beyond (b) is its own; (b) itself is daphne, autobahn and
-the benchmark's client closing that many sockets on this machine."""
+the benchmark's client closing that many sockets on this machine; (c) the floor of agent
+answers (`/tokens?group=<name>`): an `agent.message` streams the echo agent's words, one
+`agent.token` frame each (the product's frame, with its timestamp) to every socket of the
+group on this process, then `agent.completed`; no database, no row, no check; `ping` is
+answered `pong`."""
 
 import asyncio
+import json
 import os
+from datetime import datetime, timezone
+from urllib.parse import parse_qs
 
 import django
 
@@ -17,6 +24,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
 HELD: set["HeldConsumer"] = set()
+GROUPS: dict[str, set["TokensConsumer"]] = {}
+TOKEN_DELAY_S = float(os.environ.get("AGENT_TOKEN_DELAY_SECONDS", "0.02"))
 
 
 class BareConsumer(AsyncWebsocketConsumer):
@@ -33,6 +42,44 @@ class HeldConsumer(BareConsumer):
 
     async def disconnect(self, code: int) -> None:
         HELD.discard(self)
+
+
+class TokensConsumer(BareConsumer):
+    async def connect(self) -> None:
+        await super().connect()
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.group = query.get("group", ["-"])[0]
+        GROUPS.setdefault(self.group, set()).add(self)
+        self.answers: set[asyncio.Task] = set()
+        await self.send(text_data='{"type":"session.ready"}')
+
+    async def disconnect(self, code: int) -> None:
+        GROUPS.get(self.group, set()).discard(self)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        message = json.loads(text_data)
+        if message["type"] == "ping":
+            await self.send(text_data='{"type":"pong"}')
+        elif message["type"] == "agent.message":
+            task = asyncio.ensure_future(self.answer(message["payload"]["text"]))
+            self.answers.add(task)
+            task.add_done_callback(self.answers.discard)
+
+    async def answer(self, text: str) -> None:
+        base = {"conversation_id": "bench", "message_id": os.urandom(8).hex()}
+        words = text.split()
+        await self.group_send("agent.started", base)
+        for index, word in enumerate(words):
+            await asyncio.sleep(TOKEN_DELAY_S)
+            token = word.upper() + (" " if index < len(words) - 1 else "")
+            await self.group_send("agent.token", {**base, "index": index, "token": token})
+        await self.group_send("agent.completed", {**base, "text": text.upper()})
+
+    async def group_send(self, kind: str, data: dict) -> None:
+        frame = json.dumps({"type": "runtime_event", "event_type": kind, "data": data,
+                            "timestamp": datetime.now(timezone.utc).isoformat()})
+        for consumer in list(GROUPS.get(self.group, ())):
+            await consumer.send(text_data=frame)
 
 
 async def close_all(scope, receive, send) -> None:
@@ -52,5 +99,6 @@ async def close_all(scope, receive, send) -> None:
 
 application = ProtocolTypeRouter({
     "http": close_all,
-    "websocket": URLRouter([path("bare", BareConsumer.as_asgi()), path("held", HeldConsumer.as_asgi())]),
+    "websocket": URLRouter([path("bare", BareConsumer.as_asgi()), path("held", HeldConsumer.as_asgi()),
+                            path("tokens", TokensConsumer.as_asgi())]),
 })

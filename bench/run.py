@@ -93,7 +93,10 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def start(kind: str, env: dict[str, str], *, app: str | None = None, port: int | None = None) -> Server:
+def start(kind: str, env: dict[str, str], *, app: str | None = None, port: int | None = None,
+          root: Path = ROOT) -> Server:
+    """A server of `kind` on `port` (a free one by default), from the checkout at `root`
+    (this one unless a benchmark compares with another)."""
     port = port or free_port()
     if kind == "daphne":
         command = [PYTHON, "-m", "symphainy.serve", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
@@ -112,8 +115,9 @@ def start(kind: str, env: dict[str, str], *, app: str | None = None, port: int |
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         # Appended: a process started again on its port (bench/restart.py) keeps the old one's lines.
         output = open(Path(log_dir) / f"{kind}-{port}.log", "ab")  # noqa: SIM115 - the child keeps it
+    path = os.pathsep.join(p for p in (str(root), pythonpath()) if p)
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": pythonpath()},
+        command, cwd=root, env={**os.environ, **SERVER_ENV, **env, "PYTHONPATH": path},
         stdout=output, stderr=subprocess.STDOUT if log_dir else subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 30

@@ -388,8 +388,10 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         S("AGENT_ANSWERS_PER_USER", 3, "AGENT_ANSWERS_PER_USER", COUNT, AT_LEAST_ONE,
           "answers of one user in flight at once, on all processes; over it, `agent.message` gets a "
           "`too_many_answers` error frame and nothing starts"),
-        S("AGENT_ANSWERS_PER_PROCESS", 200, "AGENT_ANSWERS_PER_PROCESS", COUNT, AT_LEAST_ONE,
-          "answers one server process runs at once; over it, `too_many_answers` too"),
+        S("AGENT_ANSWERS_PER_PROCESS", 100, "AGENT_ANSWERS_PER_PROCESS", COUNT, AT_LEAST_ONE,
+          "answers one server process runs at once; over it, `too_many_answers` too. Each token sent to a socket "
+          "costs the event loop ~90 µs (bench/README.md): 100 answers of 50 tokens/s to one socket each keep it "
+          "about half busy, 200 would fill it"),
         S("AGENT_SNAPSHOT_INTERVAL", timedelta(milliseconds=40), "AGENT_SNAPSHOT_INTERVAL_MS", MILLISECONDS, POSITIVE,
           "how often the text so far of an answer in flight is written where every process reads it (what a late "
           "or reconnecting socket's `agent.snapshot` holds): one write per answer per interval, never one per token"),

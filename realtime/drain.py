@@ -3,7 +3,8 @@
 The drain, whatever command started the process (`symphainy.serve` hooks it into daphne):
 1. from the first moment, this process is `draining()`: `/ready` answers 503, a handshake
    that still arrives is closed with 1012, and the server stops listening (`stop_accepting`),
-   so nginx or a load balancer sends new sockets elsewhere;
+   so nginx or a load balancer sends new sockets elsewhere; its heartbeat keeps the lease
+   but sweeps no more, so nothing it hands over is dispatched back to it;
 2. its connection records go (a client back elsewhere must not meet its own ghost under
    the per-user cap), then every open socket is closed with 1012, spread evenly over
    SHUTDOWN_DRAIN_WINDOW in a random order, so that their clients do not all come back in
@@ -132,6 +133,7 @@ async def drain(
     if _draining:
         return
     _draining = True
+    heartbeat.sweeps_stop()
     begun = time.monotonic()
     timeout = runtime_settings.SHUTDOWN_TIMEOUT.total_seconds()
     window = min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), max(0.0, timeout - RESERVE_S))

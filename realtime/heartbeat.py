@@ -28,6 +28,15 @@ from realtime.sweeps import dead_servers_sweep, runtime_sweep
 logger = logging.getLogger(__name__)
 _task: asyncio.Task | None = None
 _last_full_sweep: float | None = None  # time.monotonic() of this process's last runtime_sweep
+_sweeping = True  # off for good once the process drains (`sweeps_stop`)
+
+
+def sweeps_stop() -> None:
+    """A draining process takes on no work: its heartbeat goes on renewing its lease while
+    the work in flight finishes, but no longer sweeps, so that an execution it hands over
+    (or any other found waiting) is dispatched by another process, not back to itself."""
+    global _sweeping
+    _sweeping = False
 
 
 def _beat_and_sweep() -> int:
@@ -35,6 +44,8 @@ def _beat_and_sweep() -> int:
     sweep is due. Returns how many connection records of dead processes went."""
     global _last_full_sweep
     server_heartbeat()
+    if not _sweeping:
+        return 0
     now = time.monotonic()
     if _last_full_sweep is None or now - _last_full_sweep >= runtime_settings.RUNTIME_SWEEP_INTERVAL.total_seconds():
         _last_full_sweep = now

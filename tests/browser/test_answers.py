@@ -21,7 +21,10 @@ except ImportError:  # pragma: no cover - browser_ready skips
     expect = None
 
 pytestmark = [pytest.mark.server, pytest.mark.django_db(transaction=True)]
-WORDS = 30  # 50 ms apart (the module's server): a second and a half of answer
+# 50 ms apart (the module's server): ten seconds of answer, so that on a loaded machine the
+# drop, the reconnect and Stop still happen mid-answer (30 words, 1.5 s, was once over
+# before the second socket opened: "0 snapshots").
+WORDS = 200
 QUESTION = " ".join(f"word{n}" for n in range(WORDS))
 ANSWER = QUESTION.upper()
 

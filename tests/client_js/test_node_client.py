@@ -55,8 +55,9 @@ SERVERS = {
     "main": {**BASE_ENV, "AUTH_REFRESH_COOKIE": "1"},
     # Access tokens that live 3 s: a client that misses its refresh meets 4401 soon.
     "short_token": {**BASE_ENV, "ACCESS_TOKEN_LIFETIME_SECONDS": "3"},
-    # Restarted in place by a Node test: a short drain, so the restart takes seconds.
-    "restartable": {**BASE_ENV, "SHUTDOWN_DRAIN_WINDOW_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "5"},
+    # Restarted in place by a Node test: a short drain window, and 5 s for work in flight
+    # (the timeout less the drain's 3 s reserve), so the restart takes seconds.
+    "restartable": {**BASE_ENV, "SHUTDOWN_DRAIN_WINDOW_SECONDS": "1", "SHUTDOWN_TIMEOUT_SECONDS": "8"},
 }
 NODE_RUN_TIMEOUT_S = 180
 
@@ -81,14 +82,27 @@ def _node_command() -> tuple[list[str] | None, str]:
     return None, f"node {version} has no WebSocket"
 
 
-@pytest.fixture(scope="module")
-def node() -> list[str]:
+def _node_required(*, require: bool) -> list[str]:
+    """The `node --test` command; without a fit Node, skip, or fail when `require`d."""
     command, problem = _node_command()
-    if command is None and settings.REQUIRE_SERVICES:
+    if command is None and require:
         pytest.fail(f"SYMPHAINY_REQUIRE_SERVICES=1 but {problem}")
     if command is None:
         pytest.skip(problem)
     return command
+
+
+@pytest.fixture(scope="module")
+def node() -> list[str]:
+    return _node_required(require=settings.REQUIRE_SERVICES)
+
+
+def test_without_node_the_tests_skip_and_fail_where_services_are_required(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(pytest.skip.Exception, match="node is not installed"):
+        _node_required(require=False)
+    with pytest.raises(pytest.fail.Exception, match="SYMPHAINY_REQUIRE_SERVICES=1 but node is not installed"):
+        _node_required(require=True)
 
 
 class _Control(ThreadingHTTPServer):

@@ -179,3 +179,31 @@ async def test_live_frames_queued_together_cross_in_one_notify_within_the_payloa
         payload = forwarder._batch(await forwarder._next())
     assert sent == list(range(60))  # each once, in order
     assert batches <= 4, f"{batches} notifies for 60 frames of ~340 bytes"
+
+
+async def test_a_backlog_of_live_frames_crosses_in_one_statement_of_several_notifies():
+    """Frames queued faster than round trips come back: several NOTIFYs, in order, each
+    within the payload limit, in one statement (one round trip)."""
+    import json
+
+    from realtime.wakeups import LIVE_CHANNEL, LIVE_NOTIFIES_PER_STATEMENT, LIVE_PAYLOAD_MAX, LiveForwarder
+
+    forwarder = LiveForwarder.__new__(LiveForwarder)  # its queue only: no connection, no task
+    forwarder.queue, forwarder._held = asyncio.Queue(), None
+    frames = [json.dumps({"p": "x", "s": "s", "f": {"index": n, "token": "t" * 300}}) for n in range(1000)]
+    for frame in frames[1:]:
+        forwarder.queue.put_nowait(frame)
+    sent, statements = [], 0
+    sql, params = forwarder._statement(frames[0])
+    while True:
+        statements += 1
+        assert sql.count("pg_notify(%s, %s)") == len(params) // 2 <= LIVE_NOTIFIES_PER_STATEMENT
+        for channel, payload in zip(params[::2], params[1::2]):
+            assert channel == LIVE_CHANNEL and len(payload.encode()) <= LIVE_PAYLOAD_MAX
+            batch = json.loads(payload)
+            sent += [item["f"]["index"] for item in (batch if isinstance(batch, list) else [batch])]
+        if forwarder.queue.empty() and forwarder._held is None:
+            break
+        sql, params = forwarder._statement(await forwarder._next())
+    assert sent == list(range(1000))  # each once, in order
+    assert statements <= 3, f"{statements} round trips for 1,000 frames of ~340 bytes"

@@ -252,3 +252,29 @@ def test_a_socket_on_another_process_gets_the_snapshot_and_tokens_and_cancels(tm
             assert cancelled["text"].startswith(stitched(late, message_id))
 
         asyncio.run(scenario())
+
+
+@pytest.mark.skipif(POSTGRES, reason="the embedded SQLite's own limit (docs/protocol.md#agent-answers)")
+def test_on_sqlite_another_process_gets_the_snapshot_and_the_end_but_no_live_tokens(tmp_path):
+    """Two processes on one SQLite file: what docs/protocol.md says a socket on the other
+    process gets, the recorded events and a snapshot when it opens, and no live token."""
+    with running(tmp_path, **SLOW) as a, running(tmp_path) as b:
+        token = login(a)["access_token"]
+
+        async def scenario():
+            watching = await Tab.open(b, token)
+            asker = await Tab.open(a, token)
+            message_id = await ask(asker)
+            await tokens_seen(asker, 5)
+            late = await Tab.open(b, token)
+            snapshot = (await late.event("agent.snapshot"))["data"]
+            assert snapshot["message_id"] == message_id and snapshot["next_index"] >= 1
+            for tab in (watching, late):
+                completed = (await tab.event("agent.completed", "agent.failed"))["data"]
+                assert completed["text"] == ANSWER
+                assert tab.of("agent.token") == []
+            assert watching.of("agent.started")[0]["message_id"] == message_id
+            await asker.event("agent.completed")
+            assert stitched(asker, message_id) == ANSWER  # live on the process that runs it
+
+        asyncio.run(scenario())

@@ -304,3 +304,42 @@ def test_the_drain_runs_in_a_context_of_its_own(monkeypatch):
 
     asyncio.run(scenario())
     assert seen == [False]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_draining_process_sweeps_nothing_back_into_itself(monkeypatch):
+    """A draining process releases the executions it could not finish so that another runs
+    them at once; its own heartbeat, still renewing its lease, swept one straight back to
+    itself (dispatched 9 ms after the hand-over), then exited, leaving it `running` until
+    EXECUTION_STALE_AFTER. Once draining, the heartbeat beats and sweeps nothing."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.conf import runtime_settings
+    from core.process import server_instance_id
+    from realtime import heartbeat
+    from sessions_runtime.models import Intent
+
+    session = factories.make_session(factories.make_user())
+    released = timezone.now() - runtime_settings.EXECUTION_STALE_AFTER - timedelta(seconds=1)
+
+    def waiting_execution() -> Execution:
+        intent = Intent.objects.create(session=session, user_id=session.user_id, tenant_id=session.tenant_id,
+                                       intent_type="batch", parameters={})
+        return Execution.objects.create(intent=intent, session=session, user_id=session.user_id,
+                                        tenant_id=session.tenant_id, intent_type="batch", updated_at=released)
+
+    dispatched = []
+    monkeypatch.setattr("sessions_runtime.runner.execution_dispatch", dispatched.append)
+    monkeypatch.setattr(heartbeat, "_sweeping", True)
+    first = waiting_execution()
+    heartbeat._beat_and_sweep()
+    assert dispatched == [first.pk]  # a serving process does pick one up
+
+    heartbeat.sweeps_stop()
+    waiting_execution()
+    beat_before = ServerInstance.objects.get(pk=server_instance_id()).last_heartbeat_at
+    heartbeat._beat_and_sweep()
+    assert dispatched == [first.pk], "a draining process took work back"
+    assert ServerInstance.objects.get(pk=server_instance_id()).last_heartbeat_at > beat_before  # the lease goes on

@@ -189,10 +189,13 @@ export function settledBefore(promise, other) {
  * unanswered (a listener that never answers) until `release()` pipes them through;
  * `cut()` also drops every connection through it (the client sees 1006, as after a network
  * drop). Its `url` is what the client uses as its base URL, for HTTP and the socket alike.
+ * A `rewrite` changes each connection's request on its way (its first chunk).
  */
 export class TcpProxy {
-  constructor(targetUrl) {
+  /** `rewrite(head)`: what to send upstream instead of the first chunk of each connection. */
+  constructor(targetUrl, { rewrite = null } = {}) {
     this.target = new URL(targetUrl);
+    this.rewrite = rewrite;
     this.pairs = new Set();
     this.held = [];
     this.holding = false;
@@ -224,8 +227,15 @@ export class TcpProxy {
     };
     socket.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);
-    socket.pipe(upstream);
     upstream.pipe(socket);
+    if (!this.rewrite) {
+      socket.pipe(upstream);
+      return;
+    }
+    socket.once("data", (first) => { // the request line and headers
+      upstream.write(Buffer.from(this.rewrite(first.toString("latin1")), "latin1"));
+      socket.pipe(upstream);
+    });
   }
 
   hold() {

@@ -99,7 +99,12 @@ describe("a client in Node", live, () => {
       const session = await before.client.login(user.email, user.password);
       assert.ok(browser.jar.size === 1, "the refresh token went into a cookie");
       await before.client.connect();
-      await before.client.refresh(); // a refresh through the cookie rotates it
+      // A refresh through the cookie rotates it, and the open socket takes the new access
+      // token (auth.refreshed) and stays up.
+      await before.client.refresh();
+      await until(() => before.frames.find((f) => f.type === "auth.refreshed"), "auth.refreshed");
+      assert.equal(before.sockets.length, 1);
+      assert.equal(before.client.state, "open");
       // The reload: the page and its client are gone without a logout; a new page's client
       // has nothing in memory.
       before.client.disconnect();
