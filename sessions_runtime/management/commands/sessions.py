@@ -210,33 +210,24 @@ class Command(BaseCommand):
         width = max(len(name) for name, _ in fields)
         for name, value in fields:
             self.stdout.write(f"{name.ljust(width)}  {value}")
-        self._show_sockets(session, width)
-        executions = list(Execution.objects.filter(session_id=session.pk).order_by("-created_at")[:RECENT_EXECUTIONS])
-        if not executions:
-            self.stdout.write("executions".ljust(width) + "  none")
-            return
-        self.stdout.write(f"\nRecent executions (newest first, at most {RECENT_EXECUTIONS}):")
-        self.stdout.write(
-            table(
-                ["id", "intent type", "status", "created", "finished"],
-                ([e.pk, e.intent_type, e.status, when(e.created_at), when(e.finished_at)] for e in executions),
-            )
-        )
-
-    def _show_sockets(self, session: RuntimeSession, width: int) -> None:
-        """The session's live sockets, by their connection id (what `sockets disconnect`
-        takes): the process holding each, since when, from where, with which client."""
+        # The session's live sockets, by their connection id (what `sockets disconnect`
+        # takes): the process holding each, since when, from where, with which client.
         sockets = list(Connection.objects.filter(session_id=session.pk).order_by("opened_at", "id"))
-        if not sockets:
-            self.stdout.write("sockets".ljust(width) + "  none")
+        self._section("sockets", width, f"Sockets ({len(sockets)}, oldest first)",
+                      ["connection", "process", "since", "client address", "user agent"],
+                      [[c.pk, c.server_instance, when(c.opened_at), c.client_address, c.user_agent] for c in sockets])
+        executions = list(Execution.objects.filter(session_id=session.pk).order_by("-created_at")[:RECENT_EXECUTIONS])
+        self._section("executions", width, f"Recent executions (newest first, at most {RECENT_EXECUTIONS})",
+                      ["id", "intent type", "status", "created", "finished"],
+                      [[e.pk, e.intent_type, e.status, when(e.created_at), when(e.finished_at)] for e in executions])
+
+    def _section(self, label: str, width: int, title: str, headers: list[str], rows: list[list]) -> None:
+        """A table under its title, or the label and "none"."""
+        if not rows:
+            self.stdout.write(label.ljust(width) + "  none")
             return
-        self.stdout.write(f"\nSockets ({len(sockets)}, oldest first):")
-        self.stdout.write(
-            table(
-                ["connection", "process", "since", "client address", "user agent"],
-                ([c.pk, c.server_instance, when(c.opened_at), c.client_address, c.user_agent] for c in sockets),
-            )
-        )
+        self.stdout.write(f"\n{title}:")
+        self.stdout.write(table(headers, rows))
 
     # --- end ----------------------------------------------------------------------------
     def _end(self, options: dict[str, Any]) -> None:
