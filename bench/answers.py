@@ -24,6 +24,14 @@ token) to its arrival at the client, on one machine's clock. Rounds, each on fre
 - `late`: the gateway again, watched as in `product`, and 20 more sockets of the asking
   sessions open on the watching process a third of the way into their answers (connect →
   `agent.snapshot`), then the rows' writes are read.
+
+`--flood` (issue 23's flood) instead: on one daphne process with the default socket and
+message bounds, `--flood-accounts` accounts × 20 sockets of one session each send long
+`agent.message`s (AGENT_MESSAGE_MAX_CHARS, 1,000 words: 20 s of tokens) as fast as
+WS_MESSAGE_RATE allows for `--flood-seconds`, then leave; another user pings meanwhile. The
+senders run in a child process (so the pinger's loop is not theirs). Sampled each second:
+the process's RSS and CPU. Rounds `bare` (`bench/bare.py` `/tokens`, the same bound of 3
+answers per session, no database) and `product`.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -106,8 +115,8 @@ async def _late(connect, server, user: dict) -> float:
         await ws.close()
 
 
-async def _pings(ws, until: asyncio.Event | None = None, rounds: int = 0) -> list[float]:
-    """Round trips of `ping` → `pong`, one every PINGS_EVERY_S: `rounds` of them, or until `until`."""
+async def _pings(ws, until: asyncio.Event | None = None, rounds: int = 0, every: float = PINGS_EVERY_S) -> list[float]:
+    """Round trips of `ping` → `pong`, one every `every` s: `rounds` of them, or until `until`."""
     samples: list[float] = []
     while (until is not None and not until.is_set()) or len(samples) < rounds:
         began = time.perf_counter()
@@ -115,7 +124,7 @@ async def _pings(ws, until: asyncio.Event | None = None, rounds: int = 0) -> lis
         while json.loads(await ws.recv())["type"] != "pong":
             pass
         samples.append((time.perf_counter() - began) * 1000)
-        await asyncio.sleep(PINGS_EVERY_S)
+        await asyncio.sleep(every)
     return samples
 
 
@@ -251,6 +260,106 @@ async def late_join(asker_server, watcher_server, users: list[dict], env: dict[s
     }
 
 
+FLOOD_WORDS, FLOOD_CHARS, FLOOD_RATE = 1000, 16_000, 60 / 10  # messages a second a socket may send
+FLOOD_PING_EVERY_S = 0.2  # the pinger too stays within WS_MESSAGE_RATE
+
+
+def _flood_child(connect_name: str, port: int, users: list[dict], sockets: int, seconds: float, pipe) -> None:
+    """The senders (a child process): `sockets` sockets per user, each sending an
+    agent.message every 1/FLOOD_RATE s (a little slower) and reading what comes."""
+    from run import Server
+
+    server, connect = Server(None, port), globals()[connect_name]
+    text = " ".join(f"{n:015d}" for n in range(FLOOD_WORDS))[:FLOOD_CHARS]
+    frame = json.dumps({"type": "agent.message", "payload": {"text": text}})
+    started: set[str] = set()
+    counts = {"sent": 0, "refused": 0, "closed_early": 0, "other_errors": 0}
+
+    async def read(ws) -> None:
+        async for raw in ws:  # substring checks: the tokens go by unparsed
+            if '"agent.started"' in raw:
+                started.add(json.loads(raw)["data"]["message_id"])
+            elif "too_many_answers" in raw:
+                counts["refused"] += 1
+            elif '"type": "error"' in raw or '"type":"error"' in raw:
+                counts["other_errors"] += 1
+
+    async def send(ws, until: float) -> None:
+        while time.perf_counter() < until:
+            try:
+                await ws.send(frame)
+            except websockets.ConnectionClosed:
+                counts["closed_early"] += 1  # over the message rate (4429) or dropped
+                return
+            counts["sent"] += 1
+            await asyncio.sleep(1.05 / FLOOD_RATE)
+
+    async def flood() -> None:
+        opened = [await connect(server, user, str(n)) for n, user in enumerate(users) for _ in range(sockets)]
+        readers = [asyncio.create_task(read(ws)) for ws in opened]
+        pipe.send("flooding")
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*(send(ws, until) for ws in opened))
+        await asyncio.gather(*(ws.close() for ws in opened))
+        for task in readers:
+            task.cancel()
+        pipe.send({**counts, "started": len(started), "sockets": len(opened)})
+
+    asyncio.run(flood())
+
+
+async def flooding(connect, server, users: list[dict], sockets: int, seconds: float, after: float) -> dict:
+    """The flood against `server`, another user's pings meanwhile, RSS and CPU each second."""
+    other, *flooders = users
+    pinger = await connect(server, other, "pinger")
+    idle = await _pings(pinger, rounds=20, every=FLOOD_PING_EVERY_S)
+    pid, samples = server.process.pid, []  # (time, RSS MiB, CPU s)
+
+    async def sample(until: asyncio.Event) -> None:
+        while not until.is_set():
+            samples.append((time.perf_counter(), server.rss_kib() / 1024, _cpu_s(pid)))
+            await asyncio.sleep(1)
+
+    done, ended = asyncio.Event(), asyncio.Event()
+    sampling = asyncio.create_task(sample(ended))
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_flood_child, args=(connect.__name__, server.port, flooders, sockets, seconds, theirs))
+    child.start()
+    assert await asyncio.to_thread(ours.recv) == "flooding"
+    began = time.perf_counter()
+    pinging = asyncio.create_task(_pings(pinger, until=done, every=FLOOD_PING_EVERY_S))
+    counts = await asyncio.to_thread(ours.recv)
+    left = time.perf_counter()
+    done.set()
+    busy = await pinging
+    await asyncio.to_thread(child.join)
+    await asyncio.sleep(after)
+    ended.set()
+    await sampling
+    await pinger.close()
+
+    def cpu_pct(start: float, end: float) -> float:
+        inside = [(t, c) for t, _, c in samples if left + start <= t <= left + end]
+        if len(inside) < 2:
+            return float("nan")
+        return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def rss_at(t: float) -> float:
+        return min(samples, key=lambda row: abs(row[0] - t))[1]
+
+    during = [rss for t, rss, _ in samples if began <= t <= left]
+    return {
+        **counts, "accounts": len(flooders), "seconds": left - began, "pings": len(busy),
+        "ping_idle_p50_ms": pct(idle, 0.5), "ping_idle_p99_ms": pct(idle, 0.99),
+        "ping_p50_ms": pct(busy, 0.5), "ping_p99_ms": pct(busy, 0.99), "ping_max_ms": max(busy),
+        "rss_before_mib": samples[0][1], "rss_during_mib": during[len(during) // 2], "rss_peak_mib": max(during),
+        "rss_at_leave_mib": rss_at(left), "rss_after_30s_mib": rss_at(left + 30),
+        "cpu_pct_flooding": cpu_pct(began - left, 0),
+        **{f"cpu_pct_after_{a}_{b}s": cpu_pct(a, b) for a, b in ((0, 10), (10, 20), (20, 30), (30, after))},
+    }
+
+
 def _servers(backend: str, env: dict[str, str], app: str | None = None, root: Path = ROOT):
     a = start("daphne", env, app=app, root=root)
     b = start("daphne", env, app=app, root=root) if backend == "pg_redis" and app is None else a
@@ -280,9 +389,15 @@ def main() -> None:
     parser.add_argument("--rounds", default="bare,product,no_writes,late")
     parser.add_argument("--repeat", type=int, default=3, help="each round this many times, interleaved")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "answers.json")
+    parser.add_argument("--flood", action="store_true", help="issue 23's flood instead (rounds bare,product)")
+    parser.add_argument("--flood-accounts", default="1,10", help="flooding accounts, one round each")
+    parser.add_argument("--flood-seconds", type=float, default=60)
+    parser.add_argument("--flood-after", type=float, default=45, help="seconds watched after the senders leave")
     parser.add_argument("--before", type=Path, help="a checkout of the code before a change: its round `before`, "
                         "the same as `product`, runs interleaved with the others")
     args = parser.parse_args()
+    if args.flood:
+        return flood_main(args)
     rounds = args.rounds.split(",")
     if args.before and not any(name.startswith("before") for name in rounds):
         rounds.insert(rounds.index("product") if "product" in rounds else 0, "before")
@@ -320,10 +435,40 @@ def main() -> None:
         if "product" in out and "no_writes" in out:
             out["coalescing_cpu_ratio"] = out["product"]["cpu_ms_per_answer"] / out["no_writes"]["cpu_ms_per_answer"]
         results[backend] = out
-    out_path = args.out
+    _write(args.out, results)
+
+
+def _write(path: Path, results: dict) -> None:
     meta = {"at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
             "load_average": os.getloadavg()}
-    out_path.write_text(json.dumps({**meta, **results}, indent=1))
+    path.write_text(json.dumps({**meta, **results}, indent=1))
+
+
+def flood_main(args) -> None:
+    """Per backend and per number of flooding accounts: `bare`, then `product`, each on a
+    fresh process; the product's ping p99 over the bare one's in the same run."""
+    results: dict = {}
+    accounts = [int(n) for n in args.flood_accounts.split(",")]
+    for backend in args.backends.split(","):
+        if backend == "pg_redis" and not services_up():
+            continue
+        env = configure(backend)
+        users = make_users(env, max(accounts) + 1)
+        bounds = {"WS_MAX_SOCKETS_PER_USER": "20", "WS_MESSAGE_RATE": "60/10s", "BARE_ANSWERS_PER_GROUP": "3"}
+        for count in accounts:
+            out = {}
+            for name in ("bare", "product"):
+                server = start("daphne", {**env, **bounds}, app="bench.bare:application" if name == "bare" else None)
+                try:
+                    out[name] = asyncio.run(flooding(_bare if name == "bare" else _product, server,
+                                                     users[:count + 1], 20, args.flood_seconds, args.flood_after))
+                finally:
+                    server.stop()
+                print(backend, count, name, json.dumps(out[name]), flush=True)
+            if "bare" in out and "product" in out:
+                out["ping_p99_over_bare"] = out["product"]["ping_p99_ms"] / out["bare"]["ping_p99_ms"]
+            results[f"{backend}_{count}"] = out
+            _write(args.out.with_name("answers-flood.json"), results)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ the benchmark's client closing that many sockets on this machine; (c) the floor 
 answers (`/tokens?group=<name>`): an `agent.message` streams the echo agent's words, one
 `agent.token` frame each (the product's frame, with its timestamp) to every socket of the
 group on this process, then `agent.completed`; no database, no row, no check; `ping` is
-answered `pong`."""
+answered `pong`; over BARE_ANSWERS_PER_GROUP answers in flight, a `too_many_answers` error."""
 
 import asyncio
 import json
@@ -26,6 +26,9 @@ from django.urls import path  # noqa: E402
 HELD: set["HeldConsumer"] = set()
 GROUPS: dict[str, set["TokensConsumer"]] = {}
 TOKEN_DELAY_S = float(os.environ.get("AGENT_TOKEN_DELAY_SECONDS", "0.02"))
+# Answers in flight per group, over it a `too_many_answers` error frame (the flood's floor).
+ANSWERS_PER_GROUP = int(os.environ.get("BARE_ANSWERS_PER_GROUP", "1000000"))
+ANSWERS: dict[str, set[asyncio.Task]] = {}
 
 
 class BareConsumer(AsyncWebsocketConsumer):
@@ -50,7 +53,6 @@ class TokensConsumer(BareConsumer):
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.group = query.get("group", ["-"])[0]
         GROUPS.setdefault(self.group, set()).add(self)
-        self.answers: set[asyncio.Task] = set()
         await self.send(text_data='{"type":"session.ready"}')
 
     async def disconnect(self, code: int) -> None:
@@ -61,9 +63,13 @@ class TokensConsumer(BareConsumer):
         if message["type"] == "ping":
             await self.send(text_data='{"type":"pong"}')
         elif message["type"] == "agent.message":
+            answers = ANSWERS.setdefault(self.group, set())
+            if len(answers) >= ANSWERS_PER_GROUP:
+                await self.send(text_data='{"type":"error","code":"too_many_answers"}')
+                return
             task = asyncio.ensure_future(self.answer(message["payload"]["text"]))
-            self.answers.add(task)
-            task.add_done_callback(self.answers.discard)
+            answers.add(task)
+            task.add_done_callback(answers.discard)
 
     async def answer(self, text: str) -> None:
         base = {"conversation_id": "bench", "message_id": os.urandom(8).hex()}
