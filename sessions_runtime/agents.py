@@ -204,10 +204,12 @@ class RunningAnswer:
     session_id: uuid.UUID
     conversation_id: str
     loop: asyncio.AbstractEventLoop
+    user_id: uuid.UUID | None = None
     tokens: list[str] = field(default_factory=list)
     written: int = 0
     stop: str | None = None
     task: asyncio.Task | None = None
+    ending: bool = False  # its terminal event is being written: its row may be gone
 
     @property
     def base(self) -> dict[str, str]:
@@ -239,6 +241,15 @@ def answers_running() -> list[RunningAnswer]:
     return list(_running.values())
 
 
+def _user_answers_here(user_id: uuid.UUID | None) -> int:
+    """The user's answers on this process whose rows certainly still count in the database
+    (not ending, not ended elsewhere): never more than the database's count, so at the
+    bound a start is refused without the database's transaction. A flood of messages over
+    the bound otherwise queued one locking transaction each on Channels' one database
+    thread (bench/README.md, the answers flood)."""
+    return sum(1 for run in answers_running() if run.user_id == user_id and not run.ending and run.stop != GONE)
+
+
 async def agent_message_start(*, caller: Caller, text: str, context: dict[str, Any], conversation_id: str) -> uuid.UUID:
     """Start an answer in the caller's session, run on this process; returns its message id.
     Refused (nothing recorded, nothing run) without the write permission, in a session no
@@ -247,6 +258,8 @@ async def agent_message_start(*, caller: Caller, text: str, context: dict[str, A
     agent_message_authorize(caller)  # before any event: a refused message leaves no trace
     if len(answers_running()) + _starting >= runtime_settings.AGENT_ANSWERS_PER_PROCESS:
         raise TooManyAnswers("This server runs too many agent answers; try again shortly.")
+    if _user_answers_here(caller.user_id) >= runtime_settings.AGENT_ANSWERS_PER_USER:
+        raise TooManyAnswers(details={"limit": runtime_settings.AGENT_ANSWERS_PER_USER})
     _starting += 1
     try:
         answer = await database_sync_to_async(agent_answer_start)(
@@ -255,7 +268,8 @@ async def agent_message_start(*, caller: Caller, text: str, context: dict[str, A
     finally:
         _starting -= 1
     loop = asyncio.get_running_loop()
-    run = RunningAnswer(answer_id=answer.pk, session_id=caller.session_id, conversation_id=conversation_id, loop=loop)
+    run = RunningAnswer(answer_id=answer.pk, session_id=caller.session_id, conversation_id=conversation_id, loop=loop,
+                        user_id=caller.user_id)
     _running[run.answer_id] = run
     run.task = background(_answer_run(run, caller=caller, text=text, context=context))
     keeper = _keepers.get(loop)
@@ -325,6 +339,7 @@ async def _answer_run(run: RunningAnswer, *, caller: Caller, text: str, context:
 
 
 async def _answer_end(run: RunningAnswer, *, caller: Caller, question: str, failure: Exception | None) -> None:
+    run.ending = True
     reply = "".join(run.tokens)
     if run.stop == GONE:
         return  # ended elsewhere (the session's end, or the sweep): its event is recorded

@@ -122,6 +122,36 @@ async def test_over_the_process_bound_nothing_starts(settings):
     await other.close()
 
 
+async def test_over_the_user_bound_a_message_is_refused_without_a_database_transaction(settings, monkeypatch):
+    """The user's answers running here already reach AGENT_ANSWERS_PER_USER: the next one is
+    refused in memory (a flood of them queued one locking transaction each on the one
+    database thread); once one ends, the next starts."""
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "AGENT_HANDLER": f"{HERE}.fast_then_hanging_agent",
+                          "AGENT_ANSWERS_PER_USER": 2}
+    _, body = await login_new_user()
+    sock, _ = await open_ready(body["access_token"])
+    started = []
+    for text in ("a", "b"):
+        await sock.send({"type": "agent.message", "payload": {"text": text}})
+        started.append((await events_until(sock, {"agent.started"}))[-1]["data"]["message_id"])
+    transactions = []
+    real_start = agents.agent_answer_start
+    monkeypatch.setattr(agents, "agent_answer_start", lambda **kw: transactions.append(kw) or real_start(**kw))
+    await sock.send({"type": "agent.message", "payload": {"text": "c"}})
+    error = (await events_until(sock, set()))[-1]
+    assert error["type"] == "error" and error["error"] == "too_many_answers"
+    assert transactions == [], "a refusal the process could decide alone went to the database"
+    await sock.send({"type": "agent.cancel", "message_id": started[0]})
+    await events_until(sock, {"agent.cancelled"})
+    await sock.send({"type": "agent.message", "payload": {"text": "d"}})
+    third = (await events_until(sock, {"agent.started"}))[-1]["data"]["message_id"]
+    assert len(transactions) == 1
+    for message_id in (started[1], third):
+        await sock.send({"type": "agent.cancel", "message_id": message_id})
+        await events_until(sock, {"agent.cancelled"})
+    await sock.close()
+
+
 async def test_an_agent_whose_session_stops_being_active_is_stopped(settings):
     """Ended behind the service's back (no event, no answer failed with it): the running
     process notices at its check and fails the answer as session_ended."""
