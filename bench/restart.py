@@ -278,6 +278,21 @@ def answers_ready(server) -> bool:
         return False
 
 
+def profile(how: str, n: int, *, draining, taking) -> None:
+    """With BENCH_PROFILE_DIR, py-spy samples both processes from the signal on (50 Hz, the
+    stopped one until it exits, the one taking its clients for BENCH_PROFILE_S): raw stacks
+    in that directory, `<how>-<stop>-{drain,take}.txt`."""
+    folder = os.environ.get("BENCH_PROFILE_DIR")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spy = str(Path(PYTHON).with_name("py-spy"))
+    for role, server, seconds in (("drain", draining, "60"), ("take", taking, os.environ.get("BENCH_PROFILE_S", "40"))):
+        subprocess.Popen([spy, "record", "--nonblocking", "-r", "50", "-d", seconds, "-t", "-f", "raw", "-p",
+                          str(server.process.pid), "-o", str(Path(folder) / f"{how}-{n + 1}-{role}.txt")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def last_positions(env: dict[str, str], sessions: list[str]) -> dict[str, int]:
     script = ("import json, sys, uuid, django; django.setup(); from core.events import log_position; "
               "print(json.dumps({s: log_position(uuid.UUID(s)) for s in json.load(sys.stdin)}))")
@@ -319,6 +334,7 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
             old = servers[n]
             began = time.time()
             old.process.send_signal(signal.SIGTERM if how == "drained" else signal.SIGKILL)
+            profile(how, n, draining=old, taking=servers[1 - n])
             workers.send(cmd="phase", t=began, port=old.port)
             exit_status = old.process.wait(180)  # a drain of 10,000 sockets on a busy machine overran 60 s
             exited = time.time() - began
