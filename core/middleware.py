@@ -8,7 +8,6 @@ import contextvars
 import io
 import logging
 import re
-import uuid
 from typing import Callable
 
 from django.core.handlers.asgi import ASGIRequest
@@ -17,14 +16,16 @@ from django.utils.log import log_response
 
 from core.conf import runtime_settings
 from core.exceptions import InvalidRequest, RequestTooLarge
+from core.ids import local_id
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SANE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
 def request_id_from(incoming: str) -> str:
-    """A sane incoming id (X-Request-ID) is kept; anything else gets a fresh one."""
-    return incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+    """A sane incoming id (X-Request-ID) is kept; anything else gets a fresh one (unique,
+    not secret: the client may choose its own)."""
+    return incoming if _SANE_ID.match(incoming) else local_id()
 
 
 class RequestIdMiddleware:

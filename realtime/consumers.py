@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any, Awaitable, Callable
 
 from channels.consumer import get_handler_name
@@ -19,6 +18,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from core.exceptions import DEPENDENCY_ERRORS, CloseCode, DependencyUnavailable, ServerError, ServiceError
+from core.ids import local_id
 from core.metrics import SOCKET_CLOSES
 from core.process import server_instance_id
 from realtime import drain
@@ -40,7 +40,7 @@ class RuntimeAgentConsumer(AsyncWebsocketConsumer):
         Redis outage closes no socket. The id names the socket in connection records."""
         self.scope = scope
         self.channel_layer = None
-        self.channel_name = f"ws.{server_instance_id()}.{uuid.uuid4().hex}"
+        self.channel_name = f"ws.{server_instance_id()}.{local_id()}"
         self.base_send = send
         # One source, so one plain loop: channels' `await_many_dispatch` keeps a task and
         # an `asyncio.wait` per socket to multiplex sources this consumer does not have.
