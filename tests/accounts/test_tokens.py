@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 from unittest import mock
 
 import jwt
@@ -15,8 +17,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import Membership, Role
-from accounts.tokens import ACCESS, token_decode
-from core.exceptions import InvalidToken
+from accounts import tokens
+from accounts.tokens import ACCESS, REFRESH, token_decode
+from core.exceptions import InvalidToken, TokenExpired
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +185,57 @@ def test_expiry_honours_only_the_configured_leeway(settings, issued):
     _, _, claims = issued
     just_expired = _sign(settings, {**claims, "exp": int((timezone.now() - timedelta(seconds=5)).timestamp())})
     assert _me(just_expired).status_code == 401
+
+
+# --- Verified tokens kept by their string (accounts.tokens._token_verified) -------------------
+def _verified_now(settings, claims: dict) -> str:
+    """A token verified once, so that it is kept."""
+    token = _sign(settings, claims)
+    token_decode(token, expected_type=ACCESS)
+    return token
+
+
+def test_a_token_seen_before_is_not_verified_again(settings, issued):
+    _, _, claims = issued
+    token = _sign(settings, claims)
+    with mock.patch("accounts.tokens.UntypedToken", wraps=tokens.UntypedToken) as verify:
+        first = token_decode(token, expected_type=ACCESS)
+        assert [token_decode(token, expected_type=ACCESS) for _ in range(3)] == [first] * 3
+    assert verify.call_count == 1
+
+
+def test_a_kept_token_is_refused_once_it_expires(settings, issued, monkeypatch):
+    """The clock is read on every use: being kept while valid does not keep it valid."""
+    _, _, claims = issued
+    exp = int(time.time()) + 60
+    token = _verified_now(settings, {**claims, "exp": exp})
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: exp))
+    with pytest.raises(TokenExpired):
+        token_decode(token, expected_type=ACCESS)
+    assert _me(token).json()["error"] == "token_expired"
+
+
+def test_a_kept_token_under_another_signature_is_verified_and_refused(settings, issued):
+    _, _, claims = issued
+    token = _verified_now(settings, claims)
+    header, payload, signature = token.split(".")
+    forged = _sign(settings, claims, key=OTHER_KEY)
+    flipped = signature[:5] + ("A" if signature[5] != "A" else "B") + signature[6:]
+    for other in (forged, f"{header}.{payload}.{flipped}", f"{header}.{payload}.", f"{header}.{payload}"):
+        with pytest.raises(InvalidToken):
+            token_decode(other, expected_type=ACCESS)
+    assert token_decode(token, expected_type=ACCESS).jti == claims["jti"]
+
+
+def test_a_kept_token_of_the_wrong_type_is_still_refused(settings, issued):
+    _, _, claims = issued
+    token = _verified_now(settings, claims)
+    with pytest.raises(InvalidToken):
+        token_decode(token, expected_type=REFRESH)
+
+
+def test_kept_tokens_are_bounded(settings, issued):
+    _, _, claims = issued
+    for n in range(tokens.VERIFIED_TOKENS_KEPT + 10):
+        token_decode(_sign(settings, {**claims, "jti": f"jti-{n}"}), expected_type=ACCESS)
+    assert tokens._token_verified.cache_info().currsize == tokens.VERIFIED_TOKENS_KEPT
