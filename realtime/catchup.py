@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
 from core.events import LoggedEvent, Replay, log_replay_read
+from core.tasks import Flights
 from realtime.handshake import SocketGrant
 from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_STARTED, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
 
@@ -81,9 +82,26 @@ def answers_possible(socket: OpeningSocket) -> bool:
     return feed is None or socket.grant.session_id in feed.answering or feed.read_done <= socket.read_mark
 
 
+# Sockets of one session opening together (a restarted process's clients) share a read of
+# its answers: under a reconnect storm the tail's own reads lag, so nearly every opening
+# socket reads, and those reads took 19 % of the one database thread. A socket joins only
+# a read that has not begun yet, so the rows it gets were read after it subscribed (it
+# subscribed before it asks); one that began earlier cannot serve it.
+_answer_reads = Flights()
+
+
 async def answers_read(socket: OpeningSocket) -> list[dict[str, Any]]:
-    """The rows of the answers in flight of the socket's session (read once it subscribed)."""
-    return await database_sync_to_async(agent_answers_in_flight)(session_id=socket.grant.session_id)
+    """The rows of the answers in flight of the socket's session, from a read begun after
+    the socket subscribed (and shared: the rows are not to be changed)."""
+    session_id = socket.grant.session_id
+    return await _answer_reads.joined(
+        session_id, lambda begin: database_sync_to_async(_answers_read_begun)(begin, session_id)
+    )
+
+
+def _answers_read_begun(begin: Callable[[], None], session_id: uuid.UUID) -> list[dict[str, Any]]:
+    begin()
+    return agent_answers_in_flight(session_id=session_id)
 
 
 async def answers_snapshot(socket: OpeningSocket, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -92,7 +110,6 @@ async def answers_snapshot(socket: OpeningSocket, rows: list[dict[str, Any]]) ->
     `next_index`, below which the socket drops live tokens. No answer: no wait."""
     if not rows:
         return {}
-    read = database_sync_to_async(agent_answers_in_flight)
     first_writes = {row["pk"]: row["writes"] for row in rows}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SNAPSHOT_WAIT_S
@@ -106,7 +123,7 @@ async def answers_snapshot(socket: OpeningSocket, rows: list[dict[str, Any]]) ->
         if not behind or loop.time() >= deadline:
             break
         await asyncio.sleep(runtime_settings.AGENT_SNAPSHOT_INTERVAL.total_seconds())
-        rows = await read(session_id=socket.grant.session_id)  # an answer that ended meanwhile is gone
+        rows = await answers_read(socket)  # an answer that ended meanwhile is gone
     filters = {}
     for row in rows:
         message_id = str(row["pk"])

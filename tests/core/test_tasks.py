@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core.tasks import tasks_stop
+from core.tasks import Flights, tasks_stop
 
 
 async def test_tasks_stop_cancels_and_waits_for_each_task():
@@ -37,3 +37,31 @@ async def test_tasks_stop_leaves_finished_tasks_alone():
     await done
     assert await tasks_stop([done], timeout=5) == set()
     assert done.result() == 1
+
+
+async def test_joined_shares_a_call_not_yet_begun_and_starts_another_once_it_has():
+    flights, calls, release = Flights(), [], asyncio.Event()
+
+    async def call(begin) -> int:
+        await release.wait()
+        begin()
+        calls.append(len(calls) + 1)
+        return len(calls)
+
+    early = [asyncio.get_running_loop().create_task(flights.joined("k", call)) for _ in range(3)]
+    await asyncio.sleep(0)
+    early[0].cancel()  # a caller that goes away stops no one else's call
+    release.set()
+    assert await asyncio.gather(*early[1:]) == [1, 1]
+    assert await flights.joined("k", call) == 2
+
+
+async def test_joined_gives_every_caller_the_failure():
+    flights = Flights()
+
+    async def call(begin) -> None:
+        begin()
+        raise LookupError("down")
+
+    results = await asyncio.gather(*(flights.joined("k", call) for _ in range(3)), return_exceptions=True)
+    assert [type(result) for result in results] == [LookupError] * 3
