@@ -84,13 +84,17 @@ class Flights:
         begun yet, else starts one (in the background, so that a caller that goes away
         stops no one else's). `call(begin)` calls `begin()` just before its work starts,
         on whichever thread: a caller that comes later gets a call of its own."""
+        loop = asyncio.get_running_loop()
         unbegun = self._unbegun.get(key)
-        if unbegun is None or unbegun.begun:
-            unbegun = self._unbegun[key] = _Unbegun(asyncio.get_running_loop().create_future())
+        # (One left by a loop that closed under it, as a test's may, is no one's to join.)
+        if unbegun is None or unbegun.begun or unbegun.result.get_loop() is not loop:
+            unbegun = self._unbegun[key] = _Unbegun(loop.create_future())
             background(self._joined_run(key, unbegun, call))
         return await asyncio.shield(unbegun.result)
 
-    async def _joined_run(self, key: Hashable, unbegun: _Unbegun, call: Callable[[Callable[[], None]], Awaitable[Any]]) -> None:
+    async def _joined_run(
+        self, key: Hashable, unbegun: _Unbegun, call: Callable[[Callable[[], None]], Awaitable[Any]]
+    ) -> None:
         try:
             unbegun.result.set_result(await call(unbegun.begin))
         except asyncio.CancelledError:
