@@ -1,5 +1,9 @@
 """`answers_read` shared by the sockets of one session opening together, under the rule of
-realtime/catchup.py: a socket's rows come from a read begun after it subscribed."""
+realtime/catchup.py: a socket's rows come from a read begun after it subscribed.
+
+Each test runs in a `ThreadSensitiveContext`, so its "database thread" is one of its own:
+the process's shared one may still be busy with a call an earlier test's loop left behind
+(seen on PostgreSQL after the live tests)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from asgiref.sync import ThreadSensitiveContext
 from channels.db import database_sync_to_async
 
 from realtime import catchup
@@ -75,6 +80,11 @@ async def _thread_held() -> threading.Event:
 
 
 async def test_sockets_of_a_session_opening_together_share_one_read(reads):
+    async with ThreadSensitiveContext():
+        await _sockets_share_one_read(reads)
+
+
+async def _sockets_share_one_read(reads: _Reads) -> None:
     session_id = uuid.uuid4()
     sockets = [_opening(session_id) for _ in range(20)]
     assert all(catchup.answers_possible(socket) for socket in sockets)
@@ -97,6 +107,11 @@ async def test_sockets_of_a_session_opening_together_share_one_read(reads):
 
 
 async def test_a_socket_that_subscribed_after_a_read_began_gets_a_read_begun_after_it(reads):
+    async with ThreadSensitiveContext():
+        await _a_later_socket_gets_a_later_read(reads)
+
+
+async def _a_later_socket_gets_a_later_read(reads: _Reads) -> None:
     session_id = uuid.uuid4()
     first = asyncio.get_running_loop().create_task(catchup.answers_read(_opening(session_id)))
     await wait_until_async(lambda: reads.count == 1, message="the first read begun")
