@@ -27,8 +27,9 @@ not caught up.
 The floor (`--how floor`): the same clients, phases and report against two processes of
 bench/bare.py's `/restart` (see its docstring): the product's daphne, a socket accepted with
 no check and answered `session.ready` at once, and on SIGTERM the product's closes
-(`server.restart`, 1012, over the same window) with none of its database work. No events are
-written in a floor run, so its lost / duplicated / behind are null (not measured). What the
+(`server.restart`, 1012, over the same window) with none of its database work. The writer
+writes as in the other runs (the machine's other work is the same), but the floor forwards
+nothing, so its lost / duplicated / behind are null (not measured). What the
 floor needs is what daphne, autobahn and these clients need on this machine; the report
 gives drained ÷ floor beside killed ÷ drained (p99 signal → resumed, each stop).
 """
@@ -314,13 +315,13 @@ def last_positions(env: dict[str, str], sessions: list[str]) -> dict[str, int]:
 
 def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> dict:
     users = users[: sockets // PER_USER]
-    floor = how == "floor"  # bench/bare.py's /restart: no check, no database, no events
+    floor = how == "floor"  # bench/bare.py's /restart: no check, no database, nothing forwarded
     app, path = (FLOOR_APP, "/restart") if floor else (None, "/api/runtime/agent")
     servers = [start("daphne", env, app=app), start("daphne", env, app=app)]
     ports = [server.port for server in servers]
     spec = [{"token": user["access"], "session": user["session_id"], "first": n % 2}
             for user in users for n in range(PER_USER)]
-    publisher = None if floor else Publisher(env)
+    publisher = Publisher(env)  # in a floor run too: the machine's other work is the same
     writing = threading.Event()
     writing.set()
 
@@ -341,8 +342,7 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
         out: dict = {"how": how, "sockets": len(spec), "open_s": time.monotonic() - opened,
                      "rss_before_kib": [server.rss_kib() for server in servers], "phases": []}
         thread = threading.Thread(target=writer, daemon=True)
-        if publisher is not None:
-            thread.start()
+        thread.start()
         time.sleep(2.0)  # events flowing before the first stop
         for n in range(2):
             old = servers[n]
@@ -360,7 +360,7 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
                                   "all_back": back, "survivor_rss_kib": servers[1 - n].rss_kib()})
         out["restarted_rss_kib"] = servers[0].rss_kib()  # the first, restarted, holds every socket now
         writing.clear()
-        thread.join(30) if publisher is not None else None
+        thread.join(30)
         sessions = [user["session_id"] for user in users]
         workers.send(cmd="last", last={s: 0 for s in sessions} if floor else last_positions(env, sessions))
         workers.wait(lambda: all(r is not None for r in workers.results), 120)
@@ -372,13 +372,13 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        publisher.close() if publisher is not None else None
+        publisher.close()
         for server in servers:
             server.stop()
     results = [r for r in workers.results if r is not None]
     out.update(lost=sum(r["lost"] for r in results), duplicated=sum(r["duplicated"] for r in results),
                not_caught_up=sum(r["not_caught_up"] for r in results), refused={})
-    if floor:  # nothing was written, so nothing could be lost: not measured, not zero
+    if floor:  # nothing was forwarded, so nothing could be lost: not measured, not zero
         out.update(lost=None, duplicated=None, not_caught_up=None)
     for r in results:
         for key, count in r["refused"].items():
