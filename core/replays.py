@@ -4,9 +4,10 @@ not a socket per round trip, off the thread every handshake queries on.
 
 `log_replays` answers many requests exactly as `core.events.log_replay` answers each one:
 the epoch and every requested session's position in two queries for the whole batch, then
-the events of the short gaps (the usual resume: a few events missed, often by every socket
-of a session from the same position) in one query per session range, each session's range
-read once however many of its sockets asked. A gap longer than REPLAY_ONE_READ takes
+for the short gaps (the usual resume: a few events missed, often by every socket of a
+session from the same position) their sizes, and the events of those within the budget,
+each in one query per up to SESSIONS_PER_READ sessions (the events also per READ_BYTES),
+each session's range read once however many of its sockets asked. A gap longer than REPLAY_ONE_READ takes
 `log_replay`'s own path (its sizes first), one request at a time.
 
 `log_replay_read` queues a request and awaits its answer: at most REPLAY_READERS batches are
@@ -38,8 +39,10 @@ from core.tasks import background
 
 # Requests answered by one batch: its positions are one query, its short gaps a few.
 BATCH_MAX = 200
-# Sessions whose short gaps one query reads (each range is at most REPLAY_ONE_READ events).
+# Sessions whose short gaps one query reads (each range is at most REPLAY_ONE_READ events),
+# and the frame bytes one query reads at most (a session's range whole, however big).
 SESSIONS_PER_READ = 50
+READ_BYTES = 4 * 1024 * 1024
 # A burst goes at REPLAY_READERS batches at a time, each on a database connection of its own.
 REPLAY_READERS = 2
 _replay_readers = ThreadPoolExecutor(max_workers=REPLAY_READERS, thread_name_prefix="log-replay")
@@ -65,9 +68,20 @@ def log_replays(requests: list[Request]) -> list[Replay]:
             low, high = short.get(session_id, (since, last))
             short[session_id] = (min(low, since), max(high, last))
         answers.append(answer)
-    rows = _short_gaps_read(short)
+    # Judged on the sizes alone, as `log_replay` judges a gap: then only what is sent is read.
+    sizes = _sizes_read(short)
+    needed: dict[uuid.UUID, tuple[int, int]] = {}
+    for index, (answer, (session_id, since, _)) in enumerate(zip(answers, requests)):
+        if answer is None:
+            last = positions[session_id]
+            if not _recoverable(sizes.get(session_id, []), since, last):
+                answers[index] = Replay(seq=last, epoch=epoch, recovered=False, events=[])
+            else:
+                low = needed.get(session_id, (since, last))[0]
+                needed[session_id] = (min(low, since), last)
+    found = _events_read(needed, sizes)
     return [
-        answer if answer is not None else _from_rows(rows.get(session_id, []), epoch, since, positions[session_id])
+        answer if answer is not None else _recovered(found[session_id], epoch, since, positions[session_id])
         for answer, (session_id, since, _) in zip(answers, requests)
     ]
 
@@ -83,30 +97,56 @@ def _without_rows(last: int, epoch: str, since: int | None, asked_epoch: str | N
     return None
 
 
-def _short_gaps_read(ranges: dict[uuid.UUID, tuple[int, int]]) -> dict[uuid.UUID, list[tuple[LoggedEvent, int]]]:
-    """The events (with their stored sizes) of each session's range, in order of position."""
-    found: dict[uuid.UUID, list[tuple[LoggedEvent, int]]] = {}
+def _ranges(ranges: list[tuple[uuid.UUID, tuple[int, int]]]) -> Q:
+    condition = Q()
+    for session_id, (low, high) in ranges:
+        condition |= Q(session_id=session_id, seq__gt=low, seq__lte=high)
+    return condition
+
+
+def _sizes_read(ranges: dict[uuid.UUID, tuple[int, int]]) -> dict[uuid.UUID, list[tuple[int, int]]]:
+    """Each session's (position, frame bytes) in its range, as the database measures them."""
+    sizes: dict[uuid.UUID, list[tuple[int, int]]] = {}
     items = list(ranges.items())
     for start in range(0, len(items), SESSIONS_PER_READ):
-        condition = Q()
-        for session_id, (low, high) in items[start:start + SESSIONS_PER_READ]:
-            condition |= Q(session_id=session_id, seq__gt=low, seq__lte=high)
-        query = (SessionEvent.objects.filter(condition).order_by("session_id", "seq")
-                 .annotate(stored=StoredBytes("data")).values(*events.LOGGED_FIELDS, "stored"))
-        for row in query:
-            stored = row.pop("stored")
-            found.setdefault(row["session_id"], []).append((LoggedEvent(**row), stored))
+        query = (SessionEvent.objects.filter(_ranges(items[start:start + SESSIONS_PER_READ])).order_by("session_id", "seq")
+                 .annotate(stored=StoredBytes("data")).values_list("session_id", "seq", "kind", "stored"))
+        for session_id, seq, kind, stored in query:
+            frame_bytes = 0 if kind in CONTROL_KINDS else stored + FRAME_ENVELOPE_BYTES + len(kind)
+            sizes.setdefault(session_id, []).append((seq, frame_bytes))
+    return sizes
+
+
+def _recoverable(sizes: list[tuple[int, int]], since: int, last: int) -> bool:
+    """Every position after `since` still there (a gap means pruned, never skipped), within the bytes."""
+    gap = [frame_bytes for seq, frame_bytes in sizes if since < seq <= last]
+    return len(gap) == last - since and sum(gap) <= runtime_settings.REPLAY_MAX_BYTES
+
+
+def _events_read(
+    ranges: dict[uuid.UUID, tuple[int, int]], sizes: dict[uuid.UUID, list[tuple[int, int]]]
+) -> dict[uuid.UUID, list[LoggedEvent]]:
+    """The events of each session's range, a query per READ_BYTES of them (at least a range)."""
+    found: dict[uuid.UUID, list[LoggedEvent]] = {session_id: [] for session_id in ranges}
+    group: list[tuple[uuid.UUID, tuple[int, int]]] = []
+    group_bytes = 0
+    for session_id, (low, high) in [*ranges.items(), (None, (0, 0))]:
+        range_bytes = sum(b for seq, b in sizes.get(session_id, []) if low < seq <= high)
+        if group and (session_id is None or group_bytes + range_bytes > READ_BYTES or len(group) >= SESSIONS_PER_READ):
+            query = SessionEvent.objects.filter(_ranges(group)).order_by("session_id", "seq").values(*events.LOGGED_FIELDS)
+            for row in query:
+                found[row["session_id"]].append(LoggedEvent(**row))
+            group, group_bytes = [], 0
+        group.append((session_id, (low, high)))
+        group_bytes += range_bytes
     return found
 
 
-def _from_rows(rows: list[tuple[LoggedEvent, int]], epoch: str, since: int, last: int) -> Replay:
-    """A short gap's answer from its session's rows, judged as `log_replay` judges it."""
-    found = [(event, stored) for event, stored in rows if since < event.seq <= last]
-    size = sum(stored + FRAME_ENVELOPE_BYTES + len(event.kind) for event, stored in found if event.kind not in CONTROL_KINDS)
-    # Every position after `since` must still be there (a gap means pruned, never skipped).
-    if len(found) != last - since or size > runtime_settings.REPLAY_MAX_BYTES:
+def _recovered(rows: list[LoggedEvent], epoch: str, since: int, last: int) -> Replay:
+    found = [event for event in rows if since < event.seq <= last]
+    if len(found) != last - since:  # pruned between the two reads
         return Replay(seq=last, epoch=epoch, recovered=False, events=[])
-    return Replay(seq=last, epoch=epoch, recovered=True, events=replay_coalesce([event for event, _ in found]))
+    return Replay(seq=last, epoch=epoch, recovered=True, events=replay_coalesce(found))
 
 
 def _log_replays_and_close(requests: list[Request]) -> list[Replay]:

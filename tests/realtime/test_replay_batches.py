@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core import events, replays
 from core.events import events_record, log_epoch, log_replay
@@ -55,15 +57,16 @@ def test_a_batch_answers_each_request_as_a_replay_alone(settings, monkeypatch, o
     assert recovered.count(True) >= 4 and recovered.count(False) >= 6  # the cases are all there
 
 
-def test_a_batch_costs_three_queries_whatever_its_size(django_assert_num_queries):
-    """The epoch, the positions, the short gaps' rows: not two round trips a socket."""
+def test_a_batch_costs_four_queries_whatever_its_size(django_assert_num_queries):
+    """The epoch, the positions, the short gaps' sizes, their events: not one or two round
+    trips a socket."""
     user = factories.make_user()
     sessions = [factories.make_session(user).pk for _ in range(10)]
     for session_id in sessions:
         events_record(factories.event_numbered(session_id, i) for i in range(5))
     epoch = log_epoch()
     requests = [(session_id, since, epoch) for session_id in sessions for since in (1, 2, 3, 5)]
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         answers = log_replays(requests)
     assert [[e.seq for e in a.events] for a in answers[:4]] == [[2, 3, 4, 5], [3, 4, 5], [4, 5], []]
     assert all(a.recovered for a in answers)
@@ -113,3 +116,24 @@ async def test_a_failed_batch_fails_its_requests_and_the_next_ones_are_read(monk
     failing[0] = False
     replay = await asyncio.wait_for(log_replay_read(session_id=session_id, since=0, epoch=epoch), 30)
     assert replay.recovered is True and replay.seq == 0
+
+
+def test_events_are_read_only_for_gaps_within_the_budget_and_a_few_megabytes_a_query(settings, monkeypatch):
+    """A gap over the bytes is judged on its sizes and its events are never read; the
+    others' events are read in queries of at most READ_BYTES (a session's range whole)."""
+    monkeypatch.setattr(replays, "READ_BYTES", 2500)
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "REPLAY_MAX_BYTES": 4000}
+    user = factories.make_user()
+    small_a, small_b, big = (factories.make_session(user).pk for _ in range(3))
+    for session_id, count in ((small_a, 2), (small_b, 2), (big, 5)):
+        events_record(factories.event_numbered(session_id, i, TEXT) for i in range(count))
+    epoch = log_epoch()
+    positions = {s: log_replay(session_id=s, since=None, epoch=None).seq for s in (small_a, small_b, big)}
+    requests = [(s, positions[s] - (5 if s == big else 2), epoch) for s in (small_a, small_b, big)]
+    table = connection.ops.quote_name(SessionEvent._meta.db_table)
+    with CaptureQueriesContext(connection) as queries:
+        answers = log_replays(requests)
+    assert [a.recovered for a in answers] == [True, True, False]
+    reads = [q["sql"] for q in queries if f"FROM {table}" in q["sql"] and "length(" not in q["sql"].lower()]
+    assert len(reads) == 2  # one per small session: together they are over READ_BYTES
+    assert all(str(big).replace("-", "") not in sql.replace("-", "") for sql in reads)
