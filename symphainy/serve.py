@@ -40,6 +40,7 @@ from zope.interface import implementer
 from core.exceptions import CloseCode
 from core.logs import access_line, redact
 from symphainy.reaper import note_application, reaper_install, reaper_installed
+from symphainy.writes import direct_writes_install, direct_writes_installed
 
 APPLICATION = "symphainy.asgi:application"
 logger = logging.getLogger(__name__)
@@ -438,6 +439,8 @@ def daphne_protections_install() -> None:
     autobahn_protocol.pformat = _skip_pformat
     # Daphne's once-a-second walk of every connection, narrowed to those that need it.
     reaper_install()
+    # Writes sent at once when nothing is buffered, not on the loop's next turn.
+    direct_writes_install()
 
 
 def daphne_protections_installed() -> bool:
@@ -448,6 +451,7 @@ def daphne_protections_installed() -> bool:
         and Server.create_application is _create_application_patched
         and Server.kill_all_applications is _drain_then_kill
         and reaper_installed()
+        and direct_writes_installed()
     )
 
 
