@@ -32,7 +32,7 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from core.tasks import background
 from realtime import heartbeat
 from realtime.counts import socket_counts
-from realtime.presence import connections_leave, registry, server_leave
+from realtime.presence import registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
 
@@ -186,8 +186,7 @@ async def _records_leave() -> None:
     With Redis, the process leaves the socket counts' list of live processes too, for the
     same reason (its count of a user is written only as each close arrives)."""
     try:
-        await registry().flush()
-        await database_sync_to_async(connections_leave)()
+        await registry().leave()
     except DEPENDENCY_ERRORS:
         logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
     counts = socket_counts()

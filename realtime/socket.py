@@ -30,6 +30,7 @@ from realtime import heartbeat
 from realtime.catchup import (
     answer_token_wanted, answers_forget, answers_possible, answers_read, answers_snapshot, replay_for,
 )
+from realtime.drain import draining
 from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
@@ -229,7 +230,7 @@ class OpenSocket:
         """Close at an unrefreshed token's expiry; else re-check the session, with the other
         sockets of its key (`realtime.rechecks`: a lost end event cannot keep it open), and
         wait again."""
-        if self.grant is None or self.gone:
+        if self.grant is None or self.gone or draining():  # the drain closes it: no more checks
             return
         if self.grant.claims.expires_at.timestamp() <= time.time():
             error = TokenExpired("The access token expired; send auth.refresh before it does.")
