@@ -1,5 +1,4 @@
-"""Background tasks that nothing awaits; calls that wait for an overlapping one, or share
-one that has not begun (`Flights`).
+"""Background tasks that nothing awaits; calls that wait for, or share, an overlapping one (`Flights`).
 
 asyncio keeps only a weak reference to a task: one that nobody holds may be collected
 before it finishes (the warning in the docs of `asyncio.create_task`). Every task the
@@ -11,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Hashable, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -49,15 +48,17 @@ async def tasks_stop(tasks: Iterable[asyncio.Task], *, timeout: float) -> set[as
 
 
 class Flights:
-    """Calls by key on one event loop: a call that finds another of its key running can wait
-    for it to end, then judge for itself what the first one left (a cache entry, say); or
-    (`joined`) share the result of one that has not begun yet. Hand-written: the well-kept
-    single-flight libraries share the result of a call whatever its start, and here a
-    caller must see the outcome under its own rules, or of a call that began after it came."""
+    """Calls by key on one event loop. A call that finds another of its key running can wait
+    for it to end, then judge for itself what the first one left (a cache entry, say:
+    `wait`, `running`); or, where any recent answer of the key will do, take the outcome of
+    one that began recently enough, or has not begun yet (`shared`). Hand-written: the
+    well-kept single-flight libraries share only a call in flight, with no bound on when it
+    began."""
 
     def __init__(self) -> None:
         self._running: dict[Hashable, asyncio.Future] = {}
-        self._unbegun: dict[Hashable, _Unbegun] = {}
+        # key -> the newest shared call of each key.
+        self._shared: dict[Hashable, _Shared] = {}
 
     async def wait(self, key: Hashable) -> bool:
         """Wait for the running call of `key`, if any; whether there was one."""
@@ -79,44 +80,42 @@ class Flights:
                 del self._running[key]
             done.set_result(None)
 
-    async def joined(self, key: Hashable, call: Callable[[Callable[[], None]], Awaitable[T]]) -> T:
-        """The result of a call of `key` that begins after this one came: joins the one not
-        begun yet, else starts one (in the background, so that a caller that goes away
-        stops no one else's). `call(begin)` calls `begin()` just before its work starts,
-        on whichever thread: a caller that comes later gets a call of its own."""
+    async def shared(self, key: Hashable, call: Callable[..., Coroutine[Any, Any, T]], *, within: float,
+                     begins: bool = False) -> T:
+        """The outcome, value or exception, of the call of `key` that began less than `within`
+        seconds ago, in flight or ended; else of `call()`, started now as the one of `key`.
+        It runs as a task of its own (shielded), so a caller cancelled meanwhile cancels no other.
+        A call began when it was started; with `begins`, when it calls the `begin()` it is
+        given (on whichever thread, just before its work), and until then it is shared with
+        every caller: with `within=0`, a caller gets a call that began after it came."""
         loop = asyncio.get_running_loop()
-        unbegun = self._unbegun.get(key)
-        # (One left by a loop that closed under it, as a test's may, is no one's to join.)
-        if unbegun is None or unbegun.begun or unbegun.result.get_loop() is not loop:
-            unbegun = self._unbegun[key] = _Unbegun(loop.create_future())
-            background(self._joined_run(key, unbegun, call))
-        return await asyncio.shield(unbegun.result)
+        entry = self._shared.get(key)
+        # (One left by a loop that closed under it, as a test's may, is no one's to share.)
+        if entry is None or entry.began_before(loop.time() - within) or entry.task.get_loop() is not loop:
+            entry = _Shared(loop, begins)
+            entry.task = background(call(entry.begin) if begins else call())
+            self._shared[key] = entry
+            # Past `within` after its end it began too long ago for anyone: forget it then.
+            entry.task.add_done_callback(lambda task: loop.call_later(within, self._forget, key, entry))
+        return await asyncio.shield(entry.task)
 
-    async def _joined_run(
-        self, key: Hashable, unbegun: _Unbegun, call: Callable[[Callable[[], None]], Awaitable[Any]]
-    ) -> None:
-        try:
-            unbegun.result.set_result(await call(unbegun.begin))
-        except asyncio.CancelledError:
-            unbegun.result.cancel()
-            raise
-        except Exception as exc:  # noqa: BLE001 - every caller gets it
-            unbegun.result.set_exception(exc)
-        finally:
-            if self._unbegun.get(key) is unbegun:
-                del self._unbegun[key]
+    def _forget(self, key: Hashable, entry: _Shared) -> None:
+        if self._shared.get(key) is entry:
+            del self._shared[key]
 
 
-class _Unbegun:
-    """A shared call and whether it has begun (set from the thread that runs it: one store,
-    read on the loop before a caller joins)."""
+class _Shared:
+    """A shared call and the loop time it began (None: not yet), which `begin` may set from
+    the thread that does its work: one store, read on the loop."""
 
-    __slots__ = ("result", "begun")
+    __slots__ = ("task", "began", "_loop")
 
-    def __init__(self, result: asyncio.Future) -> None:
-        self.result, self.begun = result, False
-        # Read, so that a failure whose callers all went away is not reported as unread.
-        result.add_done_callback(lambda done: done.cancelled() or done.exception())
+    def __init__(self, loop: asyncio.AbstractEventLoop, begins: bool) -> None:
+        self.task: asyncio.Task
+        self._loop, self.began = loop, None if begins else loop.time()
 
     def begin(self) -> None:
-        self.begun = True
+        self.began = self._loop.time()  # the loop's clock, read from any thread (monotonic)
+
+    def began_before(self, moment: float) -> bool:
+        return self.began is not None and self.began <= moment

@@ -31,7 +31,8 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent, Replay, log_replay_read
+from core.events import LoggedEvent, Replay
+from core.replays import log_replay_read
 from core.tasks import Flights
 from realtime.handshake import SocketGrant
 from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_STARTED, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
@@ -85,8 +86,9 @@ def answers_possible(socket: OpeningSocket) -> bool:
 # Sockets of one session opening together (a restarted process's clients) share a read of
 # its answers: under a reconnect storm the tail's own reads lag, so nearly every opening
 # socket reads, and those reads took 19 % of the one database thread. A socket joins only
-# a read that has not begun yet, so the rows it gets were read after it subscribed (it
-# subscribed before it asks); one that began earlier cannot serve it.
+# a read that has not begun yet (it begins when the database thread takes it up), so the
+# rows it gets were read after it subscribed (it subscribed before it asks); one that began
+# earlier cannot serve it.
 _answer_reads = Flights()
 
 
@@ -94,8 +96,8 @@ async def answers_read(socket: OpeningSocket) -> list[dict[str, Any]]:
     """The rows of the answers in flight of the socket's session, from a read begun after
     the socket subscribed (and shared: the rows are not to be changed)."""
     session_id = socket.grant.session_id
-    return await _answer_reads.joined(
-        session_id, lambda begin: database_sync_to_async(_answers_read_begun)(begin, session_id)
+    return await _answer_reads.shared(
+        session_id, lambda begin: database_sync_to_async(_answers_read_begun)(begin, session_id), within=0, begins=True
     )
 
 

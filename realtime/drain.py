@@ -32,7 +32,7 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from core.tasks import background
 from realtime import heartbeat
 from realtime.counts import socket_counts
-from realtime.presence import connections_leave, registry, server_leave
+from realtime.presence import registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
 
@@ -87,6 +87,13 @@ def reconnect_hint_ms(window: float, count: int) -> int:
     return int(random.uniform(0.0, spacing) * 1000)
 
 
+def drain_budget() -> tuple[float, float]:
+    """The seconds a drain spreads its closes over (SHUTDOWN_DRAIN_WINDOW) and those it gives
+    work in flight, both within SHUTDOWN_TIMEOUT less the reserve for the last steps."""
+    work = max(0.0, runtime_settings.SHUTDOWN_TIMEOUT.total_seconds() - RESERVE_S)
+    return min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), work), work
+
+
 async def sockets_close(*, window: float) -> int:
     """Close every open socket with 1012, spread evenly over `window` seconds, each after a
     `server.restart` frame with its reconnect hint."""
@@ -136,8 +143,8 @@ async def drain(
     heartbeat.sweeps_stop()
     begun = time.monotonic()
     timeout = runtime_settings.SHUTDOWN_TIMEOUT.total_seconds()
-    window = min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), max(0.0, timeout - RESERVE_S))
-    deadline = begun + max(0.0, timeout - RESERVE_S)
+    window, work = drain_budget()
+    deadline = begun + work
     logger.info("draining: %d sockets over %.1f s, work in flight until %.1f s", len(_sockets), window, timeout)
     try:
         await stop_accepting()
@@ -179,8 +186,7 @@ async def _records_leave() -> None:
     With Redis, the process leaves the socket counts' list of live processes too, for the
     same reason (its count of a user is written only as each close arrives)."""
     try:
-        await registry().flush()
-        await database_sync_to_async(connections_leave)()
+        await registry().leave()
     except DEPENDENCY_ERRORS:
         logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
     counts = socket_counts()
