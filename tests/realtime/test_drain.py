@@ -343,3 +343,79 @@ def test_a_draining_process_sweeps_nothing_back_into_itself(monkeypatch):
     heartbeat._beat_and_sweep()
     assert dispatched == [first.pk], "a draining process took work back"
     assert ServerInstance.objects.get(pk=server_instance_id()).last_heartbeat_at > beat_before  # the lease goes on
+
+
+# --- The drain's bound: whatever the sockets and the loop, it returns by the deadline ------
+class StuckClose:
+    """A socket whose close, once started, never completes."""
+
+    started = False
+
+    async def close_with(self, code: int, reason: str) -> None:
+        raise AssertionError("a drain closes with restart()")
+
+    async def restart(self, *, reconnect_after_ms: int) -> None:
+        self.started = True
+        await asyncio.Event().wait()
+
+
+class BusyClose(StuckClose):
+    """A close that holds the event loop for 5 ms: a loop too busy to keep to the schedule."""
+
+    async def restart(self, *, reconnect_after_ms: int) -> None:
+        self.started = True
+        time.sleep(0.005)
+
+
+def drain_with(settings, monkeypatch, sockets: list, *, window: int = 1) -> tuple[float, list[int]]:
+    """Run the drain on `sockets` with SHUTDOWN_TIMEOUT 4 s and a 1 s window (the deadline
+    1 s after the signal, the reserve of 3 s after it); returns how long it took and how
+    many sockets were still open at each cut."""
+    from datetime import timedelta
+
+    from realtime import drain, heartbeat
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SHUTDOWN_TIMEOUT": timedelta(seconds=4),
+                          "SHUTDOWN_DRAIN_WINDOW": timedelta(seconds=window)}
+    monkeypatch.setattr(drain, "_sockets", set(sockets))
+    monkeypatch.setattr(drain, "_draining", False)
+    monkeypatch.setattr(heartbeat, "_sweeping", heartbeat._sweeping)  # given back after the test
+    monkeypatch.setattr(drain, "_stop_loops", lambda: asyncio.sleep(0))  # the test run's loops stay
+    cuts = []
+
+    async def stop_accepting():
+        pass
+
+    async def scenario():
+        begun = time.monotonic()
+        # Past the timeout the drain failed (asyncio.TimeoutError), whatever it did next.
+        await asyncio.wait_for(drain.drain(stop_accepting=stop_accepting, cut=lambda: cuts.append(len(drain._sockets)) or 0), 4)
+        return time.monotonic() - begun
+
+    return asyncio.run(scenario()), cuts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closes_that_never_complete_do_not_hold_the_drain_past_its_deadline(settings, monkeypatch):
+    """Every close started, none waited for past half the time left after the window; the
+    server then cuts what is still open. The closes were awaited without a bound: a drain
+    whose closes fell behind on a saturated loop took 30 s of a 25 s SHUTDOWN_TIMEOUT."""
+    sockets = [StuckClose() for _ in range(200)]
+    took, cuts = drain_with(settings, monkeypatch, sockets)
+    assert all(socket.started for socket in sockets)
+    assert cuts == [0]  # every close was started; the cut found none left unstarted
+    assert took < 4, took
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("window", [1, 0])
+def test_a_loop_too_busy_for_the_schedule_still_drains_by_the_deadline(settings, monkeypatch, window):
+    """1,000 closes of 5 ms each are 5 s of a loop's time, more than the 4 s timeout: the
+    closes start while there is time for them, then the server cuts the rest at once. With
+    no window every close is due at once; handed to the loop together, they all ran before
+    the wait's own timeout could."""
+    sockets = [BusyClose() for _ in range(1000)]
+    took, cuts = drain_with(settings, monkeypatch, sockets, window=window)
+    started = sum(socket.started for socket in sockets)
+    assert 0 < started < 1000 and cuts == [1000 - started], (started, cuts)
+    assert took < 4, took
