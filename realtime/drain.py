@@ -178,7 +178,7 @@ async def drain(
         await _records_leave()
     except Exception:  # noqa: BLE001 - whatever failed, every socket must still get its 1012
         logger.exception("could not remove this process's records early; removed at the end")
-    until = closes_until(begun=begun, window=window, deadline=deadline)
+    until = closes_until(begun=time.monotonic(), window=window, deadline=deadline)
     closed, unfinished = await sockets_close(window=window, until=until)
     # Peers answer their close within autobahn's close handshake (1 s) or are closed by it;
     # the sockets still open at `until` (a peer that reads nothing, a close never started)
