@@ -27,7 +27,7 @@ from core.exceptions import TokenExpired
 from core.limits import TokenBucket, parse_rate
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
 from core.tasks import background
-from realtime import heartbeat
+from realtime import drain, heartbeat
 from realtime.catchup import (
     answer_token_wanted, answers_forget, answers_possible, answers_read, answers_snapshot, replay_for,
 )
@@ -239,8 +239,8 @@ class OpenSocket:
             error = TokenExpired("The access token expired; send auth.refresh before it does.")
             await self.transport.close_with(int(error.close_code), error.code)
             return
-        completed = await self.transport.guarded(self._recheck(), closing=True)
-        if completed and self.timer is None:
+        # Draining, the process closes it with 1012 soon: no query for its own writes to queue behind.
+        if not drain.draining() and await self.transport.guarded(self._recheck(), closing=True) and self.timer is None:
             self._schedule_check()
 
     async def _recheck(self) -> None:
