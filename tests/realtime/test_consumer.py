@@ -570,8 +570,9 @@ async def test_a_draining_process_re_checks_no_socket(settings, monkeypatch):
     [check] = await wait_until_async(checks, interval=0, message="the timer's next turn")
     await wait_until_async(check.done, message="that turn to finish")
     assert len(rechecks) == seen
-    timers = [o.timer for o in gc.get_objects() if type(o) is open_socket.OpenSocket]
-    assert timers and not any(timers)  # not re-armed
+    [own] = [o for o in gc.get_objects() if type(o) is open_socket.OpenSocket
+             and o.grant is not None and str(o.grant.session_id) == body["session_id"]]
+    assert own.timer is None  # not re-armed
     await sock.close()
 
 
