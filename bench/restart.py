@@ -1,10 +1,12 @@
 """A rolling restart of two daphne processes under 1,000 or 10,000 sockets, drained (SIGTERM)
-beside killed (SIGKILL) in the same run: events lost and duplicated, handshakes refused, the
-time from each signal until every client of the stopped process is back and resumed, and
-the memory of the restarted process (docs/deployment.md#restarts-and-deploys).
+beside killed (SIGKILL) and beside its floor in the same run: events lost and duplicated,
+handshakes refused, the time from each signal until every client of the stopped process is
+back and resumed, and the memory of the restarted process
+(docs/deployment.md#restarts-and-deploys).
 
     .venv/bin/python bench/restart.py --backend pg_redis --sockets 1000,10000
     .venv/bin/python bench/restart.py                        # SQLite, 1,000 sockets
+    .venv/bin/python bench/restart.py --how floor            # the floor alone
 
 Two daphne processes on one database (PostgreSQL + Redis: BENCH_DATABASE_URL,
 BENCH_REDIS_URL); users with 20 sockets each (the default per-user cap, so the ghosts of a
@@ -21,6 +23,15 @@ with since/epoch. After the restart the writer stops and every client must reach
 session's last event within 30 s: an event after its first position that a client never
 received counts as lost, one received twice as duplicated, a client short of the last as
 not caught up.
+
+The floor (`--how floor`): the same clients, phases and report against two processes of
+bench/bare.py's `/restart` (see its docstring): the product's daphne, a socket accepted with
+no check and answered `session.ready` at once, and on SIGTERM the product's closes
+(`server.restart`, 1012, over the same window) with none of its database work. The writer
+writes as in the other runs (the machine's other work is the same), but the floor forwards
+nothing, so its lost / duplicated / behind are null (not measured). What the
+floor needs is what daphne, autobahn and these clients need on this machine; the report
+gives drained ÷ floor beside killed ÷ drained (p99 signal → resumed, each stop).
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PYTHON, ROOT, SERVER_ENV, Publisher, configure, make_users, pct, pythonpath, start  # noqa: E402
 
+FLOOR_APP = "bench.bare:application"
 PER_USER = 20
 EVENTS_PER_S = 50
 SOCKETS_PER_WORKER = 2500
@@ -51,11 +63,11 @@ SOCKETS_PER_WORKER = 2500
 
 # --- The clients (a worker process: `restart.py --worker`, its spec on stdin) -----------------
 class Client:
-    __slots__ = ("ports", "token", "session", "index", "port", "seqs", "first_seq", "position", "history",
+    __slots__ = ("ports", "path", "token", "session", "index", "port", "seqs", "first_seq", "position", "history",
                  "hint", "stop", "refused", "ready_at")
 
-    def __init__(self, ports: list[int], token: str, session: str, first: int) -> None:
-        self.ports, self.token, self.session, self.index = ports, token, session, first
+    def __init__(self, ports: list[int], path: str, token: str, session: str, first: int) -> None:
+        self.ports, self.path, self.token, self.session, self.index = ports, path, token, session, first
         self.port: int | None = None  # the process it is connected to
         self.seqs: list[int] = []
         self.first_seq: int | None = None
@@ -74,7 +86,7 @@ class Client:
         while not self.stop:
             port = self.ports[self.index % len(self.ports)]
             query = f"?since={self.position[0]}&epoch={self.position[1]}" if self.position else ""
-            url = f"ws://127.0.0.1:{port}/api/runtime/agent{query}"
+            url = f"ws://127.0.0.1:{port}{self.path}{query}"
             self.history.append(("try", time.time(), port))
             try:
                 ws = await websockets.connect(url, origin=f"http://127.0.0.1:{port}", open_timeout=60, max_queue=None,
@@ -166,7 +178,7 @@ async def worker(spec: dict) -> None:
     lines: asyncio.Queue = asyncio.Queue()
     threading.Thread(target=lambda: [loop.call_soon_threadsafe(lines.put_nowait, line) for line in sys.stdin],
                      daemon=True).start()
-    clients = [Client(spec["ports"], c["token"], c["session"], c["first"]) for c in spec["clients"]]
+    clients = [Client(spec["ports"], spec["path"], c["token"], c["session"], c["first"]) for c in spec["clients"]]
     tasks = []
     for batch in range(0, len(clients), 25):
         tasks += [asyncio.ensure_future(client.run()) for client in clients[batch:batch + 25]]
@@ -216,13 +228,13 @@ async def worker(spec: dict) -> None:
 
 # --- The run -----------------------------------------------------------------------------------
 class Workers:
-    def __init__(self, spec_clients: list[dict], ports: list[int]) -> None:
+    def __init__(self, spec_clients: list[dict], ports: list[int], path: str) -> None:
         count = max(1, -(-len(spec_clients) // SOCKETS_PER_WORKER))
         self.procs = []
         for n in range(count):
             proc = subprocess.Popen([PYTHON, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     text=True, bufsize=1, cwd=ROOT)
-            proc.stdin.write(json.dumps({"ports": ports, "clients": spec_clients[n::count]}) + "\n")
+            proc.stdin.write(json.dumps({"ports": ports, "path": path, "clients": spec_clients[n::count]}) + "\n")
             proc.stdin.flush()
             self.procs.append(proc)
         self.latest = [{} for _ in self.procs]
@@ -258,12 +270,12 @@ class Workers:
         return all(latest.get("affected") is not None and latest["back"] >= latest["affected"] for latest in self.latest)
 
 
-def start_on(port: int, env: dict[str, str]):
+def start_on(port: int, env: dict[str, str], app: str | None):
     """A daphne process on `port` (the one a stopped process held: retried until it binds)."""
     deadline = time.monotonic() + 30
     while True:
         try:
-            return start("daphne", env, port=port)
+            return start("daphne", env, app=app, port=port)
         except RuntimeError:
             if time.monotonic() > deadline:
                 raise
@@ -303,11 +315,13 @@ def last_positions(env: dict[str, str], sessions: list[str]) -> dict[str, int]:
 
 def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> dict:
     users = users[: sockets // PER_USER]
-    servers = [start("daphne", env), start("daphne", env)]
+    floor = how == "floor"  # bench/bare.py's /restart: no check, no database, nothing forwarded
+    app, path = (FLOOR_APP, "/restart") if floor else (None, "/api/runtime/agent")
+    servers = [start("daphne", env, app=app), start("daphne", env, app=app)]
     ports = [server.port for server in servers]
     spec = [{"token": user["access"], "session": user["session_id"], "first": n % 2}
             for user in users for n in range(PER_USER)]
-    publisher = Publisher(env)
+    publisher = Publisher(env)  # in a floor run too: the machine's other work is the same
     writing = threading.Event()
     writing.set()
 
@@ -320,7 +334,7 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
                 turn += 1
             time.sleep(max(0.0, 0.1 - (time.monotonic() - began)))
 
-    workers = Workers(spec, ports)
+    workers = Workers(spec, ports, path)
     opened = time.monotonic()
     try:
         if not workers.wait(lambda: all(workers.ready), 900):
@@ -333,12 +347,12 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
         for n in range(2):
             old = servers[n]
             began = time.time()
-            old.process.send_signal(signal.SIGTERM if how == "drained" else signal.SIGKILL)
+            old.process.send_signal(signal.SIGKILL if how == "killed" else signal.SIGTERM)
             profile(how, n, draining=old, taking=servers[1 - n])
             workers.send(cmd="phase", t=began, port=old.port)
             exit_status = old.process.wait(180)  # a drain of 10,000 sockets on a busy machine overran 60 s
             exited = time.time() - began
-            servers[n] = start_on(old.port, env)
+            servers[n] = start_on(old.port, env, app)
             workers.wait(lambda: answers_ready(servers[n]), 60)
             ready = time.time() - began
             back = workers.wait(workers.all_back, 180)
@@ -347,7 +361,8 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
         out["restarted_rss_kib"] = servers[0].rss_kib()  # the first, restarted, holds every socket now
         writing.clear()
         thread.join(30)
-        workers.send(cmd="last", last=last_positions(env, [user["session_id"] for user in users]))
+        sessions = [user["session_id"] for user in users]
+        workers.send(cmd="last", last={s: 0 for s in sessions} if floor else last_positions(env, sessions))
         workers.wait(lambda: all(r is not None for r in workers.results), 120)
     finally:
         for proc in workers.procs:
@@ -363,6 +378,8 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
     results = [r for r in workers.results if r is not None]
     out.update(lost=sum(r["lost"] for r in results), duplicated=sum(r["duplicated"] for r in results),
                not_caught_up=sum(r["not_caught_up"] for r in results), refused={})
+    if floor:  # nothing was forwarded, so nothing could be lost: not measured, not zero
+        out.update(lost=None, duplicated=None, not_caught_up=None)
     for r in results:
         for key, count in r["refused"].items():
             out["refused"][key] = out["refused"].get(key, 0) + count
@@ -385,11 +402,22 @@ def one_run(env: dict[str, str], users: list[dict], sockets: int, how: str) -> d
     return out
 
 
+def ratios(runs: list[dict]) -> dict[str, list[float | None]]:
+    """p99 signal → resumed, stop by stop: the product's drain over the floor's (what the
+    product adds to what daphne, autobahn and these clients need here), killed over drained."""
+    p99 = {run["how"]: [phase.get("ready", {}).get("p99") for phase in run["phases"]] for run in runs}
+    out = {}
+    for name, top, bottom in (("drained_over_floor", "drained", "floor"), ("killed_over_drained", "killed", "drained")):
+        if top in p99 and bottom in p99:
+            out[name] = [a / b if a and b else None for a, b in zip(p99[top], p99[bottom])]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="sqlite", choices=("sqlite", "pg_redis"))
     parser.add_argument("--sockets", default="1000", help="comma-separated socket counts (multiples of 40)")
-    parser.add_argument("--how", default="drained,killed")
+    parser.add_argument("--how", default="floor,drained,killed", help="comma-separated: floor, drained, killed")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -404,16 +432,26 @@ def main() -> None:
         env["LOG_LEVEL"] = "INFO"  # the drains' own lines
     users = make_users(env, max(counts) // PER_USER)
     out = {"backend": args.backend, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "cpus": os.cpu_count(), "nofile": hard, "host": socket.gethostname(), "runs": []}
+           "cpus": os.cpu_count(), "nofile": hard, "host": socket.gethostname(), "runs": [], "ratios": {}}
+    path = Path(__file__).resolve().parent / "results" / f"restart-{args.backend}.json"
     for count in counts:
         for how in args.how.split(","):
             load = os.getloadavg()[0]
             result = one_run(env, users, count, how)
             result["load_before"] = load
             out["runs"].append(result)
+            out["ratios"][str(count)] = ratios([run for run in out["runs"] if run["sockets"] == count])
             print(json.dumps(result), flush=True)
-            path = Path(__file__).resolve().parent / "results" / f"restart-{args.backend}.json"
             path.write_text(json.dumps(out, indent=2) + "\n")  # after each run: a later one may fail
+    print("\n| sockets | how | stop | signal → resumed p50 / p99 / max s | signal → exited s |\n| --- | --- | --- | --- | --- |")
+    for run in out["runs"]:
+        for n, phase in enumerate(run["phases"]):
+            ready = phase.get("ready", {})
+            print(f"| {run['sockets']} | {run['how']} | {n + 1} | {ready.get('p50', float('nan')):.2f} / "
+                  f"{ready.get('p99', float('nan')):.2f} / {ready.get('max', float('nan')):.2f} | {phase['exited_s']:.2f} |")
+    for count, row in out["ratios"].items():
+        print(f"{count} sockets, p99 ratios by stop: " + "; ".join(
+            f"{name} {' / '.join('-' if r is None else f'{r:.2f}' for r in values)}" for name, values in row.items()))
 
 
 if __name__ == "__main__":

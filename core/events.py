@@ -7,12 +7,10 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from asgiref.sync import sync_to_async
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Func, IntegerField, OuterRef, Q, Subquery
 from django.utils import timezone
@@ -200,7 +198,7 @@ def _logged(row: dict[str, Any]) -> LoggedEvent:
     return LoggedEvent(**row)
 
 
-_FIELDS = ("id", "session_id", "seq", "kind", "data", "at")
+LOGGED_FIELDS = ("id", "session_id", "seq", "kind", "data", "at")
 
 
 def log_last_id() -> int:
@@ -220,7 +218,7 @@ def log_read(
         condition |= Q(id__in=also)
     for first, last in ranges:
         condition |= Q(id__gte=first, id__lte=last)
-    rows = SessionEvent.objects.filter(condition).order_by("id").values(*_FIELDS)[:limit]
+    rows = SessionEvent.objects.filter(condition).order_by("id").values(*LOGGED_FIELDS)[:limit]
     return [_logged(row) for row in rows]
 
 
@@ -290,13 +288,13 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -
         return Replay(seq=last, epoch=current_epoch, recovered=True, events=[])
     missed = SessionEvent.objects.filter(session_id=session_id, seq__gt=since, seq__lte=last).order_by("seq")
     if last - since <= REPLAY_ONE_READ:
-        found = list(missed.annotate(stored=StoredBytes("data")).values(*_FIELDS, "stored"))
+        found = list(missed.annotate(stored=StoredBytes("data")).values(*LOGGED_FIELDS, "stored"))
         size = sum(row["stored"] + FRAME_ENVELOPE_BYTES + len(row["kind"]) for row in found if row["kind"] not in CONTROL_KINDS)
         # Every position after `since` must still be there (a gap means pruned, never skipped).
         if len(found) != last - since or size > runtime_settings.REPLAY_MAX_BYTES:
             return unrecovered
         return Replay(seq=last, epoch=current_epoch, recovered=True,
-                      events=replay_coalesce([_logged({key: row[key] for key in _FIELDS}) for row in found]))
+                      events=replay_coalesce([_logged({key: row[key] for key in LOGGED_FIELDS}) for row in found]))
     # The sizes in chunks, as the database measures them: the read stops as soon as the
     # byte budget is spent, so an oversized gap costs a few rows' sizes, not the gap.
     present, frame_bytes, budget = 0, 0, runtime_settings.REPLAY_MAX_BYTES
@@ -309,33 +307,10 @@ def log_replay(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -
     # Every position after `since` must still be there (a gap means pruned, never skipped).
     if present != last - since:
         return unrecovered
-    rows = [_logged(row) for row in missed.values(*_FIELDS)]
+    rows = [_logged(row) for row in missed.values(*LOGGED_FIELDS)]
     if len(rows) != last - since:  # pruned between the two reads
         return unrecovered
     return Replay(seq=last, epoch=current_epoch, recovered=True, events=replay_coalesce(rows))
-
-
-# A burst of resumes (a restart's clients) goes at REPLAY_READERS per round trip; each
-# reader may hold a replay of up to REPLAY_MAX_BYTES, so they are few.
-REPLAY_READERS = 2
-_replay_readers = ThreadPoolExecutor(max_workers=REPLAY_READERS, thread_name_prefix="log-replay")
-
-
-def _log_replay_and_close(**kwargs: Any) -> Replay:
-    try:
-        return log_replay(**kwargs)
-    finally:
-        # This thread's connection is not one Django closes at the end of a request:
-        # given back now (to the pool on PostgreSQL), so none outlives the read.
-        connection.close()
-
-
-async def log_replay_read(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
-    """`log_replay` off the one thread-sensitive thread every socket's handshake queries
-    on: replays run on REPLAY_READERS threads of their own, so a burst of resumes waits for
-    itself and holds at most that many database connections and replays' rows at a time."""
-    read = sync_to_async(_log_replay_and_close, thread_sensitive=False, executor=_replay_readers)
-    return await read(session_id=session_id, since=since, epoch=epoch)
 
 
 def replay_coalesce(rows: list[LoggedEvent]) -> list[LoggedEvent]:

@@ -31,7 +31,8 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
-from core.events import LoggedEvent, Replay, log_replay_read
+from core.events import LoggedEvent, Replay
+from core.replays import log_replay_read
 from realtime.handshake import SocketGrant
 from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_STARTED, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
 

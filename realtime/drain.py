@@ -34,7 +34,7 @@ from core.exceptions import DEPENDENCY_ERRORS, CloseCode
 from core.tasks import background
 from realtime import heartbeat
 from realtime.counts import socket_counts
-from realtime.presence import connections_leave, registry, server_leave
+from realtime.presence import registry, server_leave
 from realtime.tail import tail
 from sessions_runtime import agents, runner
 
@@ -47,8 +47,7 @@ STEP_S = 0.01
 # The longest reconnect delay a drain suggests (`server.restart`): a few sockets spread over
 # the whole window need not wait for their share of it.
 HINT_MAX_S = 1.0
-# Of the time between the end of the window and the deadline, the share the closes may still
-# take when the loop falls behind their schedule; the rest is left to the work in flight.
+# Of the time from the window's end to the deadline, the share a loop behind may still close in.
 CLOSE_SHARE = 0.5
 # Closes started, at most, between two looks at the clock when the loop is behind: a loop
 # handed all of them at once runs them all before anything else, its timeouts included.
@@ -95,10 +94,16 @@ def reconnect_hint_ms(window: float, count: int) -> int:
     return int(random.uniform(0.0, spacing) * 1000)
 
 
+def drain_budget() -> tuple[float, float]:
+    """The seconds a drain spreads its closes over (SHUTDOWN_DRAIN_WINDOW) and those it gives
+    work in flight, both within SHUTDOWN_TIMEOUT less the reserve for the last steps."""
+    work = max(0.0, runtime_settings.SHUTDOWN_TIMEOUT.total_seconds() - RESERVE_S)
+    return min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), work), work
+
+
 def closes_until(*, begun: float, window: float, deadline: float) -> float:
-    """When the closes must be over: the window, then half of what is left until the
-    deadline (a loop too busy for the schedule still starts every close), never later;
-    the other half stays the work in flight's."""
+    """When the closes must be over: the window, then half of what is left until the deadline
+    (a loop too busy for the schedule still starts every close); the rest is for work in flight."""
     end = min(begun + window, deadline)
     return end + CLOSE_SHARE * max(0.0, deadline - end)
 
@@ -167,8 +172,8 @@ async def drain(
     heartbeat.sweeps_stop()
     begun = time.monotonic()
     timeout = runtime_settings.SHUTDOWN_TIMEOUT.total_seconds()
-    window = min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), max(0.0, timeout - RESERVE_S))
-    deadline = begun + max(0.0, timeout - RESERVE_S)
+    window, work = drain_budget()
+    deadline = begun + work
     logger.info("draining: %d sockets over %.1f s, work in flight until %.1f s", len(_sockets), window, timeout)
     try:
         await stop_accepting()
@@ -224,7 +229,7 @@ async def _records_leave() -> None:
     same reason (its count of a user is written only as each close arrives). Each wait is
     bounded: a database that does not answer must not keep a single socket from its 1012."""
     try:
-        await asyncio.wait_for(_connections_leave(), RESERVE_S / 2)
+        await asyncio.wait_for(registry().leave(), RESERVE_S / 2)
     except (*DEPENDENCY_ERRORS, asyncio.TimeoutError):
         logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
     counts = socket_counts()
@@ -233,11 +238,6 @@ async def _records_leave() -> None:
             await asyncio.wait_for(counts.leave(), RESERVE_S / 2)
         except (*DEPENDENCY_ERRORS, asyncio.TimeoutError):
             logger.warning("could not leave the socket counts early; the others drop them when stale", exc_info=True)
-
-
-async def _connections_leave() -> None:
-    await registry().flush()
-    await database_sync_to_async(connections_leave)()
 
 
 async def _stop_loops() -> None:

@@ -18,7 +18,6 @@ from collections import deque
 from datetime import datetime
 from typing import Any, Awaitable, Protocol
 
-from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from core.conf import runtime_settings
@@ -27,13 +26,15 @@ from core.exceptions import TokenExpired
 from core.limits import TokenBucket, parse_rate
 from core.metrics import HANDSHAKES, OPEN_SOCKETS, REVOCATION_LATENCY
 from core.tasks import background
-from realtime import drain, heartbeat
+from realtime import heartbeat
 from realtime.catchup import (
     answer_token_wanted, answers_forget, answers_possible, answers_read, answers_snapshot, replay_for,
 )
-from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release, socket_recheck
+from realtime.drain import draining
+from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
+from realtime.rechecks import recheck_delay, recheck_shared
 from realtime.tail import EventTail, tail
 
 logger = logging.getLogger(__name__)
@@ -213,38 +214,34 @@ class OpenSocket:
     # A timer handle per socket, not a sleeping task: a few hundred bytes instead of a
     # task and its coroutine frame, for every idle socket.
     def _schedule_check(self) -> None:
-        """Wake at the token's expiry, at the session's absolute expiry (a session past it
-        is over, sweep or not) or after WS_RECHECK_INTERVAL, whichever is first."""
+        """Wake when `recheck_delay` says: the token's or the session's expiry, or the next
+        re-check."""
         if self.timer is not None:
             self.timer.cancel()
         if self.gone:
             return
-        now = time.time()
-        token_left = self.grant.claims.expires_at.timestamp() - now
-        session_left = self.grant.session_expires_at.timestamp() - now + 0.05
-        interval = runtime_settings.WS_RECHECK_INTERVAL.total_seconds()
-        delay = max(0.0, min(interval, token_left, session_left))
-        self.timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self.timer = asyncio.get_running_loop().call_later(recheck_delay(self.grant), self._on_timer)
 
     def _on_timer(self) -> None:
         self.timer = None
         background(self._check())
 
     async def _check(self) -> None:
-        """Close at an unrefreshed token's expiry; else re-check the session (a lost end event
-        cannot keep it open) and wait again."""
-        if self.grant is None or self.gone:
+        """Close at an unrefreshed token's expiry; else re-check the session, with the other
+        sockets of its key (`realtime.rechecks`: a lost end event cannot keep it open), and
+        wait again."""
+        if self.grant is None or self.gone or draining():  # the drain closes it: no more checks
             return
         if self.grant.claims.expires_at.timestamp() <= time.time():
             error = TokenExpired("The access token expired; send auth.refresh before it does.")
             await self.transport.close_with(int(error.close_code), error.code)
             return
-        # Draining, the process closes it with 1012 soon: no query for its own writes to queue behind.
-        if not drain.draining() and await self.transport.guarded(self._recheck(), closing=True) and self.timer is None:
+        completed = await self.transport.guarded(self._recheck(), closing=True)
+        if completed and self.timer is None:
             self._schedule_check()
 
     async def _recheck(self) -> None:
         grant = self.grant
-        fresh = await database_sync_to_async(socket_recheck)(grant=grant, claims=grant.claims)
+        fresh = await recheck_shared(grant)
         if self.grant is grant:  # not replaced by a refresh or a role change meanwhile
             self.grant = fresh

@@ -39,6 +39,8 @@ from zope.interface import implementer
 
 from core.exceptions import CloseCode
 from core.logs import access_line, redact
+from symphainy.reaper import note_application, reaper_install, reaper_installed
+from symphainy.writes import direct_writes_install, direct_writes_installed
 
 APPLICATION = "symphainy.asgi:application"
 logger = logging.getLogger(__name__)
@@ -353,7 +355,9 @@ def _create_application_patched(self: Server, protocol: Any, scope: dict[str, An
         protocol.access_request_id = request_id_from(incoming.decode("latin-1"))
         scope["headers"] = [(n, v) for n, v in headers if n.lower() != b"x-request-id"] + [
             (b"x-request-id", protocol.access_request_id.encode("ascii"))]
-    return _server_create_application(self, protocol, scope)
+    queue = _server_create_application(self, protocol, scope)
+    note_application(self, protocol)  # reaped when its application ends (symphainy.reaper)
+    return queue
 
 
 # --- The drain on SIGTERM / SIGINT (realtime.drain owns its order) -----------------------
@@ -442,6 +446,10 @@ def daphne_protections_install() -> None:
     # every new socket, whether or not debug logging is on: 7 % of a busy process's CPU
     # in a profile of handshakes. The line is not needed; the formatting is skipped.
     autobahn_protocol.pformat = _skip_pformat
+    # Daphne's once-a-second walk of every connection, narrowed to those that need it.
+    reaper_install()
+    # Writes sent at once when nothing is buffered, not on the loop's next turn.
+    direct_writes_install()
 
 
 def daphne_protections_installed() -> bool:
@@ -451,6 +459,8 @@ def daphne_protections_installed() -> bool:
         and http_protocol.WebRequest is BoundedWebRequest
         and Server.create_application is _create_application_patched
         and Server.kill_all_applications is _drain_then_kill
+        and reaper_installed()
+        and direct_writes_installed()
     )
 
 

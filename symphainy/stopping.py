@@ -57,7 +57,8 @@ def exit_guard_start(timeout: float) -> threading.Timer:
 
 
 def _exit_now(timeout: float) -> None:
-    logger.error("still stopping %.1f s after the signal (SHUTDOWN_TIMEOUT %.1f s): exiting now", timeout - EXIT_MARGIN_S, timeout)
+    logger.error("still stopping %.1f s after the signal (SHUTDOWN_TIMEOUT %.1f s): exiting now",
+                 timeout - EXIT_MARGIN_S, timeout)
     for handler in logging.getLogger().handlers:
         handler.flush()
     os._exit(0)

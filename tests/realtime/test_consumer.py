@@ -546,36 +546,6 @@ async def test_recheck_timer_closes_a_socket_whose_end_event_was_lost(settings):
     await _assert_closes(sock, 4409)
 
 
-async def test_a_draining_process_re_checks_no_socket(settings, monkeypatch):
-    """A draining process closes its sockets with 1012 within the drain's window: a re-check
-    each (a query on the one thread-sensitive database thread: ~330 a second at 10,000
-    sockets, that thread 90 % busy in a profile of a drain) would only hold up the drain's
-    own writes."""
-    from realtime import drain, socket as open_socket
-
-    settings.SYMPHAINY = {**settings.SYMPHAINY, "WS_RECHECK_INTERVAL": timedelta(seconds=0.1)}
-    rechecks = []
-    recheck = open_socket.socket_recheck
-    monkeypatch.setattr(open_socket, "socket_recheck", lambda **kwargs: rechecks.append(1) or recheck(**kwargs))
-    _, body = await login_new_user()
-    sock, _ = await open_ready(body["access_token"])
-
-    def checks() -> list[asyncio.Task]:
-        return [task for task in background_tasks() if "_check" in repr(task.get_coro())]
-
-    [check] = await wait_until_async(checks, interval=0, message="a re-check")  # a serving process re-checks
-    await wait_until_async(check.done, message="the re-check to finish")
-    monkeypatch.setattr(drain, "_draining", True)
-    seen = len(rechecks)
-    [check] = await wait_until_async(checks, interval=0, message="the timer's next turn")
-    await wait_until_async(check.done, message="that turn to finish")
-    assert len(rechecks) == seen
-    [own] = [o for o in gc.get_objects() if type(o) is open_socket.OpenSocket
-             and o.grant is not None and str(o.grant.session_id) == body["session_id"]]
-    assert own.timer is None  # not re-armed
-    await sock.close()
-
-
 async def test_ending_twice_sends_one_event():
     _, body = await login_new_user()
     sock, _ = await open_ready(body["access_token"])

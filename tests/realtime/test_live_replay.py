@@ -51,6 +51,7 @@ def test_a_big_resume_does_not_hold_up_another_users_handshake(server):
     async def scenario() -> tuple[float, float, list[float], float]:
         baseline = max([await handshake_seconds(server, other["access_token"]) for _ in range(3)])
         ready_at: list[float] = []
+        received_at: list[float] = []
         first_ready = asyncio.Event()
 
         async def resume() -> int:
@@ -60,8 +61,12 @@ def test_a_big_resume_does_not_hold_up_another_users_handshake(server):
                 assert ready["recovered"] is True, ready
                 ready_at.append(time.monotonic())
                 first_ready.set()
-                got = [json.loads(await asyncio.wait_for(ws.recv(), 120))["seq"] for _ in range(8)]
+                got = []
+                for _ in range(8):  # read as a client on a slow link would: the replay stays on its way
+                    await asyncio.sleep(0.1)
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 120))["seq"])
                 assert got == list(range(1, 9))
+                received_at.append(time.monotonic())
                 return len(got)
 
         resumes = [asyncio.ensure_future(resume()) for _ in range(sockets)]
@@ -75,13 +80,14 @@ def test_a_big_resume_does_not_hold_up_another_users_handshake(server):
         loaded = await handshake_seconds(server, other["access_token"])
         other_ready = time.monotonic()
         assert await asyncio.gather(*resumes) == [8] * sockets
-        return baseline, loaded, ready_at, other_ready
+        return baseline, loaded, received_at, other_ready
 
-    baseline, loaded, ready_at, other_ready = asyncio.run(scenario())
-    spread = max(ready_at) - min(ready_at)
-    detail = f"idle {baseline:.3f} s, under the resumes {loaded:.3f} s, resumes ready over {spread:.3f} s"
-    # The other user's handshake finished while the resumes' replays were still being read,
-    assert other_ready < max(ready_at), detail
+    baseline, loaded, received_at, other_ready = asyncio.run(scenario())
+    spread = max(received_at) - min(received_at)
+    detail = f"idle {baseline:.3f} s, under the resumes {loaded:.3f} s, replays received over {spread:.3f} s"
+    # The other user's handshake finished while the replays were still on their way (read
+    # together, core/replays.py, then sent as each client drains them, here ~1 s),
+    assert other_ready < max(received_at), detail
     # and took no more than a loaded machine's handful of idle handshakes.
     assert loaded < 10 * baseline, detail
     print(detail)

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from core import events
+from core import events, replays
 from core.events import events_record, log_epoch, log_replay
 from core.models import SessionEvent
 from tests import factories
@@ -124,21 +124,21 @@ async def test_the_replay_is_read_off_the_handshakes_thread_and_closes_its_conne
     epoch = await database_sync_to_async(log_epoch)()
     sensitive = await database_sync_to_async(threading.get_ident)()
     seen: list[tuple[int, bool]] = []
-    read = events.log_replay
+    read = replays.log_replays
 
-    def spy(**kwargs):
+    def spy(requests):
         try:
-            return read(**kwargs)
+            return read(requests)
         finally:
             seen.append((threading.get_ident(), connection.connection is not None))
 
-    monkeypatch.setattr(events, "log_replay", spy)
+    monkeypatch.setattr(replays, "log_replays", spy)
     sock, ready = await resume(body["access_token"], 0, epoch)
     assert ready["recovered"] is True
     [(thread, was_open)] = seen
     assert thread != sensitive and was_open
     # The reader's connection was closed after the read, not left to that thread.
     closed = await asyncio.get_running_loop().run_in_executor(
-        events._replay_readers, lambda: connection.connection is None
+        replays._replay_readers, lambda: connection.connection is None
     )
     assert closed
