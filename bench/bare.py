@@ -143,9 +143,9 @@ STOPPING = False
 EPOCH = "floor"  # one log for both processes, as the product's database is
 
 
-async def floor_drain(*, stop_accepting, in_flight=lambda: 0) -> None:
+async def floor_drain(*, stop_accepting, in_flight=lambda: 0, cut=lambda: 0) -> None:
     """The product's drain (realtime.drain.drain) without its database and loops: stop
-    listening, the same closes over the same window, the closes waited for."""
+    listening, the same closes over the same window within the same bound, then the cut."""
     global STOPPING
     if STOPPING:
         return
@@ -153,7 +153,11 @@ async def floor_drain(*, stop_accepting, in_flight=lambda: 0) -> None:
     began = time.monotonic()
     window, work = drain.drain_budget()
     await stop_accepting()
-    await drain.sockets_close(window=window)
+    until = drain.closes_until(begun=time.monotonic(), window=window, deadline=began + work)
+    await drain.sockets_close(window=window, until=until)
+    while in_flight() and time.monotonic() < until:
+        await asyncio.sleep(0.05)
+    cut()
     while in_flight() and time.monotonic() < began + work:
         await asyncio.sleep(0.05)
 

@@ -8,7 +8,9 @@ The drain, whatever command started the process (`symphainy.serve` hooks it into
 2. its connection records go (a client back elsewhere must not meet its own ghost under
    the per-user cap), then every open socket is closed with 1012, spread evenly over
    SHUTDOWN_DRAIN_WINDOW in a random order, so that their clients do not all come back in
-   the same instant, each after a `server.restart` frame that says when to come back;
+   the same instant, each after a `server.restart` frame that says when to come back; a
+   loop too busy to keep to that schedule gets until half the time left after the window
+   (`closes_until`), and the sockets still open then are cut by the server (`cut`);
 3. the work in flight (requests, executions) gets the rest of SHUTDOWN_TIMEOUT, less a
    reserve for the steps below; executions still running then are handed over (another
    process runs them at once) and agent answers end as `interrupted`;
@@ -45,6 +47,11 @@ STEP_S = 0.01
 # The longest reconnect delay a drain suggests (`server.restart`): a few sockets spread over
 # the whole window need not wait for their share of it.
 HINT_MAX_S = 1.0
+# Of the time from the window's end to the deadline, the share a loop behind may still close in.
+CLOSE_SHARE = 0.5
+# Closes started, at most, between two looks at the clock when the loop is behind: a loop
+# handed all of them at once runs them all before anything else, its timeouts included.
+CLOSES_PER_TURN = 50
 
 
 class Closable(Protocol):
@@ -94,24 +101,44 @@ def drain_budget() -> tuple[float, float]:
     return min(runtime_settings.SHUTDOWN_DRAIN_WINDOW.total_seconds(), work), work
 
 
-async def sockets_close(*, window: float) -> int:
+def closes_until(*, begun: float, window: float, deadline: float) -> float:
+    """When the closes must be over: the window, then half of what is left until the deadline
+    (a loop too busy for the schedule still starts every close); the rest is for work in flight."""
+    end = min(begun + window, deadline)
+    return end + CLOSE_SHARE * max(0.0, deadline - end)
+
+
+async def sockets_close(*, window: float, until: float) -> tuple[int, int]:
     """Close every open socket with 1012, spread evenly over `window` seconds, each after a
-    `server.restart` frame with its reconnect hint."""
+    `server.restart` frame with its reconnect hint; none started, and none waited for, past
+    `until` (a `time.monotonic()`). Returns (closes started, closes left unfinished)."""
     sockets = list(_sockets)
     random.shuffle(sockets)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.monotonic()
     closing = []
     for index, socket in enumerate(sockets):
         due = started + window * index / len(sockets)
-        if due - loop.time() > STEP_S:
-            await asyncio.sleep(due - loop.time())
+        if due - time.monotonic() > STEP_S:
+            await asyncio.sleep(due - time.monotonic())
+        elif index and not index % CLOSES_PER_TURN:
+            # Behind the schedule: the closes started so far run before the next ones start,
+            # so that the time is looked at again after a bounded amount of work.
+            await asyncio.sleep(0)
+        if time.monotonic() >= until:
+            # The loop fell this far behind: the rest stay open for the cut.
+            break
         _sockets.discard(socket)
         # Each close a task of its own: awaited one after another, a busy process's closes
         # fell behind the schedule (1,000 over 14.7 s instead of 5 on a loaded machine).
         closing.append(background(_restart(socket, reconnect_hint_ms(window, len(sockets)))))
-    await asyncio.gather(*closing)
-    return len(sockets)
+    pending: set[asyncio.Task] = set()
+    if closing:
+        # Bounded: waited for without limit, 10,000 closes on a saturated loop took 26 s of
+        # a 25 s SHUTDOWN_TIMEOUT (bench/README.md).
+        _, pending = await asyncio.wait(closing, timeout=max(0.0, until - time.monotonic()))
+    for task in pending:
+        task.cancel()
+    return len(closing), len(pending) + len(sockets) - len(closing)
 
 
 async def _restart(socket: Closable, reconnect_after_ms: int) -> None:
@@ -130,12 +157,14 @@ async def _until(check: Callable[[], bool], deadline: float) -> bool:
 
 
 async def drain(
-    *, stop_accepting: Callable[[], Awaitable[Any]], in_flight: Callable[[], int] = lambda: 0
+    *, stop_accepting: Callable[[], Awaitable[Any]], in_flight: Callable[[], int] = lambda: 0,
+    cut: Callable[[], int] = lambda: 0,
 ) -> None:
     """Drain this process (see the module's docstring); returns when it may exit.
 
     `stop_accepting` stops the server's listeners; `in_flight` counts the server's
-    requests and sockets not yet finished (waited for, within the timeout)."""
+    requests and sockets not yet finished (waited for, within the timeout); `cut` ends, at
+    the transport, the sockets still open when the closes' time is over (how many)."""
     global _draining
     if _draining:
         return
@@ -154,7 +183,20 @@ async def drain(
         await _records_leave()
     except Exception:  # noqa: BLE001 - whatever failed, every socket must still get its 1012
         logger.exception("could not remove this process's records early; removed at the end")
-    closed = await sockets_close(window=window)
+    until = closes_until(begun=time.monotonic(), window=window, deadline=deadline)
+    closed, unfinished = await sockets_close(window=window, until=until)
+    # Peers answer their close within autobahn's close handshake (1 s) or are closed by it;
+    # the sockets still open at `until` (a peer that reads nothing, a close never started)
+    # are cut.
+    await _until(lambda: not in_flight(), until)
+    cut_open = 0
+    try:
+        cut_open = cut()
+    except Exception:  # noqa: BLE001 - what is not cut now is cut as the process exits
+        logger.exception("could not cut the sockets still open")
+    if unfinished or cut_open:
+        logger.warning("draining: %d closes unfinished after %.1f s; %d sockets cut", unfinished,
+                       time.monotonic() - begun, cut_open)
     if not await _until(lambda: not in_flight(), deadline):
         logger.warning("draining: %d requests or sockets still open at the deadline", in_flight())
     # Agent answers may finish while the executions do; past the deadline they end as
@@ -173,8 +215,8 @@ async def drain(
         records = -1
         logger.warning("could not remove this process's records; the others sweep them", exc_info=True)
     logger.info(
-        "drained in %.1f s: %d sockets closed with 1012, %d executions handed over, %d answers interrupted, "
-        "%d connection records removed", time.monotonic() - begun, closed, handed_over, interrupted, records,
+        "drained in %.1f s: %d sockets closed with 1012 (%d cut), %d executions handed over, %d answers interrupted, "
+        "%d connection records removed", time.monotonic() - begun, closed, cut_open, handed_over, interrupted, records,
     )
 
 
@@ -184,10 +226,11 @@ async def _records_leave() -> None:
     WS_CONNECTION_FLUSH_INTERVAL) would have removed it, and be refused with 4429 by its
     own ghost. Pending writes are applied first, so no later flush writes a record back.
     With Redis, the process leaves the socket counts' list of live processes too, for the
-    same reason (its count of a user is written only as each close arrives)."""
+    same reason (its count of a user is written only as each close arrives). Each wait is
+    bounded: a database that does not answer must not keep a single socket from its 1012."""
     try:
-        await registry().leave()
-    except DEPENDENCY_ERRORS:
+        await asyncio.wait_for(registry().leave(), RESERVE_S / 2)
+    except (*DEPENDENCY_ERRORS, asyncio.TimeoutError):
         logger.warning("could not remove this process's records early; removed at the end", exc_info=True)
     counts = socket_counts()
     if counts is not None:

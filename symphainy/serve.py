@@ -374,9 +374,15 @@ def _listen_success_kept(self: Server, port: Any) -> None:
 def _run_started(self: Server) -> None:
     from twisted.internet import reactor
 
+    from core.conf import runtime_settings
     from realtime.drain import process_started
+    from symphainy.stopping import exit_guard_start
 
     reactor.callWhenRunning(lambda: asyncio.ensure_future(process_started()))
+    # From the signal on, the process exits by SHUTDOWN_TIMEOUT whatever its loop is doing.
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: exit_guard_start(runtime_settings.SHUTDOWN_TIMEOUT.total_seconds())
+    )
     _server_run(self)
 
 
@@ -394,12 +400,15 @@ async def _stop_listening(server: Server) -> None:
 
 def _drain_then_kill(self: Server) -> Deferred:
     """Daphne's shutdown trigger (the reactor runs it on SIGTERM and SIGINT, before it
-    stops): the drain first, then daphne's own kill of what is left."""
+    stops): the drain first, then daphne's own kill of what is left; the process exits by
+    SHUTDOWN_TIMEOUT whatever happens (`symphainy.stopping`, started in `_run_started`)."""
     from realtime.drain import drain
+    from symphainy.stopping import sockets_cut
 
     async def drain_then_kill() -> None:
         try:
-            await drain(stop_accepting=lambda: _stop_listening(self), in_flight=lambda: _in_flight(self))
+            await drain(stop_accepting=lambda: _stop_listening(self), in_flight=lambda: _in_flight(self),
+                        cut=lambda: sockets_cut(self.connections))
         except Exception:  # noqa: BLE001 - a failed drain must not keep the process from stopping
             logger.exception("the drain failed")
         await Deferred.asFuture(_server_kill_all(self), asyncio.get_running_loop())

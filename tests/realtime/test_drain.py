@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -23,7 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from realtime.models import Connection, ServerInstance
 from sessions_runtime.models import Execution, ExecutionStatus
 from tests import factories
-from tests.live import ROOT, process_stop, start_server
+from tests.live import ROOT, database_env, process_stop, start_server
 from tests.sockets import close_code_after_frames, connect_ready, next_event
 from tests.waiting import wait_until, wait_until_async
 
@@ -343,3 +344,137 @@ def test_a_draining_process_sweeps_nothing_back_into_itself(monkeypatch):
     heartbeat._beat_and_sweep()
     assert dispatched == [first.pk], "a draining process took work back"
     assert ServerInstance.objects.get(pk=server_instance_id()).last_heartbeat_at > beat_before  # the lease goes on
+
+
+# --- The drain's bound: whatever the sockets and the loop, it returns by the deadline ------
+class StuckClose:
+    """A socket whose close, once started, never completes."""
+
+    started = False
+
+    async def close_with(self, code: int, reason: str) -> None:
+        raise AssertionError("a drain closes with restart()")
+
+    async def restart(self, *, reconnect_after_ms: int) -> None:
+        self.started = True
+        await asyncio.Event().wait()
+
+
+class BusyClose(StuckClose):
+    """A close that holds the event loop for 5 ms: a loop too busy to keep to the schedule."""
+
+    async def restart(self, *, reconnect_after_ms: int) -> None:
+        self.started = True
+        time.sleep(0.005)
+
+
+def drain_with(settings, monkeypatch, sockets: list, *, window: int = 1) -> tuple[float, list[int]]:
+    """Run the drain on `sockets` with SHUTDOWN_TIMEOUT 5 s and a 1 s window (the deadline
+    2 s after the signal, the reserve of 3 s after it); returns how long it took and how
+    many sockets were still open at each cut."""
+    from datetime import timedelta
+
+    from realtime import drain, heartbeat
+
+    settings.SYMPHAINY = {**settings.SYMPHAINY, "SHUTDOWN_TIMEOUT": timedelta(seconds=5),
+                          "SHUTDOWN_DRAIN_WINDOW": timedelta(seconds=window)}
+    monkeypatch.setattr(drain, "_sockets", set(sockets))
+    monkeypatch.setattr(drain, "_draining", False)
+    monkeypatch.setattr(heartbeat, "_sweeping", heartbeat._sweeping)  # given back after the test
+    monkeypatch.setattr(drain, "_stop_loops", lambda: asyncio.sleep(0))  # the test run's loops stay
+    cuts = []
+
+    async def stop_accepting():
+        pass
+
+    async def scenario():
+        begun = time.monotonic()
+        # Past the timeout the drain failed (asyncio.TimeoutError), whatever it did next.
+        await asyncio.wait_for(drain.drain(stop_accepting=stop_accepting, cut=lambda: cuts.append(len(drain._sockets)) or 0), 5)
+        return time.monotonic() - begun
+
+    return asyncio.run(scenario()), cuts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closes_that_never_complete_do_not_hold_the_drain_past_its_deadline(settings, monkeypatch):
+    """Every close started, none waited for past half the time left after the window; the
+    server then cuts what is still open. The closes were awaited without a bound: a drain
+    whose closes fell behind on a saturated loop took 30 s of a 25 s SHUTDOWN_TIMEOUT."""
+    sockets = [StuckClose() for _ in range(200)]
+    took, cuts = drain_with(settings, monkeypatch, sockets)
+    assert all(socket.started for socket in sockets)
+    assert cuts == [0]  # every close was started; the cut found none left unstarted
+    assert took < 5, took
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("window", [1, 0])
+def test_a_loop_too_busy_for_the_schedule_still_drains_by_the_deadline(settings, monkeypatch, window):
+    """1,200 closes of 5 ms each are 6 s of a loop's time, more than the 5 s timeout: the
+    closes start while there is time for them, then the server cuts the rest at once. With
+    no window every close is due at once; handed to the loop together, they all ran before
+    the wait's own timeout could."""
+    sockets = [BusyClose() for _ in range(1200)]
+    took, cuts = drain_with(settings, monkeypatch, sockets, window=window)
+    started = sum(socket.started for socket in sockets)
+    assert 0 < started < 1200 and cuts == [1200 - started], (started, cuts)
+    assert took < 5, took
+
+
+@contextlib.contextmanager
+def connection_records_locked():
+    """The connection records' table locked from another connection for as long as this
+    lasts: the server's writes to it wait (SQLite up to its 20 s busy timeout, PostgreSQL
+    without end), as against a database that stops answering."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        import sqlite3
+
+        holder = sqlite3.connect(db["NAME"], isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    else:
+        import psycopg
+
+        holder = psycopg.connect(database_env()["DATABASE_URL"])
+        holder.execute(f'LOCK TABLE "{Connection._meta.db_table}" IN ACCESS EXCLUSIVE MODE')
+    try:
+        yield
+    finally:
+        if not db["ENGINE"].endswith("sqlite3"):
+            # The exited server's writes still wait on the lock in sessions of their own,
+            # which would keep the test database in use when the run drops it.
+            holder.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'")
+        holder.rollback()
+        holder.close()
+
+
+def test_a_drain_stuck_on_its_database_still_gives_1012_and_exits_0_before_the_timeout(tmp_path):
+    """Whatever the drain waits for, the process exits 0 before SHUTDOWN_TIMEOUT (6 s here),
+    not at the hard kill; and the sockets still get their 1012 first. With the connection
+    records' table locked elsewhere, the drain's first write (the records, before any close)
+    waited for SQLite's 20 s busy timeout, or for ever on PostgreSQL."""
+    server = start_server(tmp_path, SERVER_INSTANCE="stuck", **DRAIN)
+    try:
+        token = server.login()["access_token"]
+
+        async def scenario():
+            sockets = [ws for ws, _ in [await connect_ready(server, token) for _ in range(3)]]
+            await until(lambda: records_of("stuck") == 3, timeout=10)
+            with connection_records_locked():
+                signalled = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                codes = await asyncio.gather(*(close_code_after_frames(ws, 15) for ws in sockets))
+                status = await sync(server.process.wait, 15)
+                took = time.monotonic() - signalled
+            return codes, status, took
+
+        codes, status, took = asyncio.run(scenario())
+        assert codes == [1012] * 3, server.log()
+        assert status == 0 and took < 6, (status, took, server.log())
+        assert "exiting now" in server.log(), server.log()
+    finally:
+        server.stop()
