@@ -9,7 +9,7 @@ handshake's reply, `session.ready` and every event sent. asyncio's own transport
 most servers, try the send first and watch for writability only when the kernel's buffer
 is full; `direct_write` does the same for daphne's connections: when the connection's
 buffer is empty, the data is sent now, and only what the kernel does not take is buffered
-(in order, behind nothing). An error on the send is left for Twisted's own path to find
+(in order, behind nothing), and at most what Twisted sends in one go. An error on the send is left for Twisted's own path to find
 (the data goes to its buffer, whose next send fails and closes the connection as before).
 A TLS connection, or one closing, takes Twisted's path unchanged.
 """
@@ -28,7 +28,9 @@ def direct_write(self: tcp.Server, data: bytes) -> None:
         and not self._writeDisconnected and not self._tempDataBuffer and self.offset >= len(self.dataBuffer)
     ):
         try:
-            sent = self.socket.send(data)
+            # At most SEND_LIMIT (128 KiB) at once, as Twisted's own sends: a multi-megabyte
+            # frame (a big replay's) must not hold the loop for the whole copy.
+            sent = self.socket.send(memoryview(data)[: self.SEND_LIMIT] if len(data) > self.SEND_LIMIT else data)
         except OSError:  # full (EAGAIN) or failing: Twisted's path sends or finds the error
             sent = 0
         if sent >= len(data):

@@ -15,6 +15,7 @@ class Connection:
     """The parts of `twisted.internet.tcp.Server` a write looks at."""
 
     connected = 1
+    SEND_LIMIT = 128 * 1024
     disconnecting = False
     TLS = False
     _writeDisconnected = False
@@ -63,6 +64,16 @@ def test_what_the_kernel_does_not_take_is_buffered_in_order(pair):
     writes.direct_write(connection, data)
     assert len(buffered) == 1 and 0 < len(buffered[0]) < len(data)
     assert _received(peer) + buffered[0] == data
+
+
+def test_at_most_twisteds_send_limit_goes_at_once_the_rest_in_order(pair):
+    """A big frame (a replay's) does not hold the loop for the whole copy."""
+    connection, peer, buffered = pair
+    connection.SEND_LIMIT = 1000
+    data = bytes(range(256)) * 20
+    writes.direct_write(connection, data)
+    received = _received(peer)
+    assert len(received) == 1000 and received + buffered[0] == data
 
 
 @pytest.mark.parametrize("state", ["waiting", "tls", "disconnecting", "write_closed"])
