@@ -288,7 +288,7 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
           "per-socket message budget; over it, 4429"),
         S("WS_RECHECK_INTERVAL", timedelta(seconds=30), "WS_RECHECK_INTERVAL_SECONDS", SECONDS, POSITIVE,
           "how often an open socket re-checks its session (a last line of defence; ends arrive through the "
-          "event log)"),
+          "event log): [architecture.md](architecture.md#the-periodic-re-check)"),
         S("WS_HEARTBEAT_INTERVAL", timedelta(seconds=25), "WS_HEARTBEAT_INTERVAL_SECONDS", SECONDS, POSITIVE,
           "the `heartbeat_s` advertised to clients (send `ping` that often)"),
         S("WS_CONNECTION_FLUSH_INTERVAL", timedelta(milliseconds=250), "WS_CONNECTION_FLUSH_INTERVAL_MS",
