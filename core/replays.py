@@ -10,32 +10,25 @@ each in one query per up to SESSIONS_PER_READ sessions (the events also per READ
 each session's range read once however many of its sockets asked. A gap longer than REPLAY_ONE_READ takes
 `log_replay`'s own path (its sizes first), one request at a time.
 
-`log_replay_read` queues a request and awaits its answer: at most REPLAY_READERS batches are
-read at a time, each of at most BATCH_MAX requests, so a burst holds that many database
-connections whatever its size; a request that arrives while they are busy goes with the
-next batch, so a lone resume waits for nothing. Every batch is read after each of its
-requests was queued, so after its socket subscribed to the tail: what it misses arrives
-through the tail. Hand-written: asgiref and Channels offer no batching of calls.
+`log_replay_read` queues a request and awaits its answer (`core.batches`): at most
+REPLAY_READERS batches are read at a time, each of at most BATCH_MAX requests, so a burst
+holds that many database connections whatever its size. Every batch is read after each of
+its requests was queued, so after its socket subscribed to the tail: what it misses
+arrives through the tail.
 See docs/architecture.md#replay.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-import weakref
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
-from django.db import connection
 from django.db.models import Q
 
 from core import events
+from core.batches import Batches
 from core.conf import runtime_settings
 from core.events import CONTROL_KINDS, FRAME_ENVELOPE_BYTES, LoggedEvent, Replay, StoredBytes, replay_coalesce
 from core.models import EventLog, SessionEvent, SessionEventSequence
-from core.tasks import background
 
 # Requests answered by one batch: its positions are one query, its short gaps a few.
 BATCH_MAX = 200
@@ -43,9 +36,7 @@ BATCH_MAX = 200
 # and the frame bytes one query reads at most (a session's range whole, however big).
 SESSIONS_PER_READ = 50
 READ_BYTES = 4 * 1024 * 1024
-# A burst goes at REPLAY_READERS batches at a time, each on a database connection of its own.
 REPLAY_READERS = 2
-_replay_readers = ThreadPoolExecutor(max_workers=REPLAY_READERS, thread_name_prefix="log-replay")
 
 Request = tuple[uuid.UUID, "int | None", "str | None"]  # session id, since, epoch
 
@@ -149,59 +140,10 @@ def _recovered(rows: list[LoggedEvent], epoch: str, since: int, last: int) -> Re
     return Replay(seq=last, epoch=epoch, recovered=True, events=replay_coalesce(found))
 
 
-def _log_replays_and_close(requests: list[Request]) -> list[Replay]:
-    try:
-        return log_replays(requests)
-    finally:
-        # This thread's connection is not one Django closes at the end of a request:
-        # given back now (to the pool on PostgreSQL), so none outlives the batch.
-        connection.close()
-
-
-@dataclass
-class _Queue:
-    """One event loop's requests waiting for a batch, and its batches being read."""
-
-    waiting: list[tuple[Request, asyncio.Future]] = field(default_factory=list)
-    reading: int = 0
-
-
-_queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue] = weakref.WeakKeyDictionary()
+# A burst goes at REPLAY_READERS batches at a time, each on a database connection of its own.
+_replays = Batches(lambda requests: log_replays(requests), name="log-replay", readers=REPLAY_READERS, size=BATCH_MAX)
 
 
 async def log_replay_read(*, session_id: uuid.UUID, since: int | None, epoch: str | None) -> Replay:
     """`log_replay`'s answer for one socket, read with the other requests of its moment."""
-    loop = asyncio.get_running_loop()
-    queue = _queues.setdefault(loop, _Queue())
-    answer = loop.create_future()
-    queue.waiting.append(((session_id, since, epoch), answer))
-    if queue.reading < REPLAY_READERS:
-        queue.reading += 1
-        background(_read_batches(queue))  # ends when the queue is empty; awaited through the futures
-    return await answer
-
-
-async def _read_batches(queue: _Queue) -> None:
-    read = sync_to_async(_log_replays_and_close, thread_sensitive=False, executor=_replay_readers)
-    try:
-        while queue.waiting:
-            batch, queue.waiting = queue.waiting[:BATCH_MAX], queue.waiting[BATCH_MAX:]
-            batch = [(request, answer) for request, answer in batch if not answer.done()]  # a socket gone meanwhile
-            if not batch:
-                continue
-            try:
-                replays = await read([request for request, _ in batch])
-            except Exception as error:  # the database: each socket's handshake fails as it would alone
-                for _, answer in batch:
-                    if not answer.done():
-                        answer.set_exception(error)
-                continue
-            except BaseException:  # cancelled (the loop is stopping): nobody is left waiting for ever
-                for _, answer in batch:
-                    answer.cancel()
-                raise
-            for (_, answer), replay in zip(batch, replays):
-                if not answer.done():
-                    answer.set_result(replay)
-    finally:
-        queue.reading -= 1
+    return await _replays.answer((session_id, since, epoch))

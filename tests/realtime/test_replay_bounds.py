@@ -139,6 +139,6 @@ async def test_the_replay_is_read_off_the_handshakes_thread_and_closes_its_conne
     assert thread != sensitive and was_open
     # The reader's connection was closed after the read, not left to that thread.
     closed = await asyncio.get_running_loop().run_in_executor(
-        replays._replay_readers, lambda: connection.connection is None
+        replays._replays.executor, lambda: connection.connection is None
     )
     assert closed
