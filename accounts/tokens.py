@@ -40,7 +40,7 @@ from core.exceptions import DEPENDENCY_ERRORS, InvalidToken, TokenExpired
 from core.models import ActorType, AuditEvent
 from sessions_runtime.access import SessionAccess, access_cache_generation, access_cache_put, access_check
 from sessions_runtime.models import EndReason, RuntimeSession
-from sessions_runtime.selectors import session_get_for_token
+from sessions_runtime.selectors import sessions_get_for_tokens
 from sessions_runtime.services import session_end
 
 logger = logging.getLogger(__name__)
@@ -185,16 +185,34 @@ def claims_resolve(claims: TokenClaims, *, for_socket: bool = False) -> tuple[Ru
     it for every request; sockets at the handshake (`for_socket`: with the user's socket
     count and the log position, and the snapshot left in the access cache) and again on
     their timer, to notice a session that ended meanwhile."""
+    [resolved] = claims_resolve_many([claims], for_socket=for_socket)
+    if isinstance(resolved, Exception):
+        raise resolved
+    return resolved
+
+
+def claims_resolve_many(
+    many: list[TokenClaims], *, for_socket: bool = False
+) -> list[tuple[RuntimeSession, SessionAccess] | Exception]:
+    """`claims_resolve` for many claims in one query: each one's answer, or the error it
+    alone is refused with."""
     generation = access_cache_generation()
-    session = session_get_for_token(
-        session_id=claims.session_id, user_id=claims.user_id, tenant_id=claims.tenant_id, for_socket=for_socket
-    )
-    access = SessionAccess.from_session(session) if session is not None else None
-    access_check(access)
-    if for_socket:
-        # Only a socket's read carries the socket count the cached handshake checks.
-        access_cache_put(access, read_at_generation=generation)
-    return session, access
+    keys = [(claims.session_id, claims.user_id, claims.tenant_id) for claims in many]
+    found = sessions_get_for_tokens(keys, for_socket=for_socket)
+    answers: list[tuple[RuntimeSession, SessionAccess] | Exception] = []
+    for key in keys:
+        session = found.get(key)
+        access = SessionAccess.from_session(session) if session is not None else None
+        try:
+            access_check(access)
+        except Exception as error:  # noqa: BLE001 - this token's refusal, not the others'
+            answers.append(error)
+            continue
+        if for_socket:
+            # Only a socket's read carries the socket count the cached handshake checks.
+            access_cache_put(access, read_at_generation=generation)
+        answers.append((session, access))
+    return answers
 
 
 def _derived_jti(seed: str, purpose: str) -> str:

@@ -540,7 +540,7 @@ old = runner.setup_databases()
 from rest_framework.test import APIClient
 from tests import factories
 from accounts.tokens import ACCESS, token_decode
-from realtime.handshake import socket_authorize
+from realtime.grants import socket_authorize
 from realtime.presence import connection_open
 user = factories.make_user()
 client = APIClient()

@@ -34,7 +34,7 @@ from core.conf import runtime_settings
 from core.events import LoggedEvent, Replay
 from core.replays import log_replay_read
 from core.tasks import Flights
-from realtime.handshake import SocketGrant
+from realtime.grants import SocketGrant
 from sessions_runtime.answers import AGENT_SNAPSHOT, AGENT_STARTED, AGENT_TOKEN, TERMINAL_KINDS, agent_answers_in_flight
 
 # A running process writes each of its answers at least twice a second: a row that has not

@@ -7,8 +7,8 @@ under the per-user cap (so no refusal comes after a place was taken). Subscribin
 judging means an end or an access change that commits after the check reaches the socket
 through the tail, and one that committed before it is what the check (or the snapshot,
 which the tail has dropped by then) sees. Every step raises the `ServiceError` whose close
-code refuses the socket (`realtime.consumers` translates it). `socket_recheck` re-runs the
-database half for an open socket.
+code refuses the socket (`realtime.consumers` translates it). The database half, and its
+re-run for an open socket, is `realtime.grants`.
 """
 
 from __future__ import annotations
@@ -16,25 +16,22 @@ from __future__ import annotations
 import contextlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode
 
-from channels.db import database_sync_to_async
 
-from accounts.tokens import ACCESS, TokenClaims, caller_for, claims_resolve, token_decode
-from core.caller import Caller
+from accounts.tokens import ACCESS, TokenClaims, token_decode
+from core.batches import Batches
 from core.conf import runtime_settings
-from core.events import log_position
-from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotFound, RateLimited, SessionEnded
+from core.exceptions import DEPENDENCY_ERRORS, CloseCode, NotAuthenticated, NotFound, RateLimited
 from core.ids import uuid_parse
 from core.metrics import HANDSHAKES, SOCKET_REFUSALS
 from core.tasks import Flights
 from realtime import heartbeat
+from realtime.grants import SocketGrant, grant_for, sockets_authorize
 from realtime.counts import local_socket_add, local_socket_remove, local_sockets, socket_counts
 from realtime.presence import socket_refusal_count
-from sessions_runtime.access import SessionAccess, access_cache_get, access_check
-from sessions_runtime.selectors import session_get_owned
+from sessions_runtime.access import access_cache_get, access_check
 
 SUBPROTOCOL = "symphainy.v1"
 BEARER_SUBPROTOCOL_PREFIX = "bearer."
@@ -86,26 +83,6 @@ def credentials_from_scope(scope: dict[str, Any]) -> tuple[SocketCredentials, by
     ), cleaned
 
 
-@dataclass(frozen=True, slots=True)
-class SocketGrant:
-    """What an accepted socket may talk to. Kept small: it lives as long as the socket."""
-
-    user_id: uuid.UUID
-    tenant_id: uuid.UUID
-    session_id: uuid.UUID
-    session_expires_at: datetime
-    role: str
-    claims: TokenClaims
-    # The session's event-log position as of the check (what `session.ready` starts from).
-    event_seq: int = 0
-    # The user's connection records as of the check: the cap's count when Redis cannot give one.
-    user_sockets_recorded: int = 0
-
-    def caller(self, client_address: str | None = None) -> Caller:
-        """The caller this socket stands for, in the session it was opened on."""
-        return caller_for(self, client_address=client_address)
-
-
 def requested_session_id(requested: str | None, own: uuid.UUID) -> uuid.UUID:
     """The session a socket asks for (`?session_id=`), else its token's own."""
     if requested is None:
@@ -145,12 +122,14 @@ async def _grant_from_snapshot(claims: TokenClaims, session_id: uuid.UUID) -> So
     if access is None or (access.user_id, access.tenant_id) != (claims.user_id, claims.tenant_id):
         return None
     access_check(access)
-    return _grant(access, claims, session_id=session_id, expires_at=access.expires_at, event_seq=access.event_seq)
+    return grant_for(access, claims, session_id=session_id, expires_at=access.expires_at, event_seq=access.event_seq)
 
 
 # Handshakes of one session that arrive together (a restarted process's clients) wait for the
-# first one's database check and take the snapshot it leaves: one query, not one each.
+# first one's database check and take the snapshot it leaves: one query, not one each. The
+# checks of different sessions that arrive together are read together (`core.batches`).
 _checks = Flights()
+_batches = Batches(lambda requests: sockets_authorize(requests), name="socket-check", readers=2, size=200)
 
 
 async def _grant_from_database(claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
@@ -159,51 +138,7 @@ async def _grant_from_database(claims: TokenClaims, session_id: uuid.UUID) -> So
         if grant is not None:
             return grant
     async with _checks.running(claims.session_id):
-        return await database_sync_to_async(socket_authorize)(claims=claims, session_id=session_id)
-
-
-def socket_authorize(*, claims: TokenClaims, session_id: uuid.UUID) -> SocketGrant:
-    """The handshake check against the database: the token's context (user, membership,
-    tenant, own session) with the user's socket records and the log position in one query,
-    then the requested session."""
-    own, access = claims_resolve(claims, for_socket=True)
-    if session_id == own.pk:
-        expires_at, event_seq = own.expires_at, access.event_seq
-    else:
-        expires_at, event_seq = _other_session(session_id, access), log_position(session_id)
-    return _grant(access, claims, session_id=session_id, expires_at=expires_at, event_seq=event_seq)
-
-
-def socket_recheck(*, grant: SocketGrant, claims: TokenClaims) -> SocketGrant:
-    """Re-run the database check for an open socket (on its timer, or with a refreshed
-    token, whose claims must name the same user, tenant and session as the first)."""
-    if (claims.user_id, claims.tenant_id, claims.session_id) != (
-        grant.claims.user_id, grant.claims.tenant_id, grant.claims.session_id
-    ):
-        raise NotFound("The token belongs to another user or session.")
-    own, access = claims_resolve(claims)
-    expires_at = own.expires_at if grant.session_id == own.pk else _other_session(grant.session_id, access)
-    return _grant(access, claims, session_id=grant.session_id, expires_at=expires_at, event_seq=grant.event_seq)
-
-
-def _other_session(session_id: uuid.UUID, access: SessionAccess) -> datetime:
-    """A session other than the token's own: the same user's and tenant's, and usable.
-    Returns its absolute expiry."""
-    session = session_get_owned(session_id=session_id, user_id=access.user_id, tenant_id=access.tenant_id)
-    if session is None:
-        raise NotFound("Session not found.")
-    if not session.is_usable():
-        raise SessionEnded()
-    return session.expires_at
-
-
-def _grant(
-    access: SessionAccess, claims: TokenClaims, *, session_id: uuid.UUID, expires_at: datetime, event_seq: int
-) -> SocketGrant:
-    return SocketGrant(
-        user_id=access.user_id, tenant_id=access.tenant_id, session_id=session_id, session_expires_at=expires_at,
-        role=access.role or "", claims=claims, event_seq=event_seq, user_sockets_recorded=access.user_socket_count,
-    )
+        return await _batches.answer((claims, session_id))
 
 
 async def handshake_refused(close_code: int, *, checked: bool) -> None:

@@ -29,7 +29,7 @@ from core.exceptions import (
 from core.jsonlimits import frame_parse
 from core.limits import TokenBucket
 from core.metrics import SOCKET_REFUSALS
-from realtime.handshake import SocketGrant, socket_recheck
+from realtime.grants import SocketGrant, socket_recheck
 from sessions_runtime.agents import agent_message_cancel, agent_message_parse, agent_message_start
 from sessions_runtime.services import session_touch, session_touch_due
 from sessions_runtime.submission import intent_submit, intent_submit_parse

@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 
 from core.conf import runtime_settings
 from core.tasks import Flights
-from realtime.handshake import SocketGrant, socket_recheck
+from realtime.grants import SocketGrant, socket_recheck
 
 # A socket takes the outcome of a check of its key that began at most this long before its
 # own check runs (so no earlier than that before it came due), and never more than a tenth

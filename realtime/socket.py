@@ -31,7 +31,8 @@ from realtime.catchup import (
     answer_token_wanted, answers_forget, answers_possible, answers_read, answers_snapshot, replay_for,
 )
 from realtime.drain import draining
-from realtime.handshake import SocketCredentials, SocketGrant, socket_cap_release
+from realtime.grants import SocketGrant
+from realtime.handshake import SocketCredentials, socket_cap_release
 from realtime.presence import connection_record, registry
 from realtime.protocol import session_ready
 from realtime.rechecks import recheck_delay, recheck_shared

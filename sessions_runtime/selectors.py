@@ -29,6 +29,16 @@ def session_get_for_token(
     user's open-socket count and the session's event-log position, which ride in the
     same query.
     """
+    key = (session_id, user_id, tenant_id)
+    return sessions_get_for_tokens([key], for_socket=for_socket).get(key)
+
+
+def sessions_get_for_tokens(
+    keys: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]], *, for_socket: bool = False
+) -> dict[tuple[uuid.UUID, uuid.UUID, uuid.UUID], RuntimeSession]:
+    """`session_get_for_token` for many tokens' (session, user, tenant) in one query (a burst
+    of handshakes, `realtime.handshake.sockets_authorize`): each key's session, when its
+    user and tenant are the token's."""
     role = Membership.objects.filter(user_id=OuterRef("user_id"), tenant_id=OuterRef("tenant_id")).values("role")[:1]
     sessions = RuntimeSession.objects.select_related("user", "tenant").annotate(member_role=Subquery(role))
     if for_socket:
@@ -44,7 +54,13 @@ def session_get_for_token(
         )
         position = SessionEventSequence.objects.filter(session_id=OuterRef("pk")).values("last_seq")[:1]
         sessions = sessions.annotate(user_socket_count=Subquery(open_sockets), event_seq=Subquery(position))
-    return sessions.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id).first()
+    if len(keys) == 1:
+        [(session_id, user_id, tenant_id)] = keys
+        sessions = sessions.filter(pk=session_id, user_id=user_id, tenant_id=tenant_id)
+    else:
+        sessions = sessions.filter(pk__in={session_id for session_id, _, _ in keys})
+    found = {(session.pk, session.user_id, session.tenant_id): session for session in sessions}
+    return {key: found[key] for key in keys if key in found}
 
 
 # --- The access rules, written once: for sessions and for everything a session owns ---

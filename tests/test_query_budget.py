@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.tokens import ACCESS, token_decode
-from realtime.handshake import socket_authorize
+from realtime.grants import socket_authorize
 from realtime.presence import connection_open
 from tests import factories
 

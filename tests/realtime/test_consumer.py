@@ -54,13 +54,13 @@ async def test_handshakes_of_one_session_arriving_together_make_one_database_che
     _, body = await login_new_user()
     access_cache_clear()
     checks = []
-    authorize = handshake.socket_authorize
+    authorize = handshake.sockets_authorize
 
-    def counted(**kwargs):
-        checks.append(kwargs["session_id"])
-        return authorize(**kwargs)
+    def counted(requests):
+        checks.extend(session_id for _, session_id in requests)
+        return authorize(requests)
 
-    monkeypatch.setattr(handshake, "socket_authorize", counted)
+    monkeypatch.setattr(handshake, "sockets_authorize", counted)
     sockets = await asyncio.gather(*(make_socket(body["access_token"]).open() for _ in range(5)))
     frames = await asyncio.gather(*(sock.receive() for sock in sockets))
     assert [frame["type"] for frame in frames] == ["session.ready"] * 5
@@ -578,10 +578,10 @@ async def test_database_down_during_the_handshake_closes_1013(monkeypatch):
 
     _, body = await login_new_user()
 
-    def down(**kwargs):
+    def down(requests):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr("realtime.handshake.socket_authorize", down)
+    monkeypatch.setattr("realtime.handshake.sockets_authorize", down)
     sock = await make_socket(body["access_token"]).open()
     assert await sock.receive_close() == 1013
 
@@ -606,10 +606,10 @@ async def test_a_socket_needs_no_channel_layer_to_open_or_to_hear_its_end(monkey
 async def test_an_unexpected_error_in_the_check_closes_1011(monkeypatch, caplog):
     _, body = await login_new_user()
 
-    def broken(**kwargs):
+    def broken(requests):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr("realtime.handshake.socket_authorize", broken)
+    monkeypatch.setattr("realtime.handshake.sockets_authorize", broken)
     sock = await make_socket(body["access_token"]).open()
     assert await sock.receive_close() == 1011
 
@@ -619,10 +619,10 @@ async def test_a_second_handshake_is_answered_from_the_cache(monkeypatch):
     _, body = await login_new_user()
     first, _ = await open_ready(body["access_token"])
 
-    def no_database(**kwargs):
+    def no_database(requests):
         raise AssertionError("the database path was taken")
 
-    monkeypatch.setattr("realtime.handshake.socket_authorize", no_database)
+    monkeypatch.setattr("realtime.handshake.sockets_authorize", no_database)
     second, ready = await open_ready(body["access_token"])
     assert ready["session_id"] == body["session_id"]
     await first.close()

@@ -17,9 +17,9 @@ from channels.db import database_sync_to_async
 from accounts.models import Membership, Role
 from accounts.tokens import ACCESS, TokenClaims, token_decode, tokens_issue
 from core.exceptions import CloseCode, SessionEnded
-from realtime import handshake, rechecks
+from realtime import grants, rechecks
 from realtime.consumers import RuntimeAgentConsumer
-from realtime.handshake import SocketGrant, socket_authorize
+from realtime.grants import SocketGrant, socket_authorize
 from realtime.protocol import auth_refresh
 from realtime.socket import OpenSocket
 from sessions_runtime.models import RuntimeSession, SessionStatus
@@ -51,14 +51,14 @@ class Recorded:
 def checks(monkeypatch) -> list[Any]:
     """The claims of each database check the re-checks make (not the handshakes')."""
     made: list[Any] = []
-    resolve = handshake.claims_resolve
+    resolve = grants.claims_resolve
 
     def counted(claims, **kwargs):
         if not kwargs.get("for_socket"):
             made.append(claims)
         return resolve(claims, **kwargs)
 
-    monkeypatch.setattr(handshake, "claims_resolve", counted)
+    monkeypatch.setattr(grants, "claims_resolve", counted)
     return made
 
 
@@ -156,7 +156,7 @@ async def test_a_role_change_a_socket_applied_is_not_undone_by_a_shared_read_old
     user, body = await login_new_user()
     first, changed, other = sockets_of(await granted(body["access_token"]), 3)
     old_role = first.grant.role
-    resolve = handshake.claims_resolve
+    resolve = grants.claims_resolve
 
     def read_then_demoted(claims, **kwargs):
         answer = resolve(claims, **kwargs)
@@ -164,7 +164,7 @@ async def test_a_role_change_a_socket_applied_is_not_undone_by_a_shared_read_old
             Membership.objects.filter(user=user).update(role=Role.VIEWER)
         return answer
 
-    monkeypatch.setattr(handshake, "claims_resolve", read_then_demoted)
+    monkeypatch.setattr(grants, "claims_resolve", read_then_demoted)
 
     async def hears_the_change_then_checks() -> None:
         changed.log_access_changed(Role.VIEWER)  # the event, before its timer came due
