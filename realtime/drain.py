@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from channels.db import database_sync_to_async
 
 from core.conf import runtime_settings
-from core.exceptions import DEPENDENCY_ERRORS, CloseCode
+from core.exceptions import DEPENDENCY_ERRORS
 from core.tasks import background
 from realtime import heartbeat
 from realtime.counts import socket_counts
