@@ -183,15 +183,32 @@ class RedisTarget:
     def client(self, **overrides: Any) -> redis.Redis:
         return redis.Redis(connection_pool=self.connection_pool(**overrides))
 
-    def async_client(self, **overrides: Any) -> "redis.asyncio.Redis":
-        """An asyncio redis-py client, for one event loop (the socket cap's counts)."""
+    def async_client(self, *, connections: int, wait: float, **overrides: Any) -> "redis.asyncio.Redis":
+        """An asyncio redis-py client, for one event loop (the socket cap's counts), with at
+        most `connections` to Redis; a command waits up to `wait` seconds for a free one.
+        redis-py's own pool refuses the 101st command in flight at once ("Too many
+        connections"): in a restart's reconnect storm, thousands of handshakes ask at once,
+        and each refusal degraded the cap to this process's count for a while."""
         import redis.asyncio as aioredis
         from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+        from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 
         if self.uses_sentinel:
             sentinel = AsyncSentinel(self.sentinels, sentinel_kwargs=self.sentinel_options())
-            return sentinel.master_for(self.sentinel_master, **{**self.master_options(), **overrides})
-        return aioredis.Redis.from_url(self.url, **{**self.common_options(), **overrides})
+            return sentinel.master_for(self.sentinel_master, connection_pool_class=_blocking(AsyncSentinelPool),
+                                       max_connections=connections, timeout=wait,
+                                       **{**self.master_options(), **overrides})
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=connections, timeout=wait, **{**self.common_options(), **overrides})
+        return aioredis.Redis(connection_pool=pool)
+
+
+def _blocking(pool_class: type) -> type:
+    """`pool_class` (a Sentinel master's pool) that waits for a free connection, as
+    redis-py's BlockingConnectionPool does, instead of refusing over its maximum."""
+    from redis.asyncio.connection import BlockingConnectionPool
+
+    return type(f"Blocking{pool_class.__name__}", (pool_class, BlockingConnectionPool), {})
 
 
 class SentinelPool(SentinelConnectionPool):

@@ -82,10 +82,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - tonumber(ARGV[2]))
 return redis.call('ZADD', KEYS[1], now, ARGV[1])
 """
 # A Redis that does not answer costs a handshake at most this (plus one retry on a fresh
-# connection), and then is left alone for COUNTS_RETRY_AFTER_S: the cap falls back to the
-# records and this process's count meanwhile.
+# connection), then is left alone for COUNTS_RETRY_AFTER_S (the cap falls back meanwhile).
 COUNTS_TIMEOUT_S = 0.5
 COUNTS_RETRY_AFTER_S = 1.0
+COUNTS_CONNECTIONS, COUNTS_WAIT_S = 32, 2.0  # shared by a burst of handshakes, each waiting for one
 
 
 class SocketCounts:
@@ -244,7 +244,7 @@ def socket_counts() -> SocketCounts | None:
                 del _socket_counts[key]
 
         client = RedisTarget.from_settings(settings).async_client(
-            socket_timeout=COUNTS_TIMEOUT_S, socket_connect_timeout=COUNTS_TIMEOUT_S
-        )
+            connections=COUNTS_CONNECTIONS, wait=COUNTS_WAIT_S, socket_timeout=COUNTS_TIMEOUT_S,
+            socket_connect_timeout=COUNTS_TIMEOUT_S)
         current = _socket_counts[id(loop)] = SocketCounts(loop, client, settings.REDIS_PREFIX)
     return current

@@ -5,6 +5,7 @@ allow, and is mended when it answers again. (Over real processes: test_socket_ca
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -125,3 +126,23 @@ async def test_a_process_that_left_as_its_drain_began_is_not_counted_again_by_it
     await counts.beat()
     assert await counts.client.zscore(counts.processes, counts.owner) is None
     await sock.close()
+
+
+@needs_redis
+async def test_a_burst_of_handshakes_is_counted_in_redis_not_refused_by_the_client_pool():
+    """A restart's reconnect storm: hundreds of admits at once. redis-py's pool refused
+    every command over its 100 connections ("Too many connections"), and each refusal
+    degraded the cap to this process's count; now they wait for one of the pool's."""
+    from realtime.counts import local_socket_add, local_socket_remove
+
+    counts = socket_counts()
+    users = [uuid.uuid4() for _ in range(400)]
+    for user_id in users:
+        local_socket_add(user_id)
+    try:
+        admitted = await asyncio.gather(*(counts.admit(user_id, cap=20) for user_id in users))
+        assert admitted == [True] * len(users) and counts.answering
+        assert await redis_count(users[-1]) == 1
+    finally:
+        for user_id in users:
+            local_socket_remove(user_id)
