@@ -85,7 +85,7 @@ return redis.call('ZADD', KEYS[1], now, ARGV[1])
 # connection), then is left alone for COUNTS_RETRY_AFTER_S (the cap falls back meanwhile).
 COUNTS_TIMEOUT_S = 0.5
 COUNTS_RETRY_AFTER_S = 1.0
-COUNTS_CONNECTIONS, COUNTS_WAIT_S = 32, 2.0  # shared by a burst of handshakes, each waiting for one
+COUNTS_CONNECTIONS = 64  # shared by a burst of handshakes, each waiting COUNTS_TIMEOUT_S for one
 
 
 class SocketCounts:
@@ -244,7 +244,7 @@ def socket_counts() -> SocketCounts | None:
                 del _socket_counts[key]
 
         client = RedisTarget.from_settings(settings).async_client(
-            connections=COUNTS_CONNECTIONS, wait=COUNTS_WAIT_S, socket_timeout=COUNTS_TIMEOUT_S,
+            connections=COUNTS_CONNECTIONS, wait=COUNTS_TIMEOUT_S, socket_timeout=COUNTS_TIMEOUT_S,
             socket_connect_timeout=COUNTS_TIMEOUT_S)
         current = _socket_counts[id(loop)] = SocketCounts(loop, client, settings.REDIS_PREFIX)
     return current
