@@ -88,8 +88,10 @@ def test_a_big_resume_does_not_hold_up_another_users_handshake(server):
     # The other user's handshake finished while the replays were still on their way (read
     # together, core/replays.py, then sent as each client drains them, here ~1 s),
     assert other_ready < max(received_at), detail
-    # and took no more than a loaded machine's handful of idle handshakes.
-    assert loaded < 10 * baseline, detail
+    # and took no more than a loaded machine's handful of idle handshakes (or half a second:
+    # ten times a 14 ms idle handshake failed once on a busy machine at 149 ms; a handshake
+    # held behind the replays' reads, the fault this guards against, waited whole seconds).
+    assert loaded < max(10 * baseline, 0.5), detail
     print(detail)
 
 
